@@ -1,0 +1,138 @@
+"""Frozen-dataclass configs: model and mesh.
+
+Later issues add data, train and eval configs next to these. Every config is
+a frozen dataclass so it can be hashed, compared and passed as a static
+argument to `jax.jit`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+Flavour = Literal["xlmr", "bert"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Dimensions and behaviour of one encoder.
+
+  `flavour` selects the two differences between the checkpoints we port:
+  XLM-R (RoBERTa) positions start at `pad_token_id + 1` and it has one token
+  type; BERT/mBERT positions start at 0 and it has two token types.
+  """
+
+  flavour: Flavour
+  vocab_size: int
+  hidden_size: int
+  num_layers: int
+  num_heads: int
+  intermediate_size: int
+  max_position_embeddings: int
+  type_vocab_size: int
+  pad_token_id: int
+  layer_norm_eps: float
+  hidden_act: str = "gelu"
+  dropout_rate: float = 0.1
+  attention_dropout_rate: float = 0.1
+  initializer_range: float = 0.02
+  use_pooler: bool = False
+  use_mlm_head: bool = True
+  # Compute dtype of matmuls and activations; parameters always stay fp32.
+  dtype: str = "float32"
+  # Recompute each layer's activations in the backward pass.
+  remat: bool = False
+
+  def __post_init__(self):
+    if self.flavour not in ("xlmr", "bert"):
+      raise ValueError(f"flavour must be 'xlmr' or 'bert', got {self.flavour!r}")
+    if self.hidden_size % self.num_heads:
+      raise ValueError(
+          f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+    if self.dtype not in ("float32", "bfloat16"):
+      raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+
+  @property
+  def head_dim(self) -> int:
+    return self.hidden_size // self.num_heads
+
+  @property
+  def position_offset(self) -> int:
+    """Position id of the first real token (RoBERTa counts from pad + 1)."""
+    return self.pad_token_id + 1 if self.flavour == "xlmr" else 0
+
+  def replace(self, **changes) -> "ModelConfig":
+    return dataclasses.replace(self, **changes)
+
+  def num_params(self) -> int:
+    """Parameter count of the encoder plus MLM head (word embeddings tied)."""
+    d, f, n = self.hidden_size, self.intermediate_size, self.num_layers
+    emb = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * d + 2 * d
+    layer = 4 * (d * d + d) + 2 * d * f + f + d + 4 * d
+    total = emb + n * layer
+    if self.use_pooler:
+      total += d * d + d
+    if self.use_mlm_head:
+      total += d * d + d + 2 * d + self.vocab_size
+    return total
+
+
+_XLMR = dict(flavour="xlmr", vocab_size=250002, max_position_embeddings=514,
+             type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5)
+_BERT = dict(flavour="bert", max_position_embeddings=512, type_vocab_size=2,
+             pad_token_id=0, layer_norm_eps=1e-12, use_pooler=True)
+
+PRESETS: dict[str, ModelConfig] = {
+    # Exact dimensions of the public checkpoints.
+    "xlmr-base": ModelConfig(**_XLMR, hidden_size=768, num_layers=12, num_heads=12,
+                             intermediate_size=3072),
+    "xlmr-large": ModelConfig(**_XLMR, hidden_size=1024, num_layers=24, num_heads=16,
+                              intermediate_size=4096),
+    "mbert-base": ModelConfig(**_BERT, vocab_size=119547, hidden_size=768, num_layers=12,
+                              num_heads=12, intermediate_size=3072),
+    # Small models for tests and the CPU demo.
+    "tiny": ModelConfig(**{**_XLMR, "vocab_size": 1024}, hidden_size=64, num_layers=2,
+                        num_heads=4, intermediate_size=128),
+    "tiny-bert": ModelConfig(**{**_BERT, "vocab_size": 1024}, hidden_size=64, num_layers=2,
+                             num_heads=4, intermediate_size=128),
+}
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+  """Returns the named preset, optionally with fields replaced."""
+  try:
+    config = PRESETS[name]
+  except KeyError:
+    raise ValueError(f"unknown model preset {name!r}; known: {', '.join(PRESETS)}") from None
+  return config.replace(**overrides) if overrides else config
+
+
+# Logical axis names carried by every parameter and constrained activation.
+LOGICAL_AXES = ("batch", "length", "vocab", "embed", "mlp", "heads", "kv", "layers")
+
+# Default mapping from logical axes to mesh axes (MaxText style): batch over
+# data and fsdp, parameters' embed dimension over fsdp (ZeRO-3 style), and the
+# wide dimensions over tensor (Megatron style).
+DEFAULT_RULES: tuple[tuple[str, tuple[str, ...] | str | None], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("length", None),
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv", None),
+    ("layers", None),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  """Device mesh shape and the logical-to-mesh axis rules.
+
+  `shape` is (data, fsdp, tensor); -1 in one place means "all remaining
+  devices".
+  """
+
+  shape: tuple[int, int, int] = (-1, 1, 1)
+  axis_names: tuple[str, str, str] = ("data", "fsdp", "tensor")
+  rules: tuple[tuple[str, tuple[str, ...] | str | None], ...] = DEFAULT_RULES

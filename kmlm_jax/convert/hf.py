@@ -1,0 +1,368 @@
+"""transformers (PyTorch) checkpoints <-> our parameters, both directions.
+
+Reading accepts a directory with `config.json` and `model.safetensors`,
+`model.safetensors.index.json` (sharded) or `pytorch_model.bin`, saved from a
+MaskedLM model (`BertForMaskedLM`, `XLMRobertaForMaskedLM`, ...) or from a
+bare encoder (`BertModel`, `XLMRobertaModel`, as sentence-transformers
+saves them). Every tensor of the file is either mapped, a known alias or
+buffer that we check, or an error: nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import numpy as np
+
+from kmlm_jax.config import ModelConfig
+from kmlm_jax.convert import name_map as nm
+
+
+class ConversionError(ValueError):
+  """Bad input to a conversion; the message names the file or tensor."""
+
+
+SUPPORTED_MODEL_TYPES = {"bert": "bert", "xlm-roberta": "xlmr", "roberta": "xlmr"}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.txt", "sentencepiece.bpe.model", "added_tokens.json")
+
+
+# ---------------------------------------------------------------- configs
+
+
+def model_config_from_hf(hf: Mapping, source: str = "config.json") -> ModelConfig:
+  """ModelConfig from a transformers config dict; errors name `source`."""
+  model_type = hf.get("model_type")
+  if model_type not in SUPPORTED_MODEL_TYPES:
+    raise ConversionError(
+        f"{source}: unsupported model_type {model_type!r} (architectures "
+        f"{hf.get('architectures')}); supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
+  flavour = SUPPORTED_MODEL_TYPES[model_type]
+  if hf.get("position_embedding_type", "absolute") != "absolute":
+    raise ConversionError(f"{source}: position_embedding_type "
+                          f"{hf['position_embedding_type']!r} is not supported (only 'absolute')")
+  if hf.get("is_decoder") or hf.get("add_cross_attention"):
+    raise ConversionError(f"{source}: decoder / cross-attention models are not supported")
+  required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+              "intermediate_size", "max_position_embeddings")
+  missing = [k for k in required if k not in hf]
+  if missing:
+    raise ConversionError(f"{source}: missing field(s) {', '.join(missing)}")
+  try:
+    return ModelConfig(
+        flavour=flavour,
+        vocab_size=int(hf["vocab_size"]),
+        hidden_size=int(hf["hidden_size"]),
+        num_layers=int(hf["num_hidden_layers"]),
+        num_heads=int(hf["num_attention_heads"]),
+        intermediate_size=int(hf["intermediate_size"]),
+        max_position_embeddings=int(hf["max_position_embeddings"]),
+        type_vocab_size=int(hf.get("type_vocab_size", 2)),
+        pad_token_id=int(hf.get("pad_token_id", 1 if flavour == "xlmr" else 0)),
+        layer_norm_eps=float(hf.get("layer_norm_eps", 1e-12)),
+        hidden_act=str(hf.get("hidden_act", "gelu")),
+        dropout_rate=float(hf.get("hidden_dropout_prob", 0.1)),
+        attention_dropout_rate=float(hf.get("attention_probs_dropout_prob", 0.1)),
+        initializer_range=float(hf.get("initializer_range", 0.02)),
+    )
+  except (TypeError, ValueError) as e:
+    raise ConversionError(f"{source}: {e}") from None
+
+
+def hf_config_from_model_config(config: ModelConfig) -> dict:
+  """A transformers config.json dict for the MaskedLM class of the flavour."""
+  common = dict(
+      vocab_size=config.vocab_size, hidden_size=config.hidden_size,
+      num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
+      intermediate_size=config.intermediate_size, hidden_act=config.hidden_act,
+      hidden_dropout_prob=config.dropout_rate,
+      attention_probs_dropout_prob=config.attention_dropout_rate,
+      max_position_embeddings=config.max_position_embeddings,
+      type_vocab_size=config.type_vocab_size, initializer_range=config.initializer_range,
+      layer_norm_eps=config.layer_norm_eps, pad_token_id=config.pad_token_id,
+      position_embedding_type="absolute", tie_word_embeddings=True, dtype="float32")
+  if config.flavour == "xlmr":
+    return dict(architectures=["XLMRobertaForMaskedLM"], model_type="xlm-roberta",
+                bos_token_id=0, eos_token_id=2, **common)
+  return dict(architectures=["BertForMaskedLM"], model_type="bert", **common)
+
+
+# ---------------------------------------------------------------- reading
+
+
+class TensorReader(contextlib.AbstractContextManager):
+  """Lazy name -> numpy access to the tensors of a transformers directory."""
+
+  def __init__(self, directory: Path):
+    self.directory = directory
+    self._files: dict[str, Path] = {}
+    self._handles: dict[Path, object] = {}
+    self._torch: dict[str, object] | None = None
+    index = directory / "model.safetensors.index.json"
+    single = directory / "model.safetensors"
+    bin_file = directory / "pytorch_model.bin"
+    if single.exists():
+      self._open_safetensors(single)
+    elif index.exists():
+      try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+      except (json.JSONDecodeError, KeyError) as e:
+        raise ConversionError(f"{index}: not a valid safetensors index ({e})") from None
+      for shard in sorted(set(weight_map.values())):
+        self._open_safetensors(directory / shard)
+    elif bin_file.exists():
+      self._open_torch(bin_file)
+    else:
+      raise ConversionError(
+          f"{directory}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
+
+  def _open_safetensors(self, path: Path):
+    from safetensors import SafetensorError, safe_open
+    if not path.exists():
+      raise ConversionError(f"{path}: file listed in the index is missing")
+    try:
+      handle = safe_open(str(path), framework="numpy")
+      names = list(handle.keys())
+    except (SafetensorError, OSError, ValueError) as e:
+      raise ConversionError(f"{path}: corrupt or unreadable safetensors file ({e})") from None
+    self._handles[path] = handle
+    for name in names:
+      self._files[name] = path
+
+  def _open_torch(self, path: Path):
+    import torch
+    try:
+      state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # torch raises many types for a bad file
+      raise ConversionError(f"{path}: corrupt or unreadable PyTorch file ({e})") from None
+    self._torch = state
+    for name in state:
+      self._files[name] = path
+
+  def names(self) -> list[str]:
+    return list(self._files)
+
+  def __contains__(self, name: str) -> bool:
+    return name in self._files
+
+  def get(self, name: str) -> np.ndarray:
+    path = self._files[name]
+    try:
+      if self._torch is not None:
+        t = self._torch[name]
+        return t.float().numpy() if str(t.dtype) == "torch.bfloat16" else t.numpy()
+      return self._handles[path].get_tensor(name)
+    except Exception as e:
+      raise ConversionError(f"{path}: tensor {name!r} could not be read ({e})") from None
+
+  def __exit__(self, *exc):
+    self._handles.clear()
+    self._torch = None
+    return False
+
+
+def read_hf_config(directory: Path) -> tuple[dict, ModelConfig]:
+  directory = Path(directory)
+  if not directory.is_dir():
+    raise ConversionError(f"{directory}: no such directory")
+  path = directory / "config.json"
+  if not path.exists():
+    raise ConversionError(f"{path}: missing (a transformers directory needs config.json)")
+  try:
+    hf = json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise ConversionError(f"{path}: invalid JSON ({e})") from None
+  return hf, model_config_from_hf(hf, str(path))
+
+
+@dataclasses.dataclass
+class LoadedHF:
+  """Our flat parameters ({path: array}) plus what the conversion found."""
+
+  config: ModelConfig
+  params: dict[str, np.ndarray]
+  has_mlm_head: bool
+  has_pooler: bool
+  prefix: str  # "bert." / "roberta." / "" (bare encoder)
+  dropped: list[str]  # tensors deliberately not converted (e.g. NSP head)
+
+
+def _detect_prefix(names: list[str], config: ModelConfig) -> str:
+  prefix = nm.ENCODER_PREFIX[config.flavour]
+  if any(n.startswith(prefix + "embeddings.") for n in names):
+    return prefix
+  if any(n.startswith("embeddings.") for n in names):
+    return ""
+  return prefix  # reported as missing tensors below
+
+
+def load_hf_params(directory: Path | str) -> LoadedHF:
+  """Reads a transformers directory into our flat parameter dict (numpy fp32).
+
+  Stacked layer parameters are preallocated and filled tensor by tensor, so
+  peak memory stays near one copy of the model plus the memory map.
+  """
+  directory = Path(directory)
+  _, config = read_hf_config(directory)
+  with TensorReader(directory) as reader:
+    names = reader.names()
+    prefix = _detect_prefix(names, config)
+    head_names = {nm.hf_name(r, config, prefix) for r in nm.MLM_HEAD_RULES[config.flavour]}
+    has_head = any(n in head_names for n in names)
+    has_pooler = prefix + "pooler.dense.weight" in names
+    rules = nm.rules_for(config, with_pooler=has_pooler, with_mlm_head=has_head)
+    config = config.replace(use_pooler=has_pooler, use_mlm_head=True)
+    expected = _expected_shapes(config)
+
+    params: dict[str, np.ndarray] = {}
+    used: set[str] = set()
+    for rule in rules:
+      shape = expected[rule.ours]
+      layers = range(config.num_layers) if rule.stacked else [None]
+      out = np.empty(shape, np.float32)
+      for i in layers:
+        name = nm.hf_name(rule, config, prefix, i)
+        if name not in reader:
+          raise ConversionError(f"{directory}: missing tensor {name!r} (needed for {rule.ours})")
+        t = reader.get(name)
+        try:
+          value = rule.hook.to_ours(t, config)
+        except ValueError:
+          value = None
+        target = shape[1:] if rule.stacked else shape
+        if value is None or tuple(value.shape) != tuple(target):
+          raise ConversionError(
+              f"{directory}: tensor {name!r} has shape {tuple(t.shape)}, which does not fit "
+              f"{rule.ours} {tuple(target)} of config.json")
+        if rule.stacked:
+          out[i] = value
+        else:
+          out[...] = value
+        used.add(name)
+      params[rule.ours] = out
+
+    dropped = []
+    for name in names:
+      if name in used:
+        continue
+      alias = nm.ALIASES[config.flavour].get(name)
+      if alias is not None and alias in params:
+        if not np.array_equal(reader.get(name), params[alias]):
+          raise ConversionError(
+              f"{directory}: tensor {name!r} differs from {alias}; untied MLM decoders are "
+              "not supported")
+        continue
+      if name.endswith(nm.BUFFER_SUFFIXES) or name.startswith(nm.DROPPED_PREFIXES):
+        dropped.append(name)
+        continue
+      raise ConversionError(f"{directory}: unexpected tensor {name!r} (no rule maps it)")
+
+  if not has_head:
+    # A bare encoder: the MLM head starts from the standard initialisation.
+    params.update(initial_mlm_head(config))
+  return LoadedHF(config, params, has_head, has_pooler, prefix, dropped)
+
+
+def _expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+  """Parameter path -> shape, read off an abstract (never allocated) model."""
+  import jax
+  from flax import nnx
+
+  from kmlm_jax.models.encoder import Encoder
+  abstract = nnx.eval_shape(lambda: Encoder(config, rngs=nnx.Rngs(0)))
+  flat = flatten_state(nnx.state(abstract, nnx.Param))
+  return {k: tuple(v.shape) for k, v in flat.items()}
+
+
+def initial_mlm_head(config: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
+  """Freshly initialised MLM head parameters (normal(0.02) kernel, zero biases)."""
+  rng = np.random.default_rng(seed)
+  d = config.hidden_size
+  return {
+      "mlm_head.dense_kernel": (rng.standard_normal((d, d)) * config.initializer_range
+                                ).astype(np.float32),
+      "mlm_head.dense_bias": np.zeros((d,), np.float32),
+      "mlm_head.norm_scale": np.ones((d,), np.float32),
+      "mlm_head.norm_bias": np.zeros((d,), np.float32),
+      "mlm_head.bias": np.zeros((config.vocab_size,), np.float32),
+  }
+
+
+# ---------------------------------------------------------------- writing
+
+
+def hf_tensors(config: ModelConfig, params: Mapping[str, np.ndarray]) -> Iterator[tuple[str, np.ndarray]]:
+  """Yields (transformers name, fp32 array) for a MaskedLM checkpoint."""
+  prefix = nm.ENCODER_PREFIX[config.flavour]
+  rules = nm.rules_for(config, with_pooler="pooler.kernel" in params, with_mlm_head=True)
+  for rule in rules:
+    value = np.asarray(params[rule.ours], dtype=np.float32)
+    if rule.stacked:
+      for i in range(config.num_layers):
+        yield nm.hf_name(rule, config, prefix, i), np.ascontiguousarray(
+            rule.hook.to_hf(value[i], config))
+    else:
+      yield nm.hf_name(rule, config, prefix), np.ascontiguousarray(rule.hook.to_hf(value, config))
+
+
+def write_hf_dir(directory: Path | str, config: ModelConfig, params: Mapping[str, np.ndarray],
+                 tokenizer_dir: Path | None = None) -> None:
+  """Writes config.json, model.safetensors (and tokenizer files) atomically."""
+  from safetensors.numpy import save_file
+  directory = Path(directory)
+  with atomic_directory(directory) as tmp:
+    (tmp / "config.json").write_text(json.dumps(hf_config_from_model_config(config), indent=2))
+    save_file(dict(hf_tensors(config, params)), str(tmp / "model.safetensors"),
+              metadata={"format": "pt"})
+    if tokenizer_dir is not None:
+      copy_tokenizer_files(tokenizer_dir, tmp)
+
+
+def copy_tokenizer_files(source: Path, target: Path) -> list[str]:
+  copied = []
+  for name in TOKENIZER_FILES:
+    if (Path(source) / name).exists():
+      shutil.copy2(Path(source) / name, Path(target) / name)
+      copied.append(name)
+  return copied
+
+
+@contextlib.contextmanager
+def atomic_directory(target: Path, overwrite: bool = False):
+  """Yields a temporary sibling directory that is renamed to `target` on success.
+
+  A failure leaves nothing at `target` (and removes the temporary).
+  """
+  target = Path(target)
+  if target.exists() and (not target.is_dir() or any(target.iterdir())):
+    if not overwrite:
+      raise ConversionError(f"{target}: already exists and is not empty (pass --overwrite)")
+  target.parent.mkdir(parents=True, exist_ok=True)
+  tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+  try:
+    yield tmp
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  if target.exists():
+    shutil.rmtree(target)
+  os.replace(tmp, target)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def flatten_state(state) -> dict[str, object]:
+  """nnx.State -> {"a.b.c": array}."""
+  from flax import nnx
+  flat = {}
+  for path, value in nnx.to_flat_state(state):
+    flat[".".join(str(p) for p in path)] = value.get_value() if hasattr(value, "get_value") else value
+  return flat

@@ -1,0 +1,130 @@
+"""Model checkpoints on disk (Orbax) and building models from flat parameters.
+
+Layout of a model checkpoint directory:
+
+  CKPT/model_config.json   {"model": ModelConfig fields, "metadata": {...}}
+  CKPT/params/             Orbax StandardCheckpointer tree of fp32 arrays
+  CKPT/tokenizer/          tokenizer files, when the source had them
+
+Training checkpoints (optimizer, step, data position) build on this layout
+in `kmlm_jax.training`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from kmlm_jax.config import ModelConfig
+from kmlm_jax.convert.hf import ConversionError, atomic_directory, copy_tokenizer_files, flatten_state
+from kmlm_jax.models.encoder import Encoder
+
+
+def abstract_model(config: ModelConfig) -> Encoder:
+  """An Encoder whose parameters are ShapeDtypeStructs (nothing allocated)."""
+  return nnx.eval_shape(lambda: Encoder(config, rngs=nnx.Rngs(0)))
+
+
+def build_model(config: ModelConfig, params: Mapping[str, np.ndarray]) -> Encoder:
+  """An Encoder holding exactly `params` ({"a.b": array}); checks names and shapes."""
+  graphdef, state = nnx.split(abstract_model(config))
+  flat = nnx.to_flat_state(state)
+  expected = {".".join(map(str, path)) for path, _ in flat}
+  if set(params) != expected:
+    missing, extra = sorted(expected - set(params)), sorted(set(params) - expected)
+    raise ConversionError(f"parameters do not match the config: missing {missing}, "
+                          f"unexpected {extra}")
+  leaves = []
+  for path, var in flat:
+    name = ".".join(map(str, path))
+    value = params[name]
+    if tuple(value.shape) != tuple(var.shape):
+      raise ConversionError(f"parameter {name}: shape {tuple(value.shape)}, config needs "
+                            f"{tuple(var.shape)}")
+    leaves.append((path, var.replace(jnp.asarray(value, jnp.float32))))
+  return nnx.merge(graphdef, nnx.from_flat_state(leaves))
+
+
+def model_params(model: Encoder) -> dict[str, np.ndarray]:
+  """{"a.b": numpy fp32 array} of a model's parameters."""
+  return {k: np.asarray(v) for k, v in flatten_state(nnx.state(model, nnx.Param)).items()}
+
+
+def _nest(flat: Mapping[str, np.ndarray]) -> dict:
+  tree: dict = {}
+  for name, value in flat.items():
+    node = tree
+    *parents, leaf = name.split(".")
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = value
+  return tree
+
+
+def _unnest(tree: Mapping, prefix: str = "") -> dict[str, np.ndarray]:
+  flat = {}
+  for key, value in tree.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, Mapping):
+      flat.update(_unnest(value, name + "."))
+    else:
+      flat[name] = value
+  return flat
+
+
+def save_model_checkpoint(path: Path | str, config: ModelConfig, params: Mapping[str, np.ndarray],
+                          *, metadata: Mapping | None = None, tokenizer_dir: Path | None = None,
+                          overwrite: bool = False) -> None:
+  """Writes a model checkpoint atomically (temporary directory, then rename)."""
+  import orbax.checkpoint as ocp
+  path = Path(path).absolute()
+  with atomic_directory(path, overwrite=overwrite) as tmp:
+    (tmp / "model_config.json").write_text(json.dumps(
+        {"model": dataclasses.asdict(config), "metadata": dict(metadata or {})}, indent=2))
+    with ocp.StandardCheckpointer() as checkpointer:
+      checkpointer.save(tmp / "params", _nest({k: np.asarray(v) for k, v in params.items()}))
+      checkpointer.wait_until_finished()
+    if tokenizer_dir is not None:
+      (tmp / "tokenizer").mkdir()
+      copy_tokenizer_files(tokenizer_dir, tmp / "tokenizer")
+
+
+def read_model_config(path: Path | str) -> tuple[ModelConfig, dict]:
+  path = Path(path)
+  config_file = path / "model_config.json"
+  if not path.is_dir():
+    raise ConversionError(f"{path}: no such checkpoint directory")
+  if not config_file.exists():
+    raise ConversionError(f"{config_file}: missing (not a kmlm-jax model checkpoint)")
+  try:
+    raw = json.loads(config_file.read_text())
+    return ModelConfig(**raw["model"]), raw.get("metadata", {})
+  except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+    raise ConversionError(f"{config_file}: invalid model config ({e})") from None
+
+
+def load_model_checkpoint(path: Path | str) -> tuple[ModelConfig, dict[str, np.ndarray], dict]:
+  """Returns (config, flat numpy params, metadata)."""
+  import orbax.checkpoint as ocp
+  path = Path(path).absolute()
+  config, metadata = read_model_config(path)
+  abstract = {k: jax.ShapeDtypeStruct(v.shape, np.float32)
+              for k, v in flatten_state(nnx.state(abstract_model(config), nnx.Param)).items()}
+  try:
+    with ocp.StandardCheckpointer() as checkpointer:
+      restored = checkpointer.restore(path / "params", _nest(abstract))
+  except Exception as e:  # orbax raises many types for damaged trees
+    raise ConversionError(f"{path / 'params'}: cannot restore parameters ({e})") from None
+  return config, {k: np.asarray(v) for k, v in _unnest(restored).items()}, metadata
+
+
+def tokenizer_dir_of(path: Path | str) -> Path | None:
+  tok = Path(path) / "tokenizer"
+  return tok if tok.is_dir() and any(tok.iterdir()) else None

@@ -1,0 +1,208 @@
+"""One Flax NNX Transformer encoder with an XLM-R and a BERT flavour.
+
+Post-LayerNorm BERT architecture, as in transformers' `BertModel` and
+`XLMRobertaModel`. Shapes: B batch, T length, D hidden, H heads, K head dim,
+F intermediate, V vocabulary, L layers, P predictions per sequence.
+
+Parameters are fp32 and carry `logical_axes` metadata; the layers are stored
+stacked along a leading `layers` axis and applied with `jax.lax.scan`, so the
+compiled program does not grow with depth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from kmlm_jax.config import ModelConfig
+from kmlm_jax.models import masks as masks_lib
+from kmlm_jax.models.heads import MLMHead
+from kmlm_jax.models.layers import dropout, layer_norm, param
+from kmlm_jax.sharding import constrain
+
+
+class Embeddings(nnx.Module):
+  """Word + position + token-type embeddings, LayerNorm, dropout."""
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    d, std = config.hidden_size, config.initializer_range
+    normal = jax.nn.initializers.normal(std)
+    self.word = param(normal, rngs, (config.vocab_size, d), ("vocab", "embed"))
+    self.position = param(normal, rngs, (config.max_position_embeddings, d), (None, "embed"))
+    self.token_type = param(normal, rngs, (config.type_vocab_size, d), (None, "embed"))
+    self.norm_scale = param(jax.nn.initializers.ones, rngs, (d,), ("embed",))
+    self.norm_bias = param(jax.nn.initializers.zeros, rngs, (d,), ("embed",))
+    self.config = config
+
+  def __call__(self, input_ids, positions, token_type_ids, dropout_rng):
+    """[B, T] ids -> [B, T, D] in the compute dtype."""
+    x = (jnp.take(self.word[...], input_ids, axis=0)
+         + jnp.take(self.position[...], positions, axis=0)
+         + jnp.take(self.token_type[...], token_type_ids, axis=0))
+    x = layer_norm(x, self.norm_scale[...], self.norm_bias[...], self.config.layer_norm_eps)
+    x = dropout(x, self.config.dropout_rate, dropout_rng)
+    return x.astype(self.config.dtype)
+
+
+# Stacked per-layer parameters: name -> (shape from config, logical axes, init).
+def _layer_param_specs(c: ModelConfig):
+  d, h, k, f = c.hidden_size, c.num_heads, c.head_dim, c.intermediate_size
+  normal = jax.nn.initializers.normal(c.initializer_range)
+  zeros, ones = jax.nn.initializers.zeros, jax.nn.initializers.ones
+  specs = {}
+  for name in ("q", "k", "v"):
+    specs[f"{name}_kernel"] = ((d, h, k), ("embed", "heads", "kv"), normal)
+    specs[f"{name}_bias"] = ((h, k), ("heads", "kv"), zeros)
+  specs.update(
+      o_kernel=((h, k, d), ("heads", "kv", "embed"), normal),
+      o_bias=((d,), ("embed",), zeros),
+      attn_norm_scale=((d,), ("embed",), ones),
+      attn_norm_bias=((d,), ("embed",), zeros),
+      mlp_in_kernel=((d, f), ("embed", "mlp"), normal),
+      mlp_in_bias=((f,), ("mlp",), zeros),
+      mlp_out_kernel=((f, d), ("mlp", "embed"), normal),
+      mlp_out_bias=((d,), ("embed",), zeros),
+      mlp_norm_scale=((d,), ("embed",), ones),
+      mlp_norm_bias=((d,), ("embed",), zeros),
+  )
+  return specs
+
+
+def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
+  if name == "gelu":
+    return lambda x: jax.nn.gelu(x, approximate=False)
+  if name in ("gelu_new", "gelu_pytorch_tanh"):
+    return lambda x: jax.nn.gelu(x, approximate=True)
+  if name == "relu":
+    return jax.nn.relu
+  raise ValueError(f"unsupported hidden_act {name!r}")
+
+
+class TransformerLayers(nnx.Module):
+  """All L post-LN Transformer layers, parameters stacked on axis 0."""
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    self.config = config
+    for name, (shape, axes, init) in _layer_param_specs(config).items():
+      setattr(self, name, param(init, rngs, (config.num_layers, *shape), ("layers", *axes)))
+
+  def params(self) -> dict[str, jax.Array]:
+    return {name: getattr(self, name)[...] for name in _layer_param_specs(self.config)}
+
+  def __call__(self, x, attention_bias, dropout_rng):
+    """x [B, T, D], attention_bias [B, 1, T, T] -> [B, T, D]."""
+    c = self.config
+    act = _activation(c.hidden_act)
+
+    def layer(x, scanned):
+      p, index = scanned
+      p = {n: v.astype(c.dtype) if "kernel" in n else v for n, v in p.items()}
+      rng = None if dropout_rng is None else jax.random.fold_in(dropout_rng, index)
+      rngs = [None] * 3 if rng is None else list(jax.random.split(rng, 3))
+
+      q = jnp.einsum("btd,dhk->bthk", x, p["q_kernel"]) + p["q_bias"]
+      k = jnp.einsum("btd,dhk->bthk", x, p["k_kernel"]) + p["k_bias"]
+      v = jnp.einsum("btd,dhk->bthk", x, p["v_kernel"]) + p["v_bias"]
+      q = constrain(q, ("batch", "length", "heads", "kv"))
+      scores = jnp.einsum("bqhk,bshk->bhqs", q, k, preferred_element_type=jnp.float32)
+      scores = scores / math.sqrt(c.head_dim) + attention_bias
+      probs = jax.nn.softmax(scores, axis=-1)
+      probs = dropout(probs, c.attention_dropout_rate, rngs[0]).astype(c.dtype)
+      context = jnp.einsum("bhqs,bshk->bqhk", probs, v)
+      attn = jnp.einsum("bqhk,hkd->bqd", context, p["o_kernel"]) + p["o_bias"]
+      attn = dropout(attn, c.dropout_rate, rngs[1])
+      x = layer_norm(x + attn, p["attn_norm_scale"], p["attn_norm_bias"], c.layer_norm_eps)
+      x = x.astype(c.dtype)
+
+      h = act(jnp.einsum("btd,df->btf", x, p["mlp_in_kernel"]) + p["mlp_in_bias"])
+      h = constrain(h, ("batch", "length", "mlp"))
+      h = jnp.einsum("btf,fd->btd", h, p["mlp_out_kernel"]) + p["mlp_out_bias"]
+      h = dropout(h, c.dropout_rate, rngs[2])
+      x = layer_norm(x + h, p["mlp_norm_scale"], p["mlp_norm_bias"], c.layer_norm_eps)
+      x = constrain(x.astype(c.dtype), ("batch", "length", "embed"))
+      return x, None
+
+    if c.remat:
+      layer = jax.checkpoint(layer, policy=jax.checkpoint_policies.nothing_saveable)
+    x, _ = jax.lax.scan(layer, x, (self.params(), jnp.arange(c.num_layers)))
+    return x
+
+
+class Pooler(nnx.Module):
+  """BERT pooler: tanh(dense(first token))."""
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    d = config.hidden_size
+    self.kernel = param(jax.nn.initializers.normal(config.initializer_range), rngs, (d, d),
+                        ("embed", None))
+    self.bias = param(jax.nn.initializers.zeros, rngs, (d,), (None,))
+
+  def __call__(self, hidden):
+    """[B, T, D] -> [B, D] fp32."""
+    first = hidden[:, 0].astype(jnp.float32)
+    return jnp.tanh(first @ self.kernel[...] + self.bias[...])
+
+
+@dataclasses.dataclass
+class EncoderOutput:
+  hidden: jax.Array  # [B, T, D] compute dtype
+  pooled: jax.Array | None  # [B, D] fp32, when the config has a pooler
+
+
+jax.tree_util.register_dataclass(EncoderOutput, data_fields=["hidden", "pooled"],
+                                 meta_fields=[])
+
+
+class Encoder(nnx.Module):
+  """XLM-R / BERT encoder with an optional pooler and tied MLM head.
+
+  Inputs are [B, T] int32 arrays. `segment_ids` (0 = padding) enable packed
+  rows: attention is blocked across segments and default positions restart
+  in each segment. Without `segment_ids`, padding is read from
+  `attention_mask` or, failing that, from `input_ids == pad_token_id`.
+  """
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    self.config = config
+    self.embeddings = Embeddings(config, rngs=rngs)
+    self.layers = TransformerLayers(config, rngs=rngs)
+    self.pooler = Pooler(config, rngs=rngs) if config.use_pooler else None
+    self.mlm_head = MLMHead(config, rngs=rngs) if config.use_mlm_head else None
+
+  def __call__(self, input_ids, *, segment_ids=None, positions=None, token_type_ids=None,
+               attention_mask=None, attention=None, dropout_rng=None) -> EncoderOutput:
+    """Returns hidden states [B, T, D] and the pooled output.
+
+    `attention` [B, 1, T, T] bool overrides the segment mask (Prix-LM's
+    prefix-causal mask). `dropout_rng=None` means deterministic.
+    """
+    c = self.config
+    if segment_ids is None:
+      valid = attention_mask if attention_mask is not None else input_ids != c.pad_token_id
+      segment_ids = valid.astype(jnp.int32)
+    if positions is None:
+      positions = masks_lib.default_positions(segment_ids, c.position_offset, c.pad_token_id
+                                              if c.flavour == "xlmr" else 0)
+    if token_type_ids is None:
+      token_type_ids = jnp.zeros_like(input_ids)
+    if attention is None:
+      attention = masks_lib.segment_mask(segment_ids)
+    bias = masks_lib.mask_to_bias(attention, jnp.float32)
+
+    rngs = (None, None) if dropout_rng is None else tuple(jax.random.split(dropout_rng))
+    x = self.embeddings(input_ids, positions, token_type_ids, rngs[0])
+    x = constrain(x, ("batch", "length", "embed"))
+    x = self.layers(x, bias, rngs[1])
+    pooled = self.pooler(x) if self.pooler is not None else None
+    return EncoderOutput(hidden=x, pooled=pooled)
+
+  def mlm_logits(self, hidden, mlm_positions=None):
+    """MLM logits, fp32: [B, P, V] at `mlm_positions` [B, P], or [B, T, V] if None."""
+    if self.mlm_head is None:
+      raise ValueError("this model was built without an MLM head (use_mlm_head=False)")
+    return self.mlm_head(hidden, self.embeddings.word[...], mlm_positions)
