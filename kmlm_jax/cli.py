@@ -1,0 +1,82 @@
+"""`kmlm-jax` command line: parses arguments and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _add_convert(sub):
+  p = sub.add_parser("convert", help="convert between transformers and kmlm-jax checkpoints")
+  src = p.add_mutually_exclusive_group(required=True)
+  src.add_argument("--from-hf", metavar="DIR", help="transformers directory to read")
+  src.add_argument("--from", dest="from_ckpt", metavar="CKPT", help="kmlm-jax checkpoint to read")
+  p.add_argument("--to", metavar="CKPT", help="kmlm-jax checkpoint to write (with --from-hf)")
+  p.add_argument("--to-hf", metavar="DIR", help="transformers directory to write (with --from)")
+  p.add_argument("--verify", action="store_true",
+                 help="compare with transformers PyTorch; fails above 1e-4")
+  p.add_argument("--overwrite", action="store_true", help="replace an existing destination")
+
+
+def _add_init(sub):
+  p = sub.add_parser("init", help="write a randomly initialised checkpoint of a preset")
+  p.add_argument("--preset", required=True)
+  p.add_argument("--to", required=True, metavar="CKPT")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--overwrite", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="kmlm-jax", description=__doc__)
+  sub = parser.add_subparsers(dest="command", required=True)
+  _add_convert(sub)
+  _add_init(sub)
+  return parser
+
+
+def _convert(args) -> int:
+  from kmlm_jax.convert import commands
+  if args.from_hf:
+    if not args.to or args.to_hf:
+      raise SystemExit("kmlm-jax convert: --from-hf needs --to CKPT")
+    report = commands.hf_to_checkpoint(args.from_hf, args.to, verify=args.verify,
+                                       overwrite=args.overwrite)
+  else:
+    if not args.to_hf or args.to:
+      raise SystemExit("kmlm-jax convert: --from needs --to-hf DIR")
+    report = commands.checkpoint_to_hf(args.from_ckpt, args.to_hf, verify=args.verify,
+                                       overwrite=args.overwrite)
+  print("\n".join(report.lines))
+  if report.max_abs_diff is not None:
+    print(f"max_abs_diff={report.max_abs_diff:.3g}")
+  return 0
+
+
+def _init(args) -> int:
+  from kmlm_jax.convert import commands
+  print("\n".join(commands.init_checkpoint(args.preset, args.to, seed=args.seed,
+                                           overwrite=args.overwrite).lines))
+  return 0
+
+
+def main(argv=None) -> int:
+  args = build_parser().parse_args(argv)
+  from kmlm_jax.assets import AssetError
+  from kmlm_jax.convert.hf import ConversionError
+  from kmlm_jax.convert.commands import VerifyError
+  from kmlm_jax.text.tokenizers import TokenizerError
+  try:
+    return {"convert": _convert, "init": _init}[args.command](args)
+  except VerifyError as e:
+    print("\n".join(e.report.lines))
+    print(f"kmlm-jax {args.command}: error: {e}", file=sys.stderr)
+    sys.stderr.flush()
+    print(f"max_abs_diff={e.report.max_abs_diff:.3g}")
+    return 1
+  except (ConversionError, TokenizerError, AssetError) as e:
+    print(f"kmlm-jax {args.command}: error: {e}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+  sys.exit(main())

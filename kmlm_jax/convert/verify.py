@@ -1,0 +1,94 @@
+"""`--verify`: run our model and transformers PyTorch on the same padded batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from kmlm_jax.config import ModelConfig
+
+# Built-in multilingual sample sentences (one per language, different lengths,
+# so the batch is padded).
+SAMPLE_SENTENCES = (
+    "The capital of France is Paris.",
+    "Die Hauptstadt von Deutschland ist Berlin, eine Stadt an der Spree.",
+    "La capitale de l'Italie est Rome.",
+    "El río más largo de España es el Tajo.",
+    "東京は日本の首都です。",
+    "北京是中华人民共和国的首都。",
+    "Hà Nội là thủ đô của Việt Nam.",
+    "서울은 대한민국의 수도이다.",
+    "Amsterdam is de hoofdstad van Nederland, maar de regering zit in Den Haag.",
+    "Москва — столица России.",
+)
+TOLERANCE = 1e-4
+
+
+def sample_batch(config: ModelConfig, tokenizer=None, max_length: int = 48, seed: int = 0):
+  """(input_ids, attention_mask, description) as int32 numpy [N, T], right-padded.
+
+  Uses the tokenizer when its ids fit the model's vocabulary; otherwise
+  seeded random ids with the same padding pattern.
+  """
+  if tokenizer is not None:
+    enc = tokenizer(list(SAMPLE_SENTENCES), padding="max_length", truncation=True,
+                    max_length=max_length, return_tensors="np")
+    ids, mask = enc["input_ids"].astype(np.int32), enc["attention_mask"].astype(np.int32)
+    if ids.max() < config.vocab_size and tokenizer.pad_token_id == config.pad_token_id:
+      return ids, mask, f"{len(SAMPLE_SENTENCES)} multilingual sample sentences, tokenized"
+  rng = np.random.default_rng(seed)
+  lengths = rng.integers(4, max_length + 1, len(SAMPLE_SENTENCES))
+  lengths[0] = max_length
+  mask = (np.arange(max_length)[None] < lengths[:, None]).astype(np.int32)
+  ids = rng.integers(0, config.vocab_size, mask.shape).astype(np.int32)
+  ids = np.where(ids == config.pad_token_id, (ids + 1) % config.vocab_size, ids)
+  ids = np.where(mask == 1, ids, config.pad_token_id).astype(np.int32)
+  return ids, mask, f"{len(SAMPLE_SENTENCES)} random-id rows (no matching tokenizer)"
+
+
+def ours_outputs(config: ModelConfig, params: Mapping[str, np.ndarray], ids, mask,
+                 want_logits: bool) -> np.ndarray:
+  import jax
+  import jax.numpy as jnp
+
+  from kmlm_jax.model_checkpoint import build_model
+  model = build_model(config, params)
+
+  @jax.jit
+  def run(ids, mask):
+    out = model(ids, attention_mask=mask)
+    return model.mlm_logits(out.hidden) if want_logits else out.hidden.astype(jnp.float32)
+
+  return np.asarray(run(jnp.asarray(ids), jnp.asarray(mask)))
+
+
+def torch_outputs(hf_dir: Path, ids, mask, want_logits: bool) -> np.ndarray:
+  import torch
+  import transformers
+  transformers.logging.set_verbosity_error()  # its load report lists our extra pooler
+  transformers.utils.logging.disable_progress_bar()
+  cls = transformers.AutoModelForMaskedLM if want_logits else transformers.AutoModel
+  model = cls.from_pretrained(str(hf_dir), dtype=torch.float32, local_files_only=True)
+  model.eval()
+  with torch.no_grad():
+    out = model(input_ids=torch.as_tensor(ids, dtype=torch.long),
+                attention_mask=torch.as_tensor(mask, dtype=torch.long))
+  return (out.logits if want_logits else out.last_hidden_state).numpy()
+
+
+def max_abs_diff(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+  """Largest difference over non-padding positions."""
+  valid = mask.astype(bool)
+  return float(np.abs(a[valid] - b[valid]).max())
+
+
+def verify(config: ModelConfig, params: Mapping[str, np.ndarray], hf_dir: Path,
+           want_logits: bool, tokenizer=None) -> tuple[float, str]:
+  """Returns (max_abs_diff, what was compared)."""
+  ids, mask, described = sample_batch(config, tokenizer)
+  ours = ours_outputs(config, params, ids, mask, want_logits)
+  theirs = torch_outputs(hf_dir, ids, mask, want_logits)
+  what = "MLM logits" if want_logits else "last hidden states"
+  return max_abs_diff(ours, theirs, mask), f"{what} on {described}"
