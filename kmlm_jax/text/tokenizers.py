@@ -41,7 +41,8 @@ def load_tokenizer(path: str | Path, *, lowercase: bool | None = None):
   if path.suffix == ".json":
     return transformers.XLMRobertaTokenizer(tokenizer_file=str(path))
   if path.suffix == ".model":
-    return transformers.XLMRobertaTokenizer(vocab=xlmr_vocab_from_sentencepiece(path))
+    vocab, charsmap = xlmr_vocab_from_sentencepiece(path)
+    return transformers.XLMRobertaTokenizer(vocab=vocab, _spm_precompiled_charsmap=charsmap)
   if path.name.endswith(".txt"):
     vocab = read_wordpiece_vocab(path)
     # `vocab=` (a dict) is what transformers v5 reads; `vocab_file=` is ignored.
@@ -50,19 +51,26 @@ def load_tokenizer(path: str | Path, *, lowercase: bool | None = None):
                        ".model or vocab .txt)")
 
 
-def xlmr_vocab_from_sentencepiece(path: Path) -> list[tuple[str, float]]:
-  """fairseq-ordered (piece, score) list for an XLM-R sentencepiece model.
+def xlmr_vocab_from_sentencepiece(path: Path) -> tuple[list[tuple[str, float]], bytes]:
+  """fairseq-ordered (piece, score) list and normalizer charsmap of an XLM-R model.
 
   The sentencepiece model has <unk>=0 <s>=1 </s>=2; fairseq prepends
   <s> <pad> </s> <unk>, shifts the remaining pieces by one and appends <mask>.
+  The precompiled charsmap carries the model's NFKC normalisation.
   """
   import sentencepiece as spm
+  # transformers' bundled proto module: sentencepiece's own needs protobuf 7,
+  # which tensorflow does not allow here.
+  from transformers.utils import sentencepiece_model_pb2_new as sp_proto
   try:
     sp = spm.SentencePieceProcessor(model_file=str(path))
   except (OSError, RuntimeError) as e:
     raise TokenizerError(f"{path}: not a sentencepiece model ({e})") from None
+  proto = sp_proto.ModelProto()
+  proto.ParseFromString(sp.serialized_model_proto())
   pieces = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(3, sp.get_piece_size())]
-  return [(s, 0.0) for s in XLMR_SPECIALS] + pieces + [("<mask>", 0.0)]
+  vocab = [(s, 0.0) for s in XLMR_SPECIALS] + pieces + [("<mask>", 0.0)]
+  return vocab, proto.normalizer_spec.precompiled_charsmap
 
 
 def read_wordpiece_vocab(path: Path) -> dict[str, int]:
