@@ -89,7 +89,7 @@ def save_model_checkpoint(path: Path | str, config: ModelConfig, params: Mapping
     (tmp / "model_config.json").write_text(json.dumps(
         {"model": dataclasses.asdict(config), "metadata": dict(metadata or {})}, indent=2))
     with ocp.StandardCheckpointer() as checkpointer:
-      checkpointer.save(tmp / "params", _nest({k: np.asarray(v) for k, v in params.items()}))
+      checkpointer.save(tmp / "params", _nest(dict(params)))
       checkpointer.wait_until_finished()
     if tokenizer_dir is not None:
       (tmp / "tokenizer").mkdir()

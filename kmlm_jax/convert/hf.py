@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Mapping
 
+import jax.numpy as jnp
 import numpy as np
 
 from kmlm_jax.config import ModelConfig
@@ -124,16 +125,15 @@ class TensorReader(contextlib.AbstractContextManager):
           f"{directory}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
 
   def _open_safetensors(self, path: Path):
-    from safetensors import SafetensorError, safe_open
+    from kmlm_jax.convert.safetensors_reader import SafetensorsError, SafetensorsFile
     if not path.exists():
       raise ConversionError(f"{path}: file listed in the index is missing")
     try:
-      handle = safe_open(str(path), framework="numpy")
-      names = list(handle.keys())
-    except (SafetensorError, OSError, ValueError) as e:
-      raise ConversionError(f"{path}: corrupt or unreadable safetensors file ({e})") from None
+      handle = SafetensorsFile(path)
+    except SafetensorsError as e:
+      raise ConversionError(str(e)) from None
     self._handles[path] = handle
-    for name in names:
+    for name in handle.keys():
       self._files[name] = path
 
   def _open_torch(self, path: Path):
@@ -158,7 +158,8 @@ class TensorReader(contextlib.AbstractContextManager):
       if self._torch is not None:
         t = self._torch[name]
         return t.float().numpy() if str(t.dtype) == "torch.bfloat16" else t.numpy()
-      return self._handles[path].get_tensor(name)
+      # (bf16 safetensors come back as ml_dtypes.bfloat16 and are widened on assignment.)
+      return self._handles[path].get(name)
     except Exception as e:
       raise ConversionError(f"{path}: tensor {name!r} could not be read ({e})") from None
 
@@ -204,10 +205,12 @@ def _detect_prefix(names: list[str], config: ModelConfig) -> str:
 
 
 def load_hf_params(directory: Path | str) -> LoadedHF:
-  """Reads a transformers directory into our flat parameter dict (numpy fp32).
+  """Reads a transformers directory into our flat parameter dict (fp32 jax arrays).
 
-  Stacked layer parameters are preallocated and filled tensor by tensor, so
-  peak memory stays near one copy of the model plus the memory map.
+  Each parameter is assembled in a numpy buffer from tensors read one at a
+  time, then moved into a jax array and the buffer freed, so peak memory stays
+  near one copy of the model plus its largest parameter. (jax arrays rather
+  than numpy: Orbax saves them with one host copy instead of two.)
   """
   directory = Path(directory)
   _, config = read_hf_config(directory)
@@ -225,9 +228,9 @@ def load_hf_params(directory: Path | str) -> LoadedHF:
     used: set[str] = set()
     for rule in rules:
       shape = expected[rule.ours]
-      layers = range(config.num_layers) if rule.stacked else [None]
-      out = np.empty(shape, np.float32)
-      for i in layers:
+      # Stacked parameters are assembled layer by layer in one buffer.
+      out = np.empty(shape, np.float32) if rule.stacked else None
+      for i in range(config.num_layers) if rule.stacked else [None]:
         name = nm.hf_name(rule, config, prefix, i)
         if name not in reader:
           raise ConversionError(f"{directory}: missing tensor {name!r} (needed for {rule.ours})")
@@ -244,9 +247,11 @@ def load_hf_params(directory: Path | str) -> LoadedHF:
         if rule.stacked:
           out[i] = value
         else:
-          out[...] = value
+          out = value
         used.add(name)
-      params[rule.ours] = out
+        del t, value
+      params[rule.ours] = jnp.asarray(out, dtype=jnp.float32)
+      del out
 
     dropped = []
     for name in names:
@@ -254,7 +259,7 @@ def load_hf_params(directory: Path | str) -> LoadedHF:
         continue
       alias = nm.ALIASES[config.flavour].get(name)
       if alias is not None and alias in params:
-        if not np.array_equal(reader.get(name), params[alias]):
+        if not np.array_equal(reader.get(name), np.asarray(params[alias])):
           raise ConversionError(
               f"{directory}: tensor {name!r} differs from {alias}; untied MLM decoders are "
               "not supported")
@@ -266,7 +271,7 @@ def load_hf_params(directory: Path | str) -> LoadedHF:
 
   if not has_head:
     # A bare encoder: the MLM head starts from the standard initialisation.
-    params.update(initial_mlm_head(config))
+    params.update({k: jnp.asarray(v) for k, v in initial_mlm_head(config).items()})
   return LoadedHF(config, params, has_head, has_pooler, prefix, dropped)
 
 
