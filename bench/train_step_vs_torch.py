@@ -93,7 +93,7 @@ def run(name: str, dims: dict, steps: int) -> dict:
     def jax_step():
       (loss, _), grads = step(global_batch)
       jax.block_until_ready(grads)
-      return float(loss.detach())
+      return float(loss)
 
     seconds, loss = timed(jax_step, steps)
     result[f"{head}_s"] = seconds
