@@ -26,11 +26,39 @@ def _add_init(sub):
   p.add_argument("--overwrite", action="store_true")
 
 
+def _add_kg(sub):
+  p = sub.add_parser("kg", help="knowledge graph corpora: build, stats")
+  kg = p.add_subparsers(dest="kg_command", required=True)
+  b = kg.add_parser("build", help="generate pretraining corpora and evaluation sets from a KG")
+  src = b.add_mutually_exclusive_group(required=True)
+  src.add_argument("--sample", action="store_true", help="the embedded sample KG")
+  src.add_argument("--wikidata-dump", metavar="FILE", help=".json, .json.gz or .json.bz2 dump")
+  src.add_argument("--triples-tsv", metavar="FILE", help="Prix-LM triples TSV")
+  b.add_argument("--entities-tsv", metavar="FILE", help="Prix-LM entity list (with --triples-tsv)")
+  b.add_argument("--langs", help="comma-separated language codes (default for --sample: "
+                 "the ten KMLM languages)")
+  b.add_argument("--entity-whitelist", metavar="FILE")
+  b.add_argument("--relation-whitelist", metavar="FILE")
+  b.add_argument("--out", required=True, metavar="DIR")
+  b.add_argument("--seed", type=int, default=0)
+  b.add_argument("--num-shards", type=int, default=4)
+  b.add_argument("--skip-bad-records", action="store_true",
+                 help="count and skip bad records instead of failing")
+  b.add_argument("--runner", choices=("direct", "beam"), default="direct",
+                 help="direct: in this process; beam: an Apache Beam pipeline")
+  b.add_argument("--beam-options", default="",
+                 help="extra Beam pipeline options, e.g. '--runner=DataflowRunner --project=P'")
+  b.add_argument("--overwrite", action="store_true")
+  st = kg.add_parser("stats", help="print the manifest of a built corpus directory")
+  st.add_argument("dir", metavar="DIR")
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="kmlm-jax", description=__doc__)
   sub = parser.add_subparsers(dest="command", required=True)
   _add_convert(sub)
   _add_init(sub)
+  _add_kg(sub)
   return parser
 
 
@@ -59,21 +87,31 @@ def _init(args) -> int:
   return 0
 
 
+def _kg(args) -> int:
+  from kmlm_jax.kg import commands
+  if args.kg_command == "stats":
+    print(commands.stats(args.dir))
+    return 0
+  print(commands.build(args))
+  return 0
+
+
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
   from kmlm_jax.assets import AssetError
   from kmlm_jax.convert.hf import ConversionError
   from kmlm_jax.convert.commands import VerifyError
+  from kmlm_jax.kg.errors import KGInputError
   from kmlm_jax.text.tokenizers import TokenizerError
   try:
-    return {"convert": _convert, "init": _init}[args.command](args)
+    return {"convert": _convert, "init": _init, "kg": _kg}[args.command](args)
   except VerifyError as e:
     print("\n".join(e.report.lines))
     print(f"kmlm-jax {args.command}: error: {e}", file=sys.stderr)
     sys.stderr.flush()
     print(f"max_abs_diff={e.report.max_abs_diff:.3g}")
     return 1
-  except (ConversionError, TokenizerError, AssetError) as e:
+  except (ConversionError, TokenizerError, AssetError, KGInputError) as e:
     print(f"kmlm-jax {args.command}: error: {e}", file=sys.stderr)
     return 2
 

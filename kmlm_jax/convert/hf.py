@@ -13,15 +13,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator, Mapping
 
 import jax.numpy as jnp
 import numpy as np
 
+from kmlm_jax import fileio
 from kmlm_jax.config import ModelConfig
 from kmlm_jax.convert import name_map as nm
 
@@ -339,26 +338,9 @@ def copy_tokenizer_files(source: Path, target: Path) -> list[str]:
   return copied
 
 
-@contextlib.contextmanager
 def atomic_directory(target: Path, overwrite: bool = False):
-  """Yields a temporary sibling directory that is renamed to `target` on success.
-
-  A failure leaves nothing at `target` (and removes the temporary).
-  """
-  target = Path(target)
-  if target.exists() and (not target.is_dir() or any(target.iterdir())):
-    if not overwrite:
-      raise ConversionError(f"{target}: already exists and is not empty (pass --overwrite)")
-  target.parent.mkdir(parents=True, exist_ok=True)
-  tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-  try:
-    yield tmp
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-  if target.exists():
-    shutil.rmtree(target)
-  os.replace(tmp, target)
+  """`kmlm_jax.fileio.atomic_directory` raising ConversionError for an existing target."""
+  return fileio.atomic_directory(target, overwrite, error=ConversionError)
 
 
 # ---------------------------------------------------------------- helpers

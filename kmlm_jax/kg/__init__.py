@@ -1,0 +1,1 @@
+"""Knowledge graphs: readers, columnar tables, sentence and cycle generators."""

@@ -1,0 +1,272 @@
+"""`kmlm-jax kg build`: a KG in, pretraining corpora and evaluation sets out.
+
+Output directory (written to a temporary sibling and renamed at the end, so
+a failed build leaves nothing behind):
+
+  manifest.json        counts per stream and language, read/skip counts,
+                       held-out counts, options, files
+  graph.npz            the KnowledgeGraph (`KnowledgeGraph.load`)
+  corpora/STREAM/STREAM-00000-of-0000N.tfrecord
+                       serialized tf.train.Example records (`records.py`);
+                       streams: code_switched, parallel, reasoning
+  preview/STREAM.jsonl the first samples of each stream, with their text
+  eval/lp/LANG.{test,filter,entities}.tsv    Prix-LM format
+  eval/probes.jsonl, eval/xlr/SPLIT.jsonl, eval/alignment/LANG.SPLIT.jsonl
+
+Work is cut into units (a chunk of triples or of cycles) that can each be
+generated alone; sample j of unit u goes to shard (u + j) mod N and shards
+keep (u, j) order. The Beam pipeline (`beam_pipeline.py`) runs the same
+units on workers and writes byte-identical shards.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from kmlm_jax import fileio
+from kmlm_jax.kg import cycles as cycles_lib
+from kmlm_jax.kg import evalsets, reasoning, records, sentences
+from kmlm_jax.kg.errors import KGInputError, ReadStats
+from kmlm_jax.kg.graph import KnowledgeGraph
+from kmlm_jax.kg.samples import KIND_CODE_SWITCHED, KIND_PARALLEL, KIND_REASONING, Sample
+
+STREAMS = (KIND_CODE_SWITCHED, KIND_PARALLEL, KIND_REASONING)
+FORMAT = "kmlm-jax-corpora-1"
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildOptions:
+  """What to generate. `reasoning_langs=None` means every graph language."""
+
+  seed: int = 0
+  num_shards: int = 4
+  preview: int = 20
+  sentences: sentences.SentenceOptions = sentences.SentenceOptions()
+  evals: evalsets.EvalOptions = evalsets.EvalOptions()
+  reasoning_langs: tuple[str, ...] | None = None
+  max_triangles: int | None = None
+  max_diamonds: int | None = 200_000
+
+
+@dataclasses.dataclass
+class Plan:
+  """Everything a unit of work needs; built once, shared by all units."""
+
+  graph: KnowledgeGraph
+  options: BuildOptions
+  cycles: cycles_lib.Cycles
+  held: evalsets.HeldOut
+  keep_triples: np.ndarray
+  keep_triangles: np.ndarray
+  keep_diamonds: np.ndarray
+
+  def reasoning_langs(self) -> tuple[str, ...]:
+    return self.options.reasoning_langs or self.graph.languages
+
+  def units(self, stream: str) -> list[tuple]:
+    if stream in (KIND_CODE_SWITCHED, KIND_PARALLEL):
+      return [(stream, c) for c in range(sentences.num_chunks(self.graph))]
+    out = []
+    for name, rows in (("triangles", self.cycles.triangle_triples),
+                       ("diamonds", self.cycles.diamond_triples)):
+      out += [(stream, name, c) for c in range(-(-len(rows) // reasoning.CHUNK))]
+    return out
+
+  def generate(self, unit: tuple, counts: dict) -> Iterator[Sample]:
+    """The samples of one unit, in order."""
+    stream = unit[0]
+    if stream == KIND_CODE_SWITCHED:
+      return sentences.code_switched_chunk(self.graph, unit[1], self.options.seed,
+                                           self.options.sentences, self.keep_triples, counts)
+    if stream == KIND_PARALLEL:
+      return sentences.parallel_chunk(self.graph, unit[1], self.options.seed,
+                                      self.options.sentences, self.keep_triples, counts)
+    _, name, c = unit
+    rows, keep = ((self.cycles.triangle_triples, self.keep_triangles) if name == "triangles"
+                  else (self.cycles.diamond_triples, self.keep_diamonds))
+    part = slice(c * reasoning.CHUNK, (c + 1) * reasoning.CHUNK)
+    return reasoning.generate(self.graph, rows[part], self.reasoning_langs(), keep[part], counts)
+
+
+def make_plan(graph: KnowledgeGraph, options: BuildOptions, progress: bool = False) -> Plan:
+  """Mines cycles and picks the held-out evaluation data."""
+  cycles = cycles_lib.mine_cycles(graph.triples, graph.num_entities, options.seed,
+                                  max_triangles=options.max_triangles,
+                                  max_diamonds=options.max_diamonds, progress=progress)
+  held = evalsets.choose_held_out(graph, [cycles.triangle_triples, cycles.diamond_triples],
+                                  options.seed, options.evals)
+  return Plan(graph, options, cycles, held, held.keep_triples(graph),
+              held.keep_cycles(graph, cycles.triangle_triples),
+              held.keep_cycles(graph, cycles.diamond_triples))
+
+
+def shard_paths(stream: str, num_shards: int) -> list[str]:
+  return [f"corpora/{stream}/{stream}-{i:05d}-of-{num_shards:05d}.tfrecord"
+          for i in range(num_shards)]
+
+
+def write_stream(plan: Plan, stream: str, out: Path, progress: bool = False) -> dict:
+  """Writes one stream's shards and preview; returns its manifest entry."""
+  import tensorflow as tf
+  from tqdm.auto import tqdm
+  n = plan.options.num_shards
+  paths = shard_paths(stream, n)
+  (out / "corpora" / stream).mkdir(parents=True)
+  (out / "preview").mkdir(exist_ok=True)
+  by_lang, by_cycle, counts = collections.Counter(), collections.Counter(), {}
+  preview = []
+  writers = [tf.io.TFRecordWriter(str(out / p)) for p in paths]
+  try:
+    for u, unit in enumerate(tqdm(plan.units(stream), desc=stream, disable=not progress)):
+      for j, sample in enumerate(plan.generate(unit, counts)):
+        writers[(u + j) % n].write(records.to_example(sample))
+        by_lang[sample.lang] += 1
+        if sample.cycle:
+          by_cycle[f"cycles{sample.cycle}"] += 1
+        if len(preview) < plan.options.preview:
+          preview.append(json.dumps({"text": sample.text(), **json.loads(sample.to_json())},
+                                    ensure_ascii=False))
+  finally:
+    for w in writers:
+      w.close()
+  (out / "preview" / f"{stream}.jsonl").write_text("".join(p + "\n" for p in preview),
+                                                   encoding="utf-8")
+  entry = {"samples": sum(by_lang.values()), "by_lang": dict(sorted(by_lang.items())),
+           "not_generated": dict(sorted(counts.items())), "shards": paths}
+  if by_cycle:
+    entry["by_cycle"] = dict(sorted(by_cycle.items()))
+  return entry
+
+
+def write_evalsets(plan: Plan, out: Path) -> dict:
+  g, held, langs = plan.graph, plan.held, plan.graph.languages
+  ev = out / "eval"
+  lp = evalsets.write_link_prediction(g, held, ev, langs)
+  probes = evalsets.probes(g, held, langs)
+  _write_jsonl(ev / "probes.jsonl", probes)
+  xlr = evalsets.xlr_items(g, held, langs, plan.options.seed, plan.options.evals.num_choices)
+  (ev / "xlr").mkdir()
+  xlr_counts = {}
+  for split in evalsets.SPLITS:
+    rows = [x for x in xlr if x["split"] == split]
+    _write_jsonl(ev / "xlr" / f"{split}.jsonl", rows)
+    xlr_counts[split] = dict(sorted(collections.Counter(x["lang"] for x in rows).items()))
+  (ev / "alignment").mkdir()
+  align = evalsets.alignment_pairs(g, langs, plan.options.seed,
+                                   plan.options.evals.alignment_fractions)
+  align_counts = {}
+  for lang, splits in align.items():
+    align_counts[lang] = {}
+    for split, pairs in splits.items():
+      _write_jsonl(ev / "alignment" / f"{lang}.{split}.jsonl",
+                   [{"id": i, "en": a, lang: b} for i, a, b in pairs])
+      align_counts[lang][split] = len(pairs)
+  return {"lp_test": lp, "probes": dict(sorted(collections.Counter(
+      p["lang"] for p in probes).items())), "xlr": xlr_counts, "alignment": align_counts}
+
+
+def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                  encoding="utf-8")
+
+
+def build(graph: KnowledgeGraph, out: Path | str, options: BuildOptions, *,
+          read_stats: ReadStats | None = None, source: dict | None = None,
+          read_info: dict | None = None, overwrite: bool = False, progress: bool = False,
+          stream_writer=None) -> dict:
+  """Builds everything into `out` atomically; returns the manifest.
+
+  `stream_writer(plan, stream, tmp_dir, progress) -> entry` replaces the
+  in-process shard writer (the Beam runner passes its own).
+  """
+  if graph.num_triples == 0:
+    raise KGInputError("the knowledge graph has no triples; nothing to generate")
+  sentences_langs = options.sentences.targets(graph)  # validates the languages early
+  del sentences_langs
+  stream_writer = stream_writer or write_stream
+  timings = {}
+  with fileio.atomic_directory(out, overwrite=overwrite, error=KGInputError) as tmp:
+    t = time.perf_counter()
+    plan = make_plan(graph, options, progress)
+    timings["cycles_and_split_s"] = time.perf_counter() - t
+    graph.save(tmp / "graph.npz")
+    streams = {}
+    for stream in STREAMS:
+      t = time.perf_counter()
+      streams[stream] = stream_writer(plan, stream, tmp, progress)
+      timings[f"{stream}_s"] = time.perf_counter() - t
+    eval_counts = write_evalsets(plan, tmp)
+    stats = read_stats or ReadStats()
+    manifest = {
+        "format": FORMAT,
+        "source": source or {},
+        "languages": list(graph.languages),
+        "seed": options.seed,
+        "options": _jsonable(dataclasses.asdict(options)),
+        "entities": graph.num_entities,
+        "relations": graph.num_relations,
+        "triples": graph.num_triples,
+        "cycles3": plan.cycles.total_triangles,
+        "cycles4": plan.cycles.total_diamonds,
+        "skipped": stats.num_skipped,
+        "read": stats.as_dict(),
+        "read_info": _jsonable(read_info or {}),
+        "graph_fingerprint": graph.fingerprint(),
+        "held_out": {"pairs": int(len(plan.held.held_pairs)),
+                     "triples": int((~plan.keep_triples).sum()),
+                     "cycles3": int((~plan.keep_triangles).sum()),
+                     "cycles4": int((~plan.keep_diamonds).sum())},
+        "cycles_used": {"cycles3": int(len(plan.cycles.triangles)),
+                        "cycles4": int(len(plan.cycles.diamonds))},
+        "streams": streams,
+        "eval": eval_counts,
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n",
+                                       encoding="utf-8")
+  manifest["timings"] = timings  # printed, never written: the files must not vary
+  return manifest
+
+
+def _jsonable(value):
+  if isinstance(value, dict):
+    return {str(k): _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  if isinstance(value, np.integer):
+    return int(value)
+  return value
+
+
+def read_manifest(directory: Path | str) -> dict:
+  path = Path(directory) / "manifest.json"
+  if not path.exists():
+    raise KGInputError(f"{path}: missing (not a `kmlm-jax kg build` output directory)")
+  try:
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+  except json.JSONDecodeError as e:
+    raise KGInputError(f"{path}: invalid JSON ({e})") from None
+  if manifest.get("format") != FORMAT:
+    raise KGInputError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+  return manifest
+
+
+def stats_table(manifest: dict) -> str:
+  """A Markdown table like KMLM Table 8: samples per stream and language."""
+  langs = sorted({l for s in manifest["streams"].values() for l in s["by_lang"]})
+  lines = ["| stream | " + " | ".join(langs) + " | total |",
+           "|---" * (len(langs) + 2) + "|"]
+  for name, entry in manifest["streams"].items():
+    cells = [f"{entry['by_lang'].get(l, 0):,}" for l in langs]
+    lines.append(f"| {name} | " + " | ".join(cells) + f" | {entry['samples']:,} |")
+  head = (f"entities={manifest['entities']:,} relations={manifest['relations']:,} "
+          f"triples={manifest['triples']:,} cycles3={manifest['cycles3']:,} "
+          f"cycles4={manifest['cycles4']:,} skipped={manifest['skipped']:,}")
+  return head + "\n\n" + "\n".join(lines)

@@ -1,0 +1,77 @@
+"""`kmlm-jax kg build` and `kmlm-jax kg stats`, as library functions of CLI arguments."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from kmlm_jax.kg import build as build_lib
+from kmlm_jax.kg.errors import KGInputError
+from kmlm_jax.kg.sample import KMLM_LANGUAGES
+
+
+def _languages(args) -> tuple[str, ...]:
+  if args.langs:
+    return tuple(l.strip() for l in args.langs.split(",") if l.strip())
+  if args.sample:
+    return KMLM_LANGUAGES
+  if args.triples_tsv:
+    return ()  # the file's own languages
+  raise KGInputError("--langs is required with --wikidata-dump (e.g. --langs en,fr,de)")
+
+
+def read_source(args):
+  """(graph, stats, info, source description) for the chosen input."""
+  langs = _languages(args)
+  if args.triples_tsv:
+    from kmlm_jax.kg.triples_tsv import read_triples_tsv
+    graph, stats, info = read_triples_tsv(args.triples_tsv, entities_path=args.entities_tsv,
+                                          languages=langs or None,
+                                          skip_bad_records=args.skip_bad_records)
+    return graph, stats, info, {"triples_tsv": args.triples_tsv,
+                                "entities_tsv": args.entities_tsv}
+  from kmlm_jax.kg.wikidata import read_wikidata_dump
+  if args.sample:
+    from kmlm_jax.kg.sample import sample_dump_path
+    path, source = sample_dump_path(), {"sample": "kmlm_jax/kg/data/sample_wikidata.json"}
+  else:
+    path, source = args.wikidata_dump, {"wikidata_dump": args.wikidata_dump}
+  graph, stats, info = read_wikidata_dump(
+      path, langs, entity_whitelist=args.entity_whitelist,
+      relation_whitelist=args.relation_whitelist, skip_bad_records=args.skip_bad_records,
+      progress=True)
+  source.update(entity_whitelist=args.entity_whitelist, relation_whitelist=args.relation_whitelist)
+  return graph, stats, info, source
+
+
+def build(args) -> str:
+  """Runs the build; returns the text to print (stats table, timings, manifest path)."""
+  start = time.perf_counter()
+  graph, stats, info, source = read_source(args)
+  read_s = time.perf_counter() - start
+  options = build_lib.BuildOptions(seed=args.seed, num_shards=args.num_shards)
+  writer = None
+  if args.runner == "beam":
+    from kmlm_jax.kg import beam_pipeline
+    writer = beam_pipeline.stream_writer(args.beam_options)
+  manifest = build_lib.build(graph, args.out, options, read_stats=stats, source=source,
+                             read_info=info, overwrite=args.overwrite, progress=True,
+                             stream_writer=writer)
+  timings = {"read_s": round(read_s, 2),
+             **{k: round(v, 2) for k, v in manifest.pop("timings").items()},
+             "total_s": round(time.perf_counter() - start, 2)}
+  return "\n".join([build_lib.stats_table(manifest), "",
+                    "timings: " + json.dumps(timings), f"wrote {args.out}/manifest.json"])
+
+
+def stats(directory) -> str:
+  manifest = build_lib.read_manifest(directory)
+  ev = manifest["eval"]
+  lines = [build_lib.stats_table(manifest), "",
+           f"held out of pretraining: {manifest['held_out']}",
+           f"link prediction test queries: {ev['lp_test']}",
+           f"probes: {ev['probes']}",
+           "xlr: " + ", ".join(f"{k}={sum(v.values())}" for k, v in ev["xlr"].items()),
+           f"read: {json.dumps(manifest['read']['skipped_by_reason'])} "
+           f"(read {manifest['read']['records_read']}, kept {manifest['read']['records_kept']})"]
+  return "\n".join(lines)

@@ -1,0 +1,222 @@
+"""`KnowledgeGraph`: the columnar tables every generator reads.
+
+Entities and relations are numbered 0..E-1 and 0..R-1 in the order of
+their first appearance in the source. Names are stored per language as a
+`NameTable`: one default label per item ("" where the item has none in
+that language) plus its aliases in CSR form. Triples are an int32 [M, 3]
+array of (head, relation, tail) ids, unique and sorted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from kmlm_jax import fileio
+
+
+@dataclasses.dataclass(frozen=True)
+class NameTable:
+  """Names of N items in one language.
+
+  labels: [N] object array of str, "" where the item has no label.
+  alias_offsets: [N + 1] int64; item i's aliases are
+    `aliases[alias_offsets[i]:alias_offsets[i + 1]]`.
+  aliases: [A] object array of str.
+  """
+
+  labels: np.ndarray
+  alias_offsets: np.ndarray
+  aliases: np.ndarray
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  def has_label(self) -> np.ndarray:
+    """[N] bool."""
+    return self.labels != ""
+
+  def aliases_of(self, i: int) -> np.ndarray:
+    return self.aliases[self.alias_offsets[i]:self.alias_offsets[i + 1]]
+
+  def alias_counts(self) -> np.ndarray:
+    """[N] int64 number of aliases per item."""
+    return np.diff(self.alias_offsets)
+
+  @classmethod
+  def build(cls, labels: Sequence[str], aliases: Sequence[Sequence[str]]) -> "NameTable":
+    counts = np.fromiter((len(a) for a in aliases), np.int64, len(aliases))
+    offsets = np.zeros(len(aliases) + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    flat = np.empty(int(offsets[-1]), object)
+    flat[:] = [a for group in aliases for a in group]
+    out = np.empty(len(labels), object)
+    out[:] = list(labels)
+    return cls(out, offsets, flat)
+
+  def take(self, index: np.ndarray) -> "NameTable":
+    """The rows `index` (in that order)."""
+    index = np.asarray(index, np.int64)
+    return NameTable.build(self.labels[index], [self.aliases_of(i) for i in index])
+
+
+@dataclasses.dataclass(frozen=True)
+class KnowledgeGraph:
+  """A multilingual knowledge graph as columnar arrays.
+
+  entity_ids: [E] object array of source ids (Wikidata QIDs).
+  relation_ids: [R] object array of source ids (Wikidata PIDs).
+  languages: the languages the name tables cover, in a fixed order.
+  entity_names / relation_names: language -> NameTable of length E / R.
+  triples: [M, 3] int32 (head, relation, tail), unique rows, sorted.
+  """
+
+  entity_ids: np.ndarray
+  relation_ids: np.ndarray
+  languages: tuple[str, ...]
+  entity_names: Mapping[str, NameTable]
+  relation_names: Mapping[str, NameTable]
+  triples: np.ndarray
+
+  def __post_init__(self):
+    e, r = len(self.entity_ids), len(self.relation_ids)
+    for lang in self.languages:
+      if len(self.entity_names[lang]) != e or len(self.relation_names[lang]) != r:
+        raise ValueError(f"name tables for {lang!r} do not cover every entity and relation")
+    t = self.triples
+    if t.ndim != 2 or t.shape[1] != 3 or t.dtype != np.int32:
+      raise ValueError(f"triples must be int32 [M, 3], got {t.dtype} {t.shape}")
+    if len(t) and (t.min() < 0 or t[:, [0, 2]].max() >= e or t[:, 1].max() >= r):
+      raise ValueError("triples reference entity or relation ids out of range")
+
+  @property
+  def num_entities(self) -> int:
+    return len(self.entity_ids)
+
+  @property
+  def num_relations(self) -> int:
+    return len(self.relation_ids)
+
+  @property
+  def num_triples(self) -> int:
+    return len(self.triples)
+
+  def entity_label(self, i: int, lang: str) -> str:
+    return self.entity_names[lang].labels[i]
+
+  def relation_label(self, i: int, lang: str) -> str:
+    return self.relation_names[lang].labels[i]
+
+  def fingerprint(self) -> str:
+    """A short hash of the whole graph (ids, names, triples)."""
+    h = hashlib.sha256()
+    for column in (self.entity_ids, self.relation_ids):
+      h.update("\x1f".join(column).encode())
+    for lang in self.languages:
+      for table in (self.entity_names[lang], self.relation_names[lang]):
+        h.update(lang.encode())
+        h.update("\x1f".join(table.labels).encode())
+        h.update("\x1f".join(table.aliases).encode())
+        h.update(table.alias_offsets.tobytes())
+    h.update(self.triples.tobytes())
+    return h.hexdigest()[:16]
+
+  # ------------------------------------------------------------ persistence
+
+  def save(self, path: Path | str) -> None:
+    """Writes one `.npz` file (strings stored as unicode arrays, no pickle)."""
+    arrays = {"entity_ids": _u(self.entity_ids), "relation_ids": _u(self.relation_ids),
+              "languages": _u(np.array(self.languages, object)), "triples": self.triples}
+    for kind, tables in (("entity", self.entity_names), ("relation", self.relation_names)):
+      for lang in self.languages:
+        t = tables[lang]
+        arrays[f"{kind}/{lang}/labels"] = _u(t.labels)
+        arrays[f"{kind}/{lang}/alias_offsets"] = t.alias_offsets
+        arrays[f"{kind}/{lang}/aliases"] = _u(t.aliases)
+    fileio.save_npz(path, arrays)
+
+  @classmethod
+  def load(cls, path: Path | str) -> "KnowledgeGraph":
+    with np.load(path, allow_pickle=False) as z:
+      obj = lambda name: z[name].astype(object)
+      languages = tuple(obj("languages"))
+      names = {}
+      for kind in ("entity", "relation"):
+        names[kind] = {lang: NameTable(obj(f"{kind}/{lang}/labels"),
+                                       z[f"{kind}/{lang}/alias_offsets"],
+                                       obj(f"{kind}/{lang}/aliases")) for lang in languages}
+      return cls(obj("entity_ids"), obj("relation_ids"), languages, names["entity"],
+                 names["relation"], z["triples"])
+
+
+def _u(a: np.ndarray) -> np.ndarray:
+  """Object array of str -> fixed-width unicode array (np.savez without pickle)."""
+  return np.asarray(list(a), dtype=str) if len(a) else np.zeros(0, "<U1")
+
+
+@dataclasses.dataclass
+class ItemRecord:
+  """One entity or relation as a reader found it.
+
+  labels: language -> default label; aliases: language -> aliases (in the
+  source's order, duplicates of the label removed); claims: (relation id,
+  target entity id) pairs, item-valued only.
+  """
+
+  id: str
+  labels: dict[str, str]
+  aliases: dict[str, list[str]]
+  claims: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+
+def build_graph(entities: Iterable[ItemRecord], relations: Iterable[ItemRecord],
+                languages: Sequence[str]) -> tuple[KnowledgeGraph, dict[str, int]]:
+  """Assembles a graph from reader records.
+
+  Keeps a triple only when its head and tail are both entities of the graph
+  and its relation is a relation of the graph; the counts of what was left
+  out come back as `{"dangling_triples": n, "duplicate_triples": n}`.
+  Relations that appear in claims but have no record get an id as their
+  only name in every language ("" label) -- readers pass records for the
+  relations they know.
+  """
+  languages = tuple(languages)
+  entities = list(entities)
+  relations = list(relations)
+  entity_index = {}
+  for rec in entities:
+    if rec.id in entity_index:
+      raise ValueError(f"entity {rec.id} appears twice")
+    entity_index[rec.id] = len(entity_index)
+  relation_index = {}
+  for rec in relations:
+    if rec.id in relation_index:
+      raise ValueError(f"relation {rec.id} appears twice")
+    relation_index[rec.id] = len(relation_index)
+
+  rows, dangling = [], 0
+  for rec in entities:
+    h = entity_index[rec.id]
+    for pid, target in rec.claims:
+      r, t = relation_index.get(pid), entity_index.get(target)
+      if r is None or t is None:
+        dangling += 1
+        continue
+      rows.append((h, r, t))
+  triples = np.asarray(rows, np.int32).reshape(-1, 3)
+  unique = np.unique(triples, axis=0) if len(triples) else triples
+  counts = {"dangling_triples": dangling, "duplicate_triples": len(triples) - len(unique)}
+
+  def tables(records):
+    return {lang: NameTable.build([r.labels.get(lang, "") for r in records],
+                                  [r.aliases.get(lang, []) for r in records])
+            for lang in languages}
+
+  ids = lambda records: np.array([r.id for r in records] or [], dtype=object)
+  graph = KnowledgeGraph(ids(entities), ids(relations), languages, tables(entities),
+                         tables(relations), unique.astype(np.int32))
+  return graph, counts

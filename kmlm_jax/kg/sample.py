@@ -1,0 +1,26 @@
+"""The embedded sample KG: a real multilingual graph shipped with the package.
+
+Countries, regions, capitals, languages and currencies from npm
+`world-countries@5.1.0` and CLDR (see `data/NOTICE.md`), written in the
+Wikidata JSON dump format so it goes through the dump reader like a real
+dump. Rebuild it with `python -m kmlm_jax.kg.build_sample`.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+# KMLM's ten pretraining languages (paper section 4.1).
+KMLM_LANGUAGES = ("en", "vi", "nl", "de", "fr", "it", "es", "ja", "ko", "zh")
+
+
+def sample_dump_path() -> Path:
+  return Path(str(resources.files("kmlm_jax.kg").joinpath("data/sample_wikidata.json")))
+
+
+def read_sample(languages: Sequence[str] = KMLM_LANGUAGES, **kwargs):
+  """(graph, stats, info) of the embedded sample in `languages`."""
+  from kmlm_jax.kg.wikidata import read_wikidata_dump
+  return read_wikidata_dump(sample_dump_path(), languages, **kwargs)

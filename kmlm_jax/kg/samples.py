@@ -1,0 +1,82 @@
+"""`Sample`: one corpus record, as segments with roles.
+
+A sample is a short text made of segments. Each segment has a role
+(entity, relation, linker, text), a span id (the same entity mentioned
+twice in a reasoning sample has the same span id), the index of the
+sentence it belongs to and the KG id of the item it names. Linker segments
+carry no text: they become the tokenizer's mask token and never carry loss
+(KMLM section 3.2). The text of a sample is its segments joined by spaces,
+except that a text segment of punctuation is glued to the segment before.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+ROLE_TEXT, ROLE_ENTITY, ROLE_RELATION, ROLE_LINKER = 0, 1, 2, 3
+ROLE_NAMES = ("text", "entity", "relation", "linker")
+
+# Sample kinds (one per corpus stream and evaluation set).
+KIND_CODE_SWITCHED = "code_switched"
+KIND_PARALLEL = "parallel"
+KIND_REASONING = "reasoning"
+
+_GLUED = frozenset(".,;:!?。、，")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+  """One record of a corpus.
+
+  kind: KIND_*; lang: the sample's language ("fr") or code-switching pair
+  ("en-fr"); variant: "label" or "alias" (which names were used);
+  cycle: 0 for knowledge sentences, 3 or 4 for reasoning samples;
+  segments/roles/span_ids/sentence_ids/item_ids: one entry per segment
+  (item_ids: entity or relation id in the graph, -1 for linkers and text);
+  triple_ids: per sentence, the row of `KnowledgeGraph.triples` it renders;
+  group: samples rendering the same fact in several languages (a parallel
+  pair) share a group id, -1 otherwise.
+  """
+
+  kind: str
+  lang: str
+  variant: str
+  cycle: int
+  segments: tuple[str, ...]
+  roles: tuple[int, ...]
+  span_ids: tuple[int, ...]
+  sentence_ids: tuple[int, ...]
+  item_ids: tuple[int, ...]
+  triple_ids: tuple[int, ...]
+  group: int = -1
+
+  def text(self, mask_token: str = "<mask>") -> str:
+    """The rendered text, linkers written as `mask_token`."""
+    out = ""
+    for seg, role in zip(self.segments, self.roles):
+      piece = mask_token if role == ROLE_LINKER else seg
+      if out and not (role == ROLE_TEXT and piece[:1] in _GLUED):
+        out += " "
+      out += piece
+    return out
+
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self), ensure_ascii=False, separators=(",", ":"))
+
+  @classmethod
+  def from_json(cls, line: str) -> "Sample":
+    raw = json.loads(line)
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+
+
+def triple_segments(head: str, relation: str, tail: str, ids: tuple[int, int, int],
+                    span_ids: tuple[int, int, int], sentence: int):
+  """Segments of one sentence `h <linker> r <linker> t.` as parallel lists."""
+  h, r, t = (int(x) for x in ids)
+  sh, sr, st = span_ids
+  return ([head, "", relation, "", tail, "."],
+          [ROLE_ENTITY, ROLE_LINKER, ROLE_RELATION, ROLE_LINKER, ROLE_ENTITY, ROLE_TEXT],
+          [sh, -1, sr, -1, st, -1],
+          [sentence] * 6,
+          [h, -1, r, -1, t, -1])

@@ -1,0 +1,170 @@
+"""Knowledge sentences from triples (KMLM section 3.1).
+
+Code-switched, for a triple (h, r, t) and a pair (en, l'), in the paper's
+four steps: 1) the pair is given; 2) start from the English default labels
+of h, r and t; 3) each of h, r, t independently switches to its l' label
+with probability 0.5 when it has one; 4) emit `h <linker> r <linker> t.`.
+Parallel: the same triple fully in English and fully in l' (two samples
+sharing a group id), for each l' in which h, r and t all have labels.
+Alias-replaced (variant "alias"): the same, with each name drawn from the
+item's aliases in the chosen language instead of its default label. As in
+the original code, an alias is drawn uniformly from the first
+`n // 2 + 1` of the item's n aliases when n > 2 (Wikidata lists common
+aliases first); an item with no alias keeps its label.
+
+Triples whose head, relation or tail has no English label are skipped and
+counted. Every random choice comes from a generator seeded with
+(seed, stream, chunk index) over fixed chunks of `CHUNK` triples, so any
+chunk can be generated alone (the Beam pipeline does that) and the output
+does not depend on how the work is split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from kmlm_jax.kg.graph import KnowledgeGraph, NameTable
+from kmlm_jax.kg.samples import KIND_CODE_SWITCHED, KIND_PARALLEL, Sample, triple_segments
+
+CHUNK = 4096
+SOURCE_LANG = "en"
+# Stream numbers keep the random streams of the generators apart.
+STREAM_CODE_SWITCHED, STREAM_PARALLEL = 1, 2
+
+
+@dataclasses.dataclass(frozen=True)
+class SentenceOptions:
+  """target_langs: the l' of the pairs (None: every language but English);
+  variants: which of "label" and "alias" to emit."""
+
+  target_langs: tuple[str, ...] | None = None
+  variants: tuple[str, ...] = ("label", "alias")
+
+  def targets(self, graph: KnowledgeGraph) -> tuple[str, ...]:
+    langs = self.target_langs or tuple(l for l in graph.languages if l != SOURCE_LANG)
+    unknown = [l for l in langs if l not in graph.languages]
+    if unknown:
+      raise ValueError(f"target languages {unknown} are not languages of the graph "
+                       f"{list(graph.languages)}")
+    return tuple(langs)
+
+
+def chunk_rng(seed: int, stream: int, chunk: int) -> np.random.Generator:
+  return np.random.default_rng([seed, stream, chunk])
+
+
+def num_chunks(graph: KnowledgeGraph) -> int:
+  return -(-graph.num_triples // CHUNK)
+
+
+def choose_names(table: NameTable, ids: np.ndarray, use_alias: bool,
+                 rng: np.random.Generator) -> np.ndarray:
+  """[N] object array: each item's label, or an alias drawn by the original's rule."""
+  names = table.labels[ids]
+  if not use_alias:
+    return names
+  counts = table.alias_counts()[ids]
+  pool = np.where(counts > 2, counts // 2 + 1, counts)
+  pick = np.floor(rng.random(len(ids)) * pool).astype(np.int64)
+  has = counts > 0
+  flat = table.alias_offsets[ids][has] + pick[has]
+  out = names.copy()
+  out[has] = table.aliases[flat]
+  return out
+
+
+def labelled(graph: KnowledgeGraph, lang: str, triples: np.ndarray) -> np.ndarray:
+  """[N] bool: head, relation and tail of each triple all have a `lang` label."""
+  e, r = graph.entity_names[lang].has_label(), graph.relation_names[lang].has_label()
+  return e[triples[:, 0]] & r[triples[:, 1]] & e[triples[:, 2]]
+
+
+def chunk_rows(graph: KnowledgeGraph, chunk: int, keep: np.ndarray | None, counts: dict | None):
+  """(start, kept row offsets, kept triples) of one chunk.
+
+  A row is kept when `keep` (a [M] bool mask; held-out evaluation triples
+  are False) allows it and all three items have English labels; the rest
+  are counted under "held_out" and "no_english_label".
+  """
+  start = chunk * CHUNK
+  triples = graph.triples[start:start + CHUNK]
+  allowed = np.ones(len(triples), bool) if keep is None else keep[start:start + CHUNK]
+  ok = labelled(graph, SOURCE_LANG, triples)
+  if counts is not None:
+    counts["held_out"] = counts.get("held_out", 0) + int((~allowed).sum())
+    counts["no_english_label"] = counts.get("no_english_label", 0) + int((allowed & ~ok).sum())
+  index = np.flatnonzero(allowed & ok)
+  return start, index, triples[index]
+
+
+def _render(kind, lang, variant, names, rows, triple_index, group=-1) -> Sample:
+  h, r, t = rows
+  segs, roles, spans, sents, items = triple_segments(names[0], names[1], names[2],
+                                                     (h, r, t), (0, 1, 2), 0)
+  return Sample(kind, lang, variant, 0, tuple(segs), tuple(roles), tuple(spans), tuple(sents),
+                tuple(items), (int(triple_index),), int(group))
+
+
+def _names(graph: KnowledgeGraph, lang: str, triples: np.ndarray, use_alias: bool, rng):
+  """Three [N] name columns (head, relation, tail) in `lang`."""
+  e, r = graph.entity_names[lang], graph.relation_names[lang]
+  return (choose_names(e, triples[:, 0], use_alias, rng),
+          choose_names(r, triples[:, 1], use_alias, rng),
+          choose_names(e, triples[:, 2], use_alias, rng))
+
+
+def code_switched_chunk(graph: KnowledgeGraph, chunk: int, seed: int,
+                        options: SentenceOptions = SentenceOptions(),
+                        keep: np.ndarray | None = None,
+                        counts: dict | None = None) -> Iterator[Sample]:
+  """Code-switched samples of triples [chunk * CHUNK, (chunk + 1) * CHUNK)."""
+  rng = chunk_rng(seed, STREAM_CODE_SWITCHED, chunk)
+  start, index, triples = chunk_rows(graph, chunk, keep, counts)
+  for lang in options.targets(graph):
+    has = np.stack([graph.entity_names[lang].has_label()[triples[:, 0]],
+                    graph.relation_names[lang].has_label()[triples[:, 1]],
+                    graph.entity_names[lang].has_label()[triples[:, 2]]], axis=1)
+    for variant in options.variants:
+      switch = (rng.random(triples.shape) < 0.5) & has
+      source = _names(graph, SOURCE_LANG, triples, variant == "alias", rng)
+      target = _names(graph, lang, triples, variant == "alias", rng)
+      cols = [np.where(switch[:, j], target[j], source[j]) for j in range(3)]
+      pair = f"{SOURCE_LANG}-{lang}"
+      for n in range(len(triples)):
+        yield _render(KIND_CODE_SWITCHED, pair, variant, (cols[0][n], cols[1][n], cols[2][n]),
+                      triples[n], start + index[n])
+
+
+def parallel_chunk(graph: KnowledgeGraph, chunk: int, seed: int,
+                   options: SentenceOptions = SentenceOptions(),
+                   keep: np.ndarray | None = None,
+                   counts: dict | None = None) -> Iterator[Sample]:
+  """Parallel (en, l') sample pairs of the chunk's triples; a pair shares `group`."""
+  rng = chunk_rng(seed, STREAM_PARALLEL, chunk)
+  start, index, triples = chunk_rows(graph, chunk, keep, counts)
+  targets = options.targets(graph)
+  for li, lang in enumerate(targets):
+    rows = np.flatnonzero(labelled(graph, lang, triples))
+    sub = triples[rows]
+    for vi, variant in enumerate(options.variants):
+      source = _names(graph, SOURCE_LANG, sub, variant == "alias", rng)
+      target = _names(graph, lang, sub, variant == "alias", rng)
+      for n, row in enumerate(rows):
+        t_index = start + index[row]
+        group = (t_index * len(targets) + li) * len(options.variants) + vi
+        yield _render(KIND_PARALLEL, SOURCE_LANG, variant,
+                      (source[0][n], source[1][n], source[2][n]), sub[n], t_index, group)
+        yield _render(KIND_PARALLEL, lang, variant, (target[0][n], target[1][n], target[2][n]),
+                      sub[n], t_index, group)
+
+
+def generate(graph: KnowledgeGraph, kind: str, seed: int,
+             options: SentenceOptions = SentenceOptions(), keep: np.ndarray | None = None,
+             chunks: Sequence[int] | None = None, counts: dict | None = None) -> Iterator[Sample]:
+  """All samples of `kind` (code_switched | parallel), chunk by chunk."""
+  fn = {KIND_CODE_SWITCHED: code_switched_chunk, KIND_PARALLEL: parallel_chunk}[kind]
+  for chunk in range(num_chunks(graph)) if chunks is None else chunks:
+    yield from fn(graph, chunk, seed, options, keep, counts)
