@@ -202,7 +202,7 @@ def test_small_chunks_give_same_result():
   rng = np.random.default_rng(3)
   triples = random_kg(rng, 25, 0.5)
   a = mine_cycles(triples, 25, seed=1)
-  b = mine_cycles(triples, 25, seed=1, chunk_size=7)
+  b = mine_cycles(triples, 25, seed=1, chunk_size=7, progress=True)
   for field in ("triangles", "triangle_triples", "diamonds", "diamond_triples"):
     assert np.array_equal(getattr(a, field), getattr(b, field))
   assert count_cycles(triples, 25, chunk_size=5) == (len(a.triangles), len(a.diamonds))

@@ -31,7 +31,7 @@ Method: edges are oriented from the lower (degree, id) endpoint to the
 higher one (out-degree <= sqrt(2E)); every wedge u->v, u->w (v before w)
 is closed by looking the key of v->w up in the sorted edge keys with
 `np.searchsorted`. Wedges are processed in chunks of about `chunk_size`
-(memory ~ 60 bytes per wedge of a chunk). Diamonds come from grouping the
+(~100 bytes of temporaries per wedge of a chunk). Diamonds come from grouping the
 triangles by edge: an edge on t triangles yields t*(t-1)/2 diamonds,
 generated pairwise in chunks. `count_cycles` gives both counts exactly
 without keeping triangles or diamonds (memory O(E)).
@@ -47,7 +47,7 @@ uncapped output.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -121,8 +121,8 @@ def _check_triples(triples, num_entities: int) -> np.ndarray:
     return np.zeros((0, 3), np.int64)
   if triples.ndim != 2 or triples.shape[1] != 3 or triples.dtype.kind not in "iu":
     raise ValueError(f"triples must be an int array [M, 3], got {triples.dtype} {triples.shape}")
-  ends = triples[:, [0, 2]]
-  if ends.min() < 0 or ends.max() >= num_entities:
+  heads, tails = triples[:, 0], triples[:, 2]
+  if min(heads.min(), tails.min()) < 0 or max(heads.max(), tails.max()) >= num_entities:
     raise ValueError(f"triples reference entity ids outside [0, {num_entities})")
   return triples
 

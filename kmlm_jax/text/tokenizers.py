@@ -59,9 +59,9 @@ def xlmr_vocab_from_sentencepiece(path: Path) -> tuple[list[tuple[str, float]], 
   The precompiled charsmap carries the model's NFKC normalisation.
   """
   import sentencepiece as spm
-  # transformers' bundled proto module: sentencepiece's own needs protobuf 7,
-  # which tensorflow does not allow here.
-  from transformers.utils import sentencepiece_model_pb2_new as sp_proto
+  # sentencepiece's own proto module (the one seqio imports too; importing
+  # transformers' copy as well would register the same .proto file twice).
+  from sentencepiece import sentencepiece_model_pb2 as sp_proto
   try:
     sp = spm.SentencePieceProcessor(model_file=str(path))
   except (OSError, RuntimeError) as e:
