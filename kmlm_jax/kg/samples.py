@@ -25,6 +25,11 @@ KIND_REASONING = "reasoning"
 _GLUED = frozenset(".,;:!?。、，")
 
 
+def glued(text: str, role: int) -> bool:
+  """A text segment of punctuation joins the segment before it with no space."""
+  return role == ROLE_TEXT and text[:1] in _GLUED
+
+
 @dataclasses.dataclass(frozen=True)
 class Sample:
   """One record of a corpus.
@@ -56,7 +61,7 @@ class Sample:
     out = ""
     for seg, role in zip(self.segments, self.roles):
       piece = mask_token if role == ROLE_LINKER else seg
-      if out and not (role == ROLE_TEXT and piece[:1] in _GLUED):
+      if out and not glued(piece, role):
         out += " "
       out += piece
     return out

@@ -1,0 +1,249 @@
+"""Token vocabularies that also report character offsets, and their seqio wrapper.
+
+Two implementations of one small interface (`TokenVocab`):
+
+- `XLMRSentencePiece`: the XLM-R vocabulary run by the sentencepiece C++
+  library with fairseq's id mapping (`<s>`=0, `<pad>`=1, `</s>`=2,
+  `<unk>`=3, sentencepiece piece i -> i + 1, `<mask>` last). Built from a
+  sentencepiece `.model` or, since the real XLM-R tokenizer installs here as
+  a Hugging Face `tokenizer.json` (a Unigram model converted from that very
+  `.model`), by converting the JSON back into a sentencepiece model. It does
+  not go through `transformers`, so the tests can compare the two.
+- `HFVocab`: any `transformers` fast tokenizer (mBERT WordPiece from
+  `vocab.txt`, or a Hugging Face directory).
+
+`KMLMVocabulary` adapts either to `seqio.Vocabulary` (ids without special
+tokens, like seqio's own vocabularies; `pad_id` is the model's).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import functools
+import json
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+class TokenVocab(Protocol):
+  vocab_size: int
+  bos_id: int  # <s> / [CLS]
+  eos_id: int  # </s> / [SEP]
+  pad_id: int
+  unk_id: int
+  mask_id: int
+  mask_token: str
+  first_regular_id: int  # random replacements in MLM are drawn from [first_regular_id, mask_id)
+
+  def encode_with_offsets(self, text: str) -> tuple[list[int], list[int], list[int]]:
+    """(ids, char begins, char ends) of `text`, no special tokens."""
+
+  def decode(self, ids) -> str: ...
+
+
+# --------------------------------------------------------------- XLM-R
+
+
+def sentencepiece_model_from_tokenizer_json(path: Path | str) -> bytes:
+  """A serialized sentencepiece ModelProto equivalent to an XLM-R `tokenizer.json`.
+
+  The JSON's Unigram vocabulary is in fairseq order; sentencepiece's is
+  `<unk> <s> </s>` then the pieces, so JSON entry i (4 <= i < V - 1) is
+  sentencepiece piece i - 1. The normaliser is the JSON's precompiled
+  charsmap (NFKC plus XLM-R's own rules) with sentencepiece's whitespace
+  handling (dummy prefix, extra whitespace removed), which is what the JSON's
+  `Replace(' {2,}', ' ')` + `Metaspace` encode.
+  """
+  from sentencepiece import sentencepiece_model_pb2 as pb
+  spec = json.loads(Path(path).read_text(encoding="utf-8"))
+  model = spec.get("model", {})
+  if model.get("type") != "Unigram":
+    raise ValueError(f"{path}: model type {model.get('type')!r}; only an XLM-R style Unigram "
+                     "tokenizer.json can become a sentencepiece model")
+  vocab = model["vocab"]
+  if [p for p, _ in vocab[:4]] != ["<s>", "<pad>", "</s>", "<unk>"] or vocab[-1][0] != "<mask>":
+    raise ValueError(f"{path}: not in fairseq XLM-R order (<s> <pad> </s> <unk> ... <mask>)")
+  charsmap = b""
+  for norm in spec["normalizer"].get("normalizers", [spec["normalizer"]]):
+    if norm.get("type") == "Precompiled":
+      charsmap = base64.b64decode(norm["precompiled_charsmap"])
+  proto = pb.ModelProto()
+  for piece, kind in (("<unk>", pb.ModelProto.SentencePiece.UNKNOWN),
+                      ("<s>", pb.ModelProto.SentencePiece.CONTROL),
+                      ("</s>", pb.ModelProto.SentencePiece.CONTROL)):
+    proto.pieces.add(piece=piece, score=0.0, type=kind)
+  for piece, score in vocab[4:-1]:
+    proto.pieces.add(piece=piece, score=score, type=pb.ModelProto.SentencePiece.NORMAL)
+  proto.trainer_spec.model_type = pb.TrainerSpec.UNIGRAM
+  proto.trainer_spec.vocab_size = len(proto.pieces)
+  proto.trainer_spec.unk_id, proto.trainer_spec.bos_id = 0, 1
+  proto.trainer_spec.eos_id, proto.trainer_spec.pad_id = 2, -1
+  proto.normalizer_spec.name = "xlmr_precompiled"
+  proto.normalizer_spec.precompiled_charsmap = charsmap
+  proto.normalizer_spec.add_dummy_prefix = True
+  proto.normalizer_spec.remove_extra_whitespaces = True
+  proto.normalizer_spec.escape_whitespaces = True
+  return proto.SerializeToString()
+
+
+@dataclasses.dataclass
+class XLMRSentencePiece:
+  """XLM-R ids from sentencepiece (see module docstring)."""
+
+  model_proto: bytes
+  source: str = ""
+  bos_id: int = 0
+  pad_id: int = 1
+  eos_id: int = 2
+  unk_id: int = 3
+  first_regular_id: int = 4
+  mask_token: str = "<mask>"
+
+  def __post_init__(self):
+    import sentencepiece as spm
+    self._sp = spm.SentencePieceProcessor(model_proto=self.model_proto)
+    self.vocab_size = self._sp.get_piece_size() + 2  # + <pad>, + <mask>
+    self.mask_id = self.vocab_size - 1
+
+  @classmethod
+  def from_file(cls, path: Path | str) -> "XLMRSentencePiece":
+    """From a `tokenizer.json` (converted) or a sentencepiece `.model`."""
+    path = Path(path)
+    if path.suffix == ".json":
+      return cls(sentencepiece_model_from_tokenizer_json(path), str(path))
+    return cls(path.read_bytes(), str(path))
+
+  def encode_with_offsets(self, text: str):
+    # For a str input, sentencepiece reports offsets in characters of `text`.
+    pieces = self._sp.encode(text, out_type="immutable_proto").pieces
+    ids = [p.id + 1 if p.id != 0 else self.unk_id for p in pieces]
+    return ids, [p.begin for p in pieces], [p.end for p in pieces]
+
+  def encode(self, text: str) -> list[int]:
+    return [i + 1 if i != 0 else self.unk_id for i in self._sp.encode(text)]
+
+  def decode(self, ids) -> str:
+    specials = {self.bos_id, self.pad_id, self.eos_id, self.mask_id}
+    return self._sp.decode([int(i) - 1 if i != self.unk_id else 0 for i in ids
+                            if int(i) not in specials])
+
+
+# --------------------------------------------------------------- transformers
+
+
+@dataclasses.dataclass
+class HFVocab:
+  """A transformers fast tokenizer (e.g. mBERT WordPiece) behind `TokenVocab`."""
+
+  tokenizer: object
+  source: str = ""
+
+  def __post_init__(self):
+    t = self.tokenizer
+    if not getattr(t, "is_fast", False):
+      raise ValueError(f"{self.source}: a fast tokenizer is needed for character offsets")
+    self.vocab_size = len(t)
+    self.bos_id = t.cls_token_id if t.cls_token_id is not None else t.bos_token_id
+    self.eos_id = t.sep_token_id if t.sep_token_id is not None else t.eos_token_id
+    self.pad_id, self.unk_id, self.mask_id = t.pad_token_id, t.unk_token_id, t.mask_token_id
+    self.mask_token = t.mask_token
+    special = sorted(set(t.all_special_ids))
+    # The first id after the leading block of special ids.
+    first = 0
+    while first in special:
+      first += 1
+    self.first_regular_id = first
+
+  def encode_with_offsets(self, text: str):
+    enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = enc["offset_mapping"]
+    return list(enc["input_ids"]), [b for b, _ in offsets], [e for _, e in offsets]
+
+  def encode(self, text: str) -> list[int]:
+    return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+  def decode(self, ids) -> str:
+    return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=True)
+
+
+@functools.cache
+def load_vocab(path: str) -> TokenVocab:
+  """An XLM-R `tokenizer.json` / sentencepiece `.model` -> XLMRSentencePiece;
+  anything else `load_tokenizer` reads (vocab.txt, HF directory) -> HFVocab."""
+  from kmlm_jax.text.tokenizers import TokenizerError, load_tokenizer
+  p = Path(path)
+  if p.suffix in (".json", ".model") and p.is_file():
+    try:
+      return XLMRSentencePiece.from_file(p)
+    except ValueError:
+      if p.suffix == ".model":
+        raise
+  try:
+    return HFVocab(load_tokenizer(p), str(p))
+  except ValueError as e:
+    raise TokenizerError(str(e)) from None
+
+
+def default_vocab_path() -> str:
+  """The real XLM-R tokenizer.json installed by the set-up."""
+  from kmlm_jax.assets import real_xlmr_tokenizer_json
+  return str(real_xlmr_tokenizer_json())
+
+
+# --------------------------------------------------------------- seqio
+
+
+def seqio_vocabulary(path: str | None = None):
+  """A `seqio.Vocabulary` over `load_vocab(path)` (default: the real XLM-R)."""
+  import seqio
+  import tensorflow as tf
+
+  class KMLMVocabulary(seqio.Vocabulary):
+    """seqio view of a `TokenVocab`; ids carry no special tokens."""
+
+    def __init__(self, vocab_path: str):
+      self.vocab_path = vocab_path
+      self.vocab = load_vocab(vocab_path)
+      super().__init__(extra_ids=0)
+
+    @property
+    def eos_id(self):
+      return self.vocab.eos_id
+
+    @property
+    def pad_id(self):
+      return self.vocab.pad_id
+
+    @property
+    def unk_id(self):
+      return self.vocab.unk_id
+
+    @property
+    def _base_vocab_size(self):
+      return self.vocab.vocab_size
+
+    def _encode(self, s):
+      return self.vocab.encode(s)
+
+    def _decode(self, ids):
+      return self.vocab.decode(ids)
+
+    def _encode_tf(self, s):
+      encode = lambda x: np.asarray(self.vocab.encode(bytes(x.item()).decode("utf-8")), np.int32)
+      out = tf.numpy_function(encode, [s], tf.int32, stateful=False)
+      return tf.ensure_shape(out, [None])
+
+    def _decode_tf(self, ids):
+      decode = lambda x: np.asarray(self.vocab.decode(x.tolist()).encode("utf-8"), object)
+      return tf.numpy_function(decode, [ids], tf.string, stateful=False)
+
+    def __eq__(self, other):
+      return isinstance(other, KMLMVocabulary) and other.vocab_path == self.vocab_path
+
+    def __hash__(self):
+      return hash(self.vocab_path)
+
+  return KMLMVocabulary(path or default_vocab_path())
