@@ -110,13 +110,27 @@ def _as_str_list(values) -> list[str]:
   return [v.decode("utf-8") for v in values]
 
 
-def tokenize_and_mask_sample(task: str, vocab_path: str, max_length: int):
+def _max_length(sequence_length, default: int) -> int:
+  if sequence_length and sequence_length.get("input_ids"):
+    return int(sequence_length["input_ids"])
+  return default
+
+
+def tokenize_and_mask_sample(task: str, vocab_path: str, default_length: int = 128):
   """Preprocessor for corpus samples: tokenize with roles, mask by stream.
 
   Knowledge samples (code-switched, parallel) get the knowledge rule,
-  reasoning samples the reasoning rule.
+  reasoning samples the reasoning rule. Samples longer than
+  `sequence_length["input_ids"]` are skipped and counted.
   """
 
+  def preprocessor(ds, sequence_length=None, **_):
+    return _sample_preprocessor(task, vocab_path, _max_length(sequence_length, default_length))(ds)
+
+  return preprocessor
+
+
+def _sample_preprocessor(task: str, vocab_path: str, max_length: int):
   def fn(segs, roles, sentence_ids, kind, cycle, seed):
     vocab = load_vocab(vocab_path)
     ids, tok_roles, mentions, sentences = segments.tokenize_segments(
@@ -146,10 +160,19 @@ def tokenize_and_mask_sample(task: str, vocab_path: str, max_length: int):
   return preprocess
 
 
-def tokenize_and_mask_text(task: str, vocab_path: str, max_length: int,
+def tokenize_and_mask_text(task: str, vocab_path: str, default_length: int = 128,
                            skip_bad_lines: bool = False):
-  """Preprocessor for text lines: windows of at most `max_length` tokens, BERT masking."""
+  """Preprocessor for text lines: windows of at most `sequence_length["input_ids"]`
+  tokens, BERT masking."""
 
+  def preprocessor(ds, sequence_length=None, **_):
+    max_length = _max_length(sequence_length, default_length)
+    return _text_preprocessor(task, vocab_path, max_length, skip_bad_lines)(ds)
+
+  return preprocessor
+
+
+def _text_preprocessor(task: str, vocab_path: str, max_length: int, skip_bad_lines: bool):
   def fn(text, path, line, seed):
     try:
       decoded = text.decode("utf-8")
@@ -181,7 +204,7 @@ def tokenize_and_mask_text(task: str, vocab_path: str, max_length: int,
     return {"input_ids": matrix(inputs), "targets": matrix(targets), "loss_mask": matrix(loss),
             "lengths": tf.ensure_shape(lengths, [None])}
 
-  def windows(ds, **_):
+  def windows(ds):
     ds = preprocess(ds)
 
     def split(ex):
