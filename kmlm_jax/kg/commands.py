@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 
@@ -30,13 +31,19 @@ def read_source(args):
                                           skip_bad_records=args.skip_bad_records)
     return graph, stats, info, {"triples_tsv": args.triples_tsv,
                                 "entities_tsv": args.entities_tsv}
-  from kmlm_jax.kg.wikidata import read_wikidata_dump
   if args.sample:
     from kmlm_jax.kg.sample import sample_dump_path
     path, source = sample_dump_path(), {"sample": "kmlm_jax/kg/data/sample_wikidata.json"}
   else:
     path, source = args.wikidata_dump, {"wikidata_dump": args.wikidata_dump}
-  graph, stats, info = read_wikidata_dump(
+  if getattr(args, "runner", "direct") == "beam":
+    # Parses the dump's lines on Beam workers; same graph, stats and info.
+    from kmlm_jax.kg import beam_pipeline
+    read = functools.partial(beam_pipeline.read_wikidata_dump_beam,
+                             beam_options=args.beam_options)
+  else:
+    from kmlm_jax.kg.wikidata import read_wikidata_dump as read
+  graph, stats, info = read(
       path, langs, entity_whitelist=args.entity_whitelist,
       relation_whitelist=args.relation_whitelist, skip_bad_records=args.skip_bad_records,
       progress=True)
@@ -47,13 +54,13 @@ def read_source(args):
 def build(args) -> str:
   """Runs the build; returns the text to print (stats table, timings, manifest path)."""
   start = time.perf_counter()
-  graph, stats, info, source = read_source(args)
-  read_s = time.perf_counter() - start
-  options = build_lib.BuildOptions(seed=args.seed, num_shards=args.num_shards)
   writer = None
   if args.runner == "beam":
     from kmlm_jax.kg import beam_pipeline
-    writer = beam_pipeline.stream_writer(args.beam_options)
+    writer = beam_pipeline.stream_writer(args.beam_options)  # bad options fail before reading
+  graph, stats, info, source = read_source(args)
+  read_s = time.perf_counter() - start
+  options = build_lib.BuildOptions(seed=args.seed, num_shards=args.num_shards)
   manifest = build_lib.build(graph, args.out, options, read_stats=stats, source=source,
                              read_info=info, overwrite=args.overwrite, progress=True,
                              stream_writer=writer)

@@ -41,6 +41,11 @@ Records and `ReadStats` (records_read == kept + skipped always holds):
 - duplicates are detected among kept entities and among properties; an id
   that was skipped once (e.g. `no_label`) may be kept at a later line.
 
+Reading is split in two: `LineParser` parses one line with no state (so
+lines can be parsed in parallel: `beam_pipeline.read_wikidata_dump_beam`),
+and `DumpAssembler` files the results in dump order, deciding what depends
+on earlier lines (duplicates, `max_entities`) and building the graph.
+
 Always errors: a missing or empty file, a truncated or corrupt `.gz`/`.bz2`
 (named with the last good line), an array dump without its closing `]`, a
 dump that yields no entity, an unknown language code, a bad whitelist file.
@@ -50,10 +55,12 @@ from __future__ import annotations
 
 import bz2
 import contextlib
+import dataclasses
 import functools
 import gc
 import gzip
 import json
+import os
 import re
 import zlib
 from pathlib import Path
@@ -79,6 +86,7 @@ _ENTITY_ID = re.compile(r"Q[1-9][0-9]*")
 _RELATION_ID = re.compile(r"P[1-9][0-9]*")
 _FALLBACK_CODE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{1,8})*")
 _ITEM_PREFIX = b'{"type":"item","id":"'
+_PREFIX_LEN = len(_ITEM_PREFIX)
 _MAGIC = {"gzip": b"\x1f\x8b", "bz2": b"BZh"}
 _PROGRESS_EVERY = 4096
 
@@ -172,6 +180,9 @@ class _BadRecord(Exception):
     super().__init__(message)
     self.reason, self.field, self.message = reason, field, message
 
+  def as_tuple(self) -> tuple:
+    return ("bad", self.reason, self.field, self.message)
+
 
 def _names(obj: dict, languages: tuple[str, ...]) -> tuple[dict, dict]:
   """Labels and aliases in `languages` (empty `[]` tables are PHP's `{}`)."""
@@ -240,13 +251,118 @@ def _item_claims(claims, relation_whitelist, counts: dict) -> list[tuple[str, st
   return out
 
 
+# ----------------------------------------------------------------- one line
+
+CLAIM_KINDS = ("item", "non_item", "somevalue_novalue", "deprecated", "not_in_relation_whitelist")
+
+
+@dataclasses.dataclass(frozen=True)
+class LineParser:
+  """Parses one dump line on its own, with no state.
+
+  Lines can thus be parsed in any order or on other machines
+  (`beam_pipeline.read_wikidata_dump_beam`); `DumpAssembler` files the
+  results in dump order, where duplicates and `max_entities` are decided.
+  Results are plain tuples, cheap to pickle:
+
+    None                          a blank line
+    ("open",) / ("close",)        the array's `[` / `]`
+    ("skip", reason)              a counted skip
+    ("bad", reason, field, msg)   a bad record
+    ("item", qid, outcome, claim_counts)
+    ("property", pid, outcome)
+
+  `outcome` is an `ItemRecord`, a ("skip", ...) or a ("bad", ...), used
+  only when the id is not a duplicate. `claim_counts` (per `CLAIM_KINDS`,
+  or None when the claims were not reached) counts the item's statements,
+  up to a malformed one.
+  """
+
+  languages: tuple[str, ...]
+  entity_whitelist: frozenset[str] | None = None
+  relation_whitelist: frozenset[str] | None = None
+
+  def __call__(self, line: bytes):
+    line = line.strip()
+    if not line:
+      return None
+    if line[-1] == 44:  # b","
+      line = line[:-1]
+    if line == b"[":
+      return ("open",)
+    if line == b"]":
+      return ("close",)
+    if self.entity_whitelist is not None and line.startswith(_ITEM_PREFIX):
+      qid = line[_PREFIX_LEN:line.find(b'"', _PREFIX_LEN)].decode()
+      if qid not in self.entity_whitelist:
+        return ("skip", "not_in_whitelist")
+    try:
+      obj = json.loads(line)
+    except ValueError as e:
+      return ("bad", "malformed_json", None, f"malformed JSON ({e})")
+    try:
+      return self._record(obj)
+    except _BadRecord as e:
+      return e.as_tuple()
+
+  def _record(self, obj):
+    if not isinstance(obj, dict):
+      raise _BadRecord("missing_id", None, f"record is a JSON {type(obj).__name__}, not an object")
+    rid = obj.get("id")
+    if not isinstance(rid, str) or not rid:
+      raise _BadRecord("missing_id", "id", "record has no 'id'")
+    kind = obj.get("type") or {"Q": "item", "P": "property"}.get(rid[0])
+    if kind == "item":
+      return self._item(obj, rid)
+    if kind == "property":
+      return self._property(obj, rid)
+    return ("skip", "other_entity_type")
+
+  def _item(self, obj: dict, qid: str):
+    if qid[0] != "Q":
+      raise _BadRecord("malformed_field", "id", f"item id {qid!r} does not start with 'Q'")
+    if self.entity_whitelist is not None and qid not in self.entity_whitelist:
+      return ("skip", "not_in_whitelist")
+    try:
+      labels, aliases = _names(obj, self.languages)
+    except _BadRecord as e:
+      return ("item", qid, e.as_tuple(), None)
+    if not labels:
+      return ("item", qid, ("skip", "no_label"), None)
+    counts = dict.fromkeys(CLAIM_KINDS, 0)
+    try:
+      claims = _item_claims(obj.get("claims"), self.relation_whitelist, counts)
+    except _BadRecord as e:
+      return ("item", qid, e.as_tuple(), tuple(counts.values()))
+    return ("item", qid, ItemRecord(qid, labels, aliases, claims), tuple(counts.values()))
+
+  def _property(self, obj: dict, pid: str):
+    if pid[0] != "P":
+      raise _BadRecord("malformed_field", "id", f"property id {pid!r} does not start with 'P'")
+    if self.relation_whitelist is not None and pid not in self.relation_whitelist:
+      return ("skip", "not_in_whitelist")
+    try:
+      labels, aliases = _names(obj, self.languages)
+    except _BadRecord as e:
+      return ("property", pid, e.as_tuple())
+    return ("property", pid, ItemRecord(pid, labels, aliases))
+
+
 # ----------------------------------------------------------------- files
 
-def _compression(path: Path) -> str | None:
-  """Compression by suffix, checked against the file's first bytes."""
-  suffix = path.suffix.lower()
+def _open_binary(path):
+  return open(path, "rb")
+
+
+def dump_compression(path: Path | str, open_file=_open_binary) -> str | None:
+  """"gzip", "bz2" or None, by suffix, checked against the file's first bytes.
+
+  `open_file(path)` opens the file for binary reading (a URL opener for
+  remote dumps).
+  """
+  suffix = os.path.splitext(str(path))[1].lower()
   kind = {".gz": "gzip", ".bz2": "bz2"}.get(suffix)
-  with open(path, "rb") as f:
+  with open_file(path) as f:
     head = f.read(4)
   if kind is not None:
     if head and not head.startswith(_MAGIC[kind]):
@@ -259,9 +375,9 @@ def _compression(path: Path) -> str | None:
   return None
 
 
-def _open(path: Path, kind: str | None):
+def open_dump(path: Path | str, kind: str | None, open_file=_open_binary):
   """(raw file for byte progress, line stream)."""
-  raw = open(path, "rb")
+  raw = open_file(path)
   if kind == "gzip":
     return raw, gzip.GzipFile(fileobj=raw, mode="rb")
   if kind == "bz2":
@@ -269,7 +385,41 @@ def _open(path: Path, kind: str | None):
   return raw, raw
 
 
+# Exceptions a read of a (compressed) dump raises on a truncated or corrupt file.
+READ_ERRORS = (EOFError, OSError, zlib.error)
+
+
+def read_error(path: Path, compression: str | None, lineno: int, error: str) -> KGInputError:
+  """The error for a read that failed after `lineno` full lines; `error` is
+  "ExceptionType: message"."""
+  what = "compressed stream is truncated or corrupt" if compression else "read failed"
+  return KGInputError(f"{path}: {what} after line {lineno} (the last line read in full); {error}")
+
+
 # ----------------------------------------------------------------- reader
+
+def prepare_read(path: Path | str, languages: Sequence[str], *,
+                 entity_whitelist: Path | str | None = None,
+                 relation_whitelist: Path | str | None = None,
+                 max_entities: int | None = None,
+                 extra_language_codes: Iterable[str] = (),
+                 local: bool = True) -> tuple[Path | str, LineParser]:
+  """Checks the arguments of a dump read; returns (path, the line parser).
+
+  `local=False` leaves `path` (a URL such as gs://...) as given and
+  unchecked: the caller reads it through its own file system layer.
+  """
+  path = Path(path) if local else path
+  languages = check_languages(languages, extra_language_codes)
+  entities = None if entity_whitelist is None else read_id_list(entity_whitelist, "entity")
+  relations = None if relation_whitelist is None else read_id_list(relation_whitelist, "relation")
+  if max_entities is not None and max_entities < 1:
+    raise KGInputError(f"max_entities must be >= 1, got {max_entities}")
+  if local and not path.is_file():
+    raise KGInputError(f"{path}: Wikidata dump not found" if not path.exists()
+                       else f"{path}: not a regular file")
+  return path, LineParser(languages, entities, relations)
+
 
 def read_wikidata_dump(
     path: Path | str,
@@ -289,23 +439,42 @@ def read_wikidata_dump(
   (properties later in the file are then not seen). `extra_language_codes`
   admits codes outside the built-in list. Returns (graph, stats, info).
   """
-  path = Path(path)
-  languages = check_languages(languages, extra_language_codes)
-  entities = None if entity_whitelist is None else read_id_list(entity_whitelist, "entity")
-  relations = None if relation_whitelist is None else read_id_list(relation_whitelist, "relation")
-  if max_entities is not None and max_entities < 1:
-    raise KGInputError(f"max_entities must be >= 1, got {max_entities}")
-  if not path.is_file():
-    raise KGInputError(f"{path}: Wikidata dump not found" if not path.exists()
-                       else f"{path}: not a regular file")
-  reader = _DumpReader(path, languages, entities, relations, skip_bad_records, max_entities)
-  with _gc_paused():
-    reader.run(progress)
-    return reader.finish()
+  path, parse = prepare_read(path, languages, entity_whitelist=entity_whitelist,
+                             relation_whitelist=relation_whitelist, max_entities=max_entities,
+                             extra_language_codes=extra_language_codes)
+  assembler = DumpAssembler(path, parse.languages, skip_bad_records, max_entities)
+  with gc_paused():
+    _read_lines(path, parse, assembler, progress)
+    return assembler.finish()
+
+
+def _read_lines(path: Path, parse: LineParser, assembler: "DumpAssembler", progress: bool) -> None:
+  """The sequential hot loop: parse each line, file it, stop when told."""
+  assembler.compression = compression = dump_compression(path)
+  raw, stream = open_dump(path, compression)
+  bar = _progress_bar(path, raw) if progress else None
+  add = assembler.add
+  lineno = 0
+  try:
+    for line in stream:
+      lineno += 1
+      if bar is not None and not lineno % _PROGRESS_EVERY:
+        bar.update(raw.tell() - bar.n)
+      if add(lineno, parse(line)):
+        break
+  except READ_ERRORS as e:
+    raise read_error(path, compression, lineno, f"{type(e).__name__}: {e}") from None
+  finally:
+    if bar is not None:
+      bar.update(raw.tell() - bar.n)
+      bar.close()
+    stream.close()
+    raw.close()
+  assembler.lines = lineno
 
 
 @contextlib.contextmanager
-def _gc_paused():
+def gc_paused():
   """Pauses the cyclic GC: each JSON line allocates thousands of containers
   (freed by refcounting, no cycles), and the collections they trigger keep
   rescanning the growing graph; this takes ~25% off a full read."""
@@ -318,130 +487,87 @@ def _gc_paused():
       gc.enable()
 
 
-class _DumpReader:
-  """One pass over a dump; `run` is the hot loop, `finish` builds the graph."""
+class DumpAssembler:
+  """Files `LineParser` results in dump order; `finish` builds the graph.
 
-  def __init__(self, path, languages, entity_whitelist, relation_whitelist, skip_bad, max_entities):
+  Decides what needs the lines before: duplicate ids, `max_entities`, the
+  bracket check; raises or counts bad records (FILE:LINE in messages).
+  Set `compression` and `lines` (lines read) before `finish`.
+  """
+
+  def __init__(self, path: Path, languages: tuple[str, ...], skip_bad: bool,
+               max_entities: int | None):
     self.path, self.languages = path, languages
-    self.entity_whitelist, self.relation_whitelist = entity_whitelist, relation_whitelist
     self.skip_bad, self.max_entities = skip_bad, max_entities
     self.stats = ReadStats()
     self.entities: dict[str, ItemRecord] = {}
     self.properties: dict[str, tuple[ItemRecord, int]] = {}
-    self.claim_counts = dict.fromkeys(
-        ("item", "non_item", "somevalue_novalue", "deprecated", "not_in_relation_whitelist"), 0)
+    self.claim_counts = dict.fromkeys(CLAIM_KINDS, 0)
     self.lines = 0
     self.opened = self.closed = self.stopped_early = False
     self.compression = None
 
-  # -- the loop
+  def add(self, lineno: int, parsed) -> bool:
+    """Files the parse of line `lineno`; True when reading should stop
+    (`max_entities` reached)."""
+    if parsed is None:
+      return False
+    tag = parsed[0]
+    if tag == "open":
+      self.opened = True
+    elif tag == "close":
+      self.closed = True
+    else:
+      self.stats.records_read += 1
+      if tag == "item":
+        return self._item(parsed, lineno)
+      if tag == "property":
+        self._property(parsed, lineno)
+      elif tag == "skip":
+        self.stats.skip(parsed[1], f"{self.path}:{lineno}")
+      else:
+        self._bad(parsed, lineno)
+    return False
 
-  def run(self, progress: bool) -> None:
-    self.compression = _compression(self.path)
-    raw, stream = _open(self.path, self.compression)
-    bar = _progress_bar(self.path, raw) if progress else None
-    loads, stats, path = json.loads, self.stats, self.path
-    fast_skip = self.entity_whitelist
-    prefix_len = len(_ITEM_PREFIX)
-    lineno = 0
-    try:
-      for line in stream:
-        lineno += 1
-        if bar is not None and not lineno % _PROGRESS_EVERY:
-          bar.update(raw.tell() - bar.n)
-        line = line.strip()
-        if not line:
-          continue
-        if line[-1] == 44:  # b","
-          line = line[:-1]
-        if line == b"[":
-          self.opened = True
-          continue
-        if line == b"]":
-          self.closed = True
-          continue
-        stats.records_read += 1
-        if fast_skip is not None and line.startswith(_ITEM_PREFIX):
-          qid = line[prefix_len:line.find(b'"', prefix_len)].decode()
-          if qid not in fast_skip:
-            stats.skip("not_in_whitelist", f"{path}:{lineno}")
-            continue
-        try:
-          obj = loads(line)
-        except ValueError as e:
-          self._bad(_BadRecord("malformed_json", None, f"malformed JSON ({e})"), lineno)
-          continue
-        try:
-          self._record(obj, lineno)
-        except _BadRecord as e:
-          self._bad(e, lineno)
-        if self.max_entities is not None and len(self.entities) >= self.max_entities:
-          self.stopped_early = True
-          break
-    except (EOFError, OSError, zlib.error) as e:
-      what = "compressed stream is truncated or corrupt" if self.compression else "read failed"
-      raise KGInputError(f"{path}: {what} after line {lineno} (the last line read in full); "
-                         f"{type(e).__name__}: {e}") from None
-    finally:
-      if bar is not None:
-        bar.update(raw.tell() - bar.n)
-        bar.close()
-      stream.close()
-      raw.close()
-    self.lines = lineno
-
-  def _bad(self, error: _BadRecord, lineno: int) -> None:
+  def _bad(self, bad: tuple, lineno: int) -> None:
+    _, reason, field, message = bad
     if not self.skip_bad:
-      raise KGInputError(f"{where(self.path, lineno, error.field)}: {error.message} (pass "
+      raise KGInputError(f"{where(self.path, lineno, field)}: {message} (pass "
                          "skip_bad_records=True / --skip-bad-records to count and skip "
                          "such records)")
-    self.stats.skip(error.reason, f"{self.path}:{lineno}")
+    self.stats.skip(reason, f"{self.path}:{lineno}")
 
-  def _record(self, obj, lineno: int) -> None:
-    """Files one parsed record as an entity, a property, or a counted skip."""
-    if not isinstance(obj, dict):
-      raise _BadRecord("missing_id", None, f"record is a JSON {type(obj).__name__}, not an object")
-    rid = obj.get("id")
-    if not isinstance(rid, str) or not rid:
-      raise _BadRecord("missing_id", "id", "record has no 'id'")
-    kind = obj.get("type") or {"Q": "item", "P": "property"}.get(rid[0])
-    if kind == "item":
-      self._item(obj, rid, lineno)
-    elif kind == "property":
-      self._property(obj, rid, lineno)
-    else:
-      self.stats.skip("other_entity_type", f"{self.path}:{lineno}")
-
-  def _item(self, obj: dict, qid: str, lineno: int) -> None:
-    stats = self.stats
-    if qid[0] != "Q":
-      raise _BadRecord("malformed_field", "id", f"item id {qid!r} does not start with 'Q'")
-    if self.entity_whitelist is not None and qid not in self.entity_whitelist:
-      stats.skip("not_in_whitelist", f"{self.path}:{lineno}")
-      return
+  def _item(self, parsed: tuple, lineno: int) -> bool:
+    _, qid, outcome, claim_counts = parsed
     if qid in self.entities:
-      raise _BadRecord("duplicate_id", "id", f"entity {qid} appears a second time")
-    labels, aliases = _names(obj, self.languages)
-    if not labels:
-      stats.skip("no_label", f"{self.path}:{lineno}")
-      return
-    claims = _item_claims(obj.get("claims"), self.relation_whitelist, self.claim_counts)
-    self.entities[qid] = ItemRecord(qid, labels, aliases, claims)
-    stats.records_kept += 1
+      self._bad(("bad", "duplicate_id", "id", f"entity {qid} appears a second time"), lineno)
+      return False
+    if claim_counts is not None:
+      for kind, n in zip(CLAIM_KINDS, claim_counts):
+        self.claim_counts[kind] += n
+    if isinstance(outcome, ItemRecord):
+      self.entities[qid] = outcome
+      self.stats.records_kept += 1
+      if self.max_entities is not None and len(self.entities) >= self.max_entities:
+        self.stopped_early = True
+        return True
+    elif outcome[0] == "skip":
+      self.stats.skip(outcome[1], f"{self.path}:{lineno}")
+    else:
+      self._bad(outcome, lineno)
+    return False
 
-  def _property(self, obj: dict, pid: str, lineno: int) -> None:
-    if pid[0] != "P":
-      raise _BadRecord("malformed_field", "id", f"property id {pid!r} does not start with 'P'")
-    if self.relation_whitelist is not None and pid not in self.relation_whitelist:
-      self.stats.skip("not_in_whitelist", f"{self.path}:{lineno}")
-      return
+  def _property(self, parsed: tuple, lineno: int) -> None:
+    _, pid, outcome = parsed
     if pid in self.properties:
-      raise _BadRecord("duplicate_id", "id", f"property {pid} appears a second time")
-    labels, aliases = _names(obj, self.languages)
-    # Kept or skipped as `unused_property` in `finish`, once the triples are known.
-    self.properties[pid] = (ItemRecord(pid, labels, aliases), lineno)
+      self._bad(("bad", "duplicate_id", "id", f"property {pid} appears a second time"), lineno)
+    elif isinstance(outcome, ItemRecord):
+      # Kept or skipped as `unused_property` in `finish`, once the triples are known.
+      self.properties[pid] = (outcome, lineno)
+    else:
+      self._bad(outcome, lineno)
 
-  # -- after the loop
+  # -- after the last line
 
   def finish(self) -> tuple[KnowledgeGraph, ReadStats, dict]:
     path, stats = self.path, self.stats
