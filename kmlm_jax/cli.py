@@ -53,12 +53,25 @@ def _add_kg(sub):
   st.add_argument("dir", metavar="DIR")
 
 
+def _add_train(sub):
+  p = sub.add_parser("train", help="KMLM pretraining from a config file")
+  p.add_argument("--config", required=True, metavar="FILE", help="configs/*.py with get_config()")
+  p.add_argument("--workdir", metavar="DIR", help="default: workdir/<config name>")
+  p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+  p.add_argument("--distributed", action="store_true",
+                 help="call jax.distributed.initialize() (auto when SLURM / TPU pod / "
+                      "JAX_COORDINATOR_ADDRESS is set)")
+  p.add_argument("overrides", nargs="*", metavar="key=value",
+                 help="config overrides, e.g. train.steps=10 mesh.shape=2,2,2")
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="kmlm-jax", description=__doc__)
   sub = parser.add_subparsers(dest="command", required=True)
   _add_convert(sub)
   _add_init(sub)
   _add_kg(sub)
+  _add_train(sub)
   return parser
 
 
@@ -96,22 +109,45 @@ def _kg(args) -> int:
   return 0
 
 
+def _train(args) -> int:
+  import logging
+
+  from kmlm_jax import distributed
+  from kmlm_jax.experiment import load_config
+  from kmlm_jax.training.loop import train
+  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+  distributed.maybe_initialize(force=args.distributed)
+  config = load_config(args.config, args.overrides)
+  summary = train(config, args.workdir or f"workdir/{config.name}", resume=args.resume)
+  last = summary["history"][-1] if summary["history"] else {}
+  print(f"status={summary['status']} steps={summary['steps']} "
+        + " ".join(f"{k}={v:.4g}" for k, v in last.items() if k != "step"))
+  return 0
+
+
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
   from kmlm_jax.assets import AssetError
   from kmlm_jax.convert.hf import ConversionError
   from kmlm_jax.convert.commands import VerifyError
+  from kmlm_jax.experiment import ConfigError
   from kmlm_jax.kg.errors import KGInputError
+  from kmlm_jax.text.pipeline import CorpusError
   from kmlm_jax.text.tokenizers import TokenizerError
+  from kmlm_jax.training.loop import NonFiniteLoss, WorkdirError
   try:
-    return {"convert": _convert, "init": _init, "kg": _kg}[args.command](args)
+    return {"convert": _convert, "init": _init, "kg": _kg, "train": _train}[args.command](args)
+  except NonFiniteLoss as e:
+    print(f"kmlm-jax {args.command}: error: {e}", file=sys.stderr)
+    return 3
   except VerifyError as e:
     print("\n".join(e.report.lines))
     print(f"kmlm-jax {args.command}: error: {e}", file=sys.stderr)
     sys.stderr.flush()
     print(f"max_abs_diff={e.report.max_abs_diff:.3g}")
     return 1
-  except (ConversionError, TokenizerError, AssetError, KGInputError) as e:
+  except (ConversionError, TokenizerError, AssetError, KGInputError, ConfigError, CorpusError,
+          WorkdirError) as e:
     print(f"kmlm-jax {args.command}: error: {e}", file=sys.stderr)
     return 2
 

@@ -136,3 +136,117 @@ class MeshConfig:
   shape: tuple[int, int, int] = (-1, 1, 1)
   axis_names: tuple[str, str, str] = ("data", "fsdp", "tensor")
   rules: tuple[tuple[str, tuple[str, ...] | str | None], ...] = DEFAULT_RULES
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """Where batches come from.
+
+  mixture: a registered seqio mixture or task (`tasks` package), e.g.
+  "kmlm_mix"; corpus_dir / text_pattern / vocab: see `tasks.register`
+  (None: the embedded defaults); seq_length T and max_predictions P fix the
+  batch shapes; batch_size is global (sequences per step, all hosts).
+  """
+
+  mixture: str = "kmlm_mix"
+  corpus_dir: str | None = None
+  text_pattern: str | None = None
+  vocab: str | None = None
+  seq_length: int = 128
+  max_predictions: int = 32
+  batch_size: int = 8
+  seed: int = 0
+  pack: bool = True
+  # Relative rates of the three streams in the KMLM mixtures.
+  rate_mlm: float = 1.0
+  rate_knowledge: float = 1.0
+  rate_reasoning: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Optimisation and bookkeeping of a pretraining run (paper: KMLM A.1)."""
+
+  steps: int = 100
+  learning_rate: float = 5e-5
+  warmup_steps: int = 100
+  weight_decay: float = 0.0
+  adam_b1: float = 0.9
+  adam_b2: float = 0.999
+  adam_eps: float = 1e-8
+  grad_clip_norm: float = 1.0
+  grad_accum_steps: int = 1
+  # L = L_MLM + alpha * (L_K + L_L)
+  alpha: float = 0.3
+  seed: int = 0
+  checkpoint_every: int = 100
+  keep_checkpoints: int = 3
+  async_checkpointing: bool = True
+  log_every: int = 10
+  eval_every: int = 0  # 0: no periodic evaluation
+  eval_batches: int = 4
+  # Peak FLOP/s of one device for MFU; 0: look it up from the device kind.
+  peak_flops_per_device: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+  """Everything a `kmlm-jax train` run needs; `configs/*.py` return one.
+
+  init_from: a kmlm-jax model checkpoint to start from (convert a HF
+  checkpoint with `kmlm-jax convert --from-hf` first); None starts from a
+  random initialisation of `model`.
+  """
+
+  name: str
+  model: ModelConfig
+  data: DataConfig = DataConfig()
+  train: TrainConfig = TrainConfig()
+  mesh: MeshConfig = MeshConfig()
+  init_from: str | None = None
+
+
+def override(config, assignments) -> "ExperimentConfig":
+  """Applies "a.b=value" strings to a nested frozen config.
+
+  Values are parsed as the field's current type (int, float, bool, str, None
+  via "none"; tuples as comma-separated values).
+  """
+  for assignment in assignments:
+    if "=" not in assignment:
+      raise ValueError(f"override {assignment!r} is not of the form key=value")
+    key, raw = assignment.split("=", 1)
+    config = _set(config, key.split("."), raw, key)
+  return config
+
+
+def _set(obj, path, raw, key):
+  name = path[0]
+  if not dataclasses.is_dataclass(obj) or name not in {f.name for f in dataclasses.fields(obj)}:
+    fields = [f.name for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj) else []
+    raise ValueError(f"unknown config key {key!r}; {name!r} is not one of {fields}")
+  current = getattr(obj, name)
+  if len(path) > 1:
+    return dataclasses.replace(obj, **{name: _set(current, path[1:], raw, key)})
+  return dataclasses.replace(obj, **{name: _parse(raw, current, key)})
+
+
+def _parse(raw: str, current, key: str):
+  if raw.lower() == "none":
+    return None
+  try:
+    if isinstance(current, bool):
+      if raw.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(raw)
+      return raw.lower() in ("true", "1")
+    if isinstance(current, int):
+      return int(raw)
+    if isinstance(current, float):
+      return float(raw)
+    if isinstance(current, tuple):
+      kind = type(current[0]) if current else str
+      return tuple(kind(v) for v in raw.split(","))
+  except ValueError:
+    raise ValueError(f"config key {key!r}: cannot parse {raw!r} as "
+                     f"{type(current).__name__}") from None
+  return raw

@@ -57,7 +57,8 @@ def model_params(model: Encoder) -> dict[str, np.ndarray]:
   return {k: np.asarray(v) for k, v in flatten_state(nnx.state(model, nnx.Param)).items()}
 
 
-def _nest(flat: Mapping[str, np.ndarray]) -> dict:
+def nest_tree(flat: Mapping[str, np.ndarray]) -> dict:
+  """{"a.b": x} -> {"a": {"b": x}}."""
   tree: dict = {}
   for name, value in flat.items():
     node = tree
@@ -68,12 +69,13 @@ def _nest(flat: Mapping[str, np.ndarray]) -> dict:
   return tree
 
 
-def _unnest(tree: Mapping, prefix: str = "") -> dict[str, np.ndarray]:
+def flatten_tree(tree: Mapping, prefix: str = "") -> dict[str, np.ndarray]:
+  """{"a": {"b": x}} -> {"a.b": x}."""
   flat = {}
   for key, value in tree.items():
     name = f"{prefix}{key}"
     if isinstance(value, Mapping):
-      flat.update(_unnest(value, name + "."))
+      flat.update(flatten_tree(value, name + "."))
     else:
       flat[name] = value
   return flat
@@ -89,7 +91,7 @@ def save_model_checkpoint(path: Path | str, config: ModelConfig, params: Mapping
     (tmp / "model_config.json").write_text(json.dumps(
         {"model": dataclasses.asdict(config), "metadata": dict(metadata or {})}, indent=2))
     with ocp.StandardCheckpointer() as checkpointer:
-      checkpointer.save(tmp / "params", _nest(dict(params)))
+      checkpointer.save(tmp / "params", nest_tree(dict(params)))
       checkpointer.wait_until_finished()
     if tokenizer_dir is not None:
       (tmp / "tokenizer").mkdir()
@@ -119,10 +121,10 @@ def load_model_checkpoint(path: Path | str) -> tuple[ModelConfig, dict[str, np.n
               for k, v in flatten_state(nnx.state(abstract_model(config), nnx.Param)).items()}
   try:
     with ocp.StandardCheckpointer() as checkpointer:
-      restored = checkpointer.restore(path / "params", _nest(abstract))
+      restored = checkpointer.restore(path / "params", nest_tree(abstract))
   except Exception as e:  # orbax raises many types for damaged trees
     raise ConversionError(f"{path / 'params'}: cannot restore parameters ({e})") from None
-  return config, {k: np.asarray(v) for k, v in _unnest(restored).items()}, metadata
+  return config, {k: np.asarray(v) for k, v in flatten_tree(restored).items()}, metadata
 
 
 def tokenizer_dir_of(path: Path | str) -> Path | None:

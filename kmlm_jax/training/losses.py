@@ -1,23 +1,62 @@
-"""Losses over gathered prediction positions."""
+"""Losses over gathered prediction positions, overall and per stream.
+
+Shapes: B rows, P predictions per row, V vocabulary. Streams are the
+three KMLM losses: 0 = MLM on text (L_MLM), 1 = knowledge (L_K),
+2 = reasoning (L_L); `kmlm_jax.text.packing.STREAM_*`.
+"""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
+NUM_STREAMS = 3
+STREAM_NAMES = ("mlm", "knowledge", "reasoning")
 
-def masked_lm_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array):
-  """Weighted mean cross-entropy and accuracy.
 
-  logits [B, P, V] fp32, targets [B, P] int, weights [B, P] (0 for padding
-  predictions). Returns (loss, accuracy, weight sum); with no weight the loss
-  is 0, not NaN.
-  """
+def token_nll(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(nll [B, P] fp32, correct [B, P] bool) of fp32 logits [B, P, V]."""
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   nll = -jnp.take_along_axis(logp, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+  return nll, logits.argmax(-1) == targets
+
+
+def masked_lm_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array):
+  """Weighted mean cross-entropy and accuracy; (loss, accuracy, weight sum).
+
+  With no weight the loss is 0, not NaN.
+  """
+  nll, correct = token_nll(logits, targets)
   weights = weights.astype(jnp.float32)
   total = weights.sum()
   denom = jnp.maximum(total, 1.0)
-  loss = (nll * weights).sum() / denom
-  accuracy = ((logits.argmax(-1) == targets) * weights).sum() / denom
-  return loss, accuracy, total
+  return (nll * weights).sum() / denom, (correct * weights).sum() / denom, total
+
+
+def stream_counts(weights: jax.Array, streams: jax.Array) -> jax.Array:
+  """[NUM_STREAMS] number of loss positions of each stream."""
+  one_hot = jax.nn.one_hot(streams, NUM_STREAMS, dtype=jnp.float32)
+  return jnp.einsum("bp,bps->s", weights.astype(jnp.float32), one_hot)
+
+
+def stream_coefficients(alpha: float) -> jax.Array:
+  """L = L_MLM + alpha * (L_K + L_L)."""
+  return jnp.asarray([1.0, alpha, alpha], jnp.float32)
+
+
+def kmlm_loss(nll: jax.Array, correct: jax.Array, weights: jax.Array, streams: jax.Array,
+              counts: jax.Array, alpha: float):
+  """The combined loss of (part of) a batch, and per-stream sums.
+
+  Each stream's loss is its mean NLL over `counts` (its loss positions in
+  the whole batch, which may be larger than this part when gradients are
+  accumulated over micro-batches: the parts' losses then add up to the
+  batch's). A stream with no loss positions contributes 0.
+  Returns (loss, {"nll_sum": [S], "correct_sum": [S]}).
+  """
+  one_hot = jax.nn.one_hot(streams, NUM_STREAMS, dtype=jnp.float32) * weights[..., None]
+  nll_sum = jnp.einsum("bp,bps->s", nll, one_hot)
+  correct_sum = jnp.einsum("bp,bps->s", correct.astype(jnp.float32), one_hot)
+  per_stream = nll_sum / jnp.maximum(counts, 1.0)
+  loss = (stream_coefficients(alpha) * per_stream).sum()
+  return loss, {"nll_sum": nll_sum, "correct_sum": correct_sum}

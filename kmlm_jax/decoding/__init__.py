@@ -1,0 +1,1 @@
+"""Prix-LM decoding: KV cache, entity trie, constrained beam search, reference."""

@@ -1,0 +1,1 @@
+"""Evaluation: link prediction metrics and tables."""

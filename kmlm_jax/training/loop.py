@@ -1,0 +1,244 @@
+"""The train loop: init or resume, step, log, checkpoint, stop cleanly.
+
+`train(config, workdir)` runs `config.train.steps` steps of the jitted
+step of `train_state.py` on the mesh of `config.mesh`, feeding host
+batches from `data.BatchIterator`. Every `checkpoint_every` steps (and at
+the end, and on SIGTERM) it saves the state and the input position;
+`resume=True` continues from the newest readable checkpoint and replays the
+input to the same position, so the result is bit-identical to an
+uninterrupted run. A non-finite loss stops the run with `NonFiniteLoss`
+before anything non-finite is saved. Metrics go to TensorBoard under
+WORKDIR/tb and to a console progress bar.
+
+Outputs in WORKDIR: checkpoints/, tb/, model/ (the final parameters as a
+kmlm-jax model checkpoint, for `kmlm-jax convert --from WORKDIR/model`),
+summary.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import jax
+import numpy as np
+from flax import nnx
+
+from kmlm_jax import sharding
+from kmlm_jax.config import ExperimentConfig
+from kmlm_jax.models.encoder import Encoder
+from kmlm_jax.training import checkpointing, flops, train_state as ts
+from kmlm_jax.training.losses import STREAM_NAMES
+
+log = logging.getLogger("kmlm_jax.training")
+
+
+class NonFiniteLoss(RuntimeError):
+  """The loss or gradient became NaN/inf; the run stopped, checkpoints are intact."""
+
+
+class WorkdirError(ValueError):
+  pass
+
+
+@dataclasses.dataclass
+class _Pending:
+  step: int
+  metrics: dict
+  tokens: int
+
+
+def _host_metrics(pending: list[_Pending]) -> list[tuple[int, dict, int]]:
+  fetched = jax.device_get([p.metrics for p in pending])
+  return [(p.step, m, p.tokens) for p, m in zip(pending, fetched)]
+
+
+def _check_finite(records) -> None:
+  for step, m, _ in records:
+    if not bool(m["finite"]):
+      raise NonFiniteLoss(
+          f"step {step}: the loss or gradient is not finite (loss={float(m['loss'])}, "
+          f"grad_norm={float(m['grad_norm'])}); stopped without applying the update. The "
+          "checkpoints saved before are intact; lower train.learning_rate or check the data.")
+
+
+def _scalars(step, m, lr, tokens_per_s, tflops_per_device, mfu) -> dict:
+  out = {"loss": float(m["loss"]), "grad_norm": float(m["grad_norm"]), "learning_rate": lr,
+         "tokens_per_s": tokens_per_s, "tflops_per_device": tflops_per_device}
+  if mfu is not None:
+    out["mfu"] = mfu
+  for i, name in enumerate(STREAM_NAMES):
+    if float(m["count"][i]) > 0:
+      out[f"{name}/loss"] = float(m["stream_loss"][i])
+      out[f"{name}/accuracy"] = float(m["stream_accuracy"][i])
+  return out
+
+
+def load_init_params(config: ExperimentConfig) -> dict | None:
+  """The pure-dict params of `config.init_from`, or None for a random start."""
+  if not config.init_from:
+    return None
+  from kmlm_jax import model_checkpoint as mc
+  model_config, flat, _ = mc.load_model_checkpoint(config.init_from)
+  if dataclasses.replace(model_config, dtype=config.model.dtype, remat=config.model.remat,
+                         dropout_rate=config.model.dropout_rate,
+                         attention_dropout_rate=config.model.attention_dropout_rate) != \
+      config.model:
+    raise WorkdirError(f"init_from {config.init_from}: its model config differs from the "
+                       f"run's ({model_config} vs {config.model})")
+  return nnx.to_pure_dict(nnx.state(mc.build_model(config.model, flat), nnx.Param))
+
+
+def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False,
+          progress: bool = True,
+          batch_source: Callable[[int], Iterator[dict]] | None = None) -> dict:
+  """Runs training; returns a summary dict (also written to WORKDIR/summary.json).
+
+  `batch_source(start_position)` replaces the configured input (tests).
+  """
+  workdir = Path(workdir)
+  mesh = sharding.make_mesh(config.mesh)
+  trainer = ts.make_trainer(config, mesh, nnx.eval_shape(
+      lambda: Encoder(config.model, rngs=nnx.Rngs(0))))
+  ckpt = checkpointing.Checkpointer(workdir / "checkpoints", config.train.keep_checkpoints,
+                                    config.train.async_checkpointing)
+  position = 0
+  restored = None
+  if ckpt.steps():
+    if not resume:
+      raise WorkdirError(f"{workdir} already holds checkpoints (steps {ckpt.steps()}); pass "
+                         "--resume to continue, or use another --workdir")
+    shapes = jax.eval_shape(lambda: ts.init_state(trainer))
+    restored = ckpt.restore_latest(checkpointing.abstract_like(shapes, trainer.state_shardings))
+    if restored is None:
+      raise WorkdirError(f"{workdir}/checkpoints: no checkpoint could be restored")
+  if restored is not None:
+    state, meta = restored
+    position = int(meta["position"])
+    log.info("resumed from step %d (input position %d)", int(state.step), position)
+  else:
+    state = ts.init_state(trainer, load_init_params(config))
+  first_step = int(state.step)
+
+  if batch_source is None:
+    from kmlm_jax.training.data import make_batches
+    batches = make_batches(config.data, config.model.vocab_size, jax.process_index(),
+                           jax.process_count(), position)
+  else:
+    batches = batch_source(position)
+
+  writer = None
+  if jax.process_index() == 0:
+    from tensorboardX import SummaryWriter
+    writer = SummaryWriter(str(workdir / "tb"))
+    (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1))
+
+  stop = {"signal": None}
+  previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
+  step_flops = flops.train_flops_per_step(config.model, config.data.batch_size,
+                                          config.data.seq_length, config.data.max_predictions)
+  peak = flops.peak_flops(jax.devices()[0].device_kind, config.train.peak_flops_per_device)
+  history, pending = [], []
+  bar = None
+  if progress and jax.process_index() == 0:
+    from tqdm.auto import tqdm
+    bar = tqdm(total=config.train.steps, initial=first_step, desc=config.name, unit="step")
+  t_last, step_last = time.perf_counter(), first_step
+  status = "completed"
+
+  def flush(step):
+    nonlocal pending, t_last, step_last
+    records = _host_metrics(pending)
+    pending = []
+    _check_finite(records)
+    elapsed = time.perf_counter() - t_last
+    steps = max(step - step_last, 1)
+    t_last, step_last = time.perf_counter(), step
+    tokens = sum(r[2] for r in records)
+    per_device = step_flops * steps / elapsed / jax.device_count()
+    for s, m, _ in records:
+      scalars = _scalars(s, m, float(trainer.schedule(s - 1)), tokens / elapsed,
+                         per_device / 1e12, per_device / peak if peak else None)
+      history.append({"step": s, **scalars})
+      if writer is not None:
+        for k, v in scalars.items():
+          writer.add_scalar(k, v, s)
+    if bar is not None and records:
+      last = history[-1]
+      bar.set_postfix({k: f"{last[k]:.3g}" for k in ("loss", "mlm/loss", "knowledge/loss",
+                                                      "reasoning/loss") if k in last})
+
+  def save(step):
+    ckpt.save(step, state, {"position": position + step - first_step, "step": step,
+                            "config": config.name})
+
+  try:
+    for step in range(first_step + 1, config.train.steps + 1):
+      host = next(batches)
+      tokens = int((host["segment_ids"] > 0).sum()) * jax.process_count()
+      state, metrics = trainer.step_fn(state, ts.global_batch(trainer, host))
+      pending.append(_Pending(step, metrics, tokens))
+      if bar is not None:
+        bar.update(1)
+      last = step == config.train.steps
+      if step % config.train.log_every == 0 or last or stop["signal"]:
+        flush(step)
+      if step % config.train.checkpoint_every == 0 or last or stop["signal"]:
+        flush(step)  # never save a state that followed a non-finite step
+        save(step)
+      if config.train.eval_every and step % config.train.eval_every == 0:
+        _periodic_eval(trainer, config, state, writer, step)
+      if stop["signal"]:
+        status = "preempted"
+        log.warning("SIGTERM at step %d: saved a checkpoint, exiting", step)
+        break
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+    ckpt.close()
+    if bar is not None:
+      bar.close()
+    if writer is not None:
+      writer.close()
+
+  final_step = int(state.step)
+  if status == "completed" and jax.process_index() == 0:
+    _export_model(config, ts.to_host(state.params), workdir / "model")
+  summary = {"status": status, "steps": final_step, "first_step": first_step,
+             "history": history, "workdir": str(workdir)}
+  if jax.process_index() == 0:
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
+  return summary
+
+
+def _periodic_eval(trainer, config, state, writer, step) -> None:
+  """MLM loss and accuracy per stream on fixed batches (seed + 1) of the training mixture."""
+  from kmlm_jax.training.data import make_batches
+  it = make_batches(config.data, config.model.vocab_size, jax.process_index(),
+                    jax.process_count(), 0, seed=config.data.seed + 1)
+  totals = np.zeros((2, 3))
+  counts = np.zeros(3)
+  for _ in range(config.train.eval_batches):
+    m = jax.device_get(trainer.eval_fn(state.params, ts.global_batch(trainer, next(it))))
+    totals += np.stack([m["stream_loss"], m["stream_accuracy"]]) * m["count"]
+    counts += m["count"]
+  if writer is not None:
+    for i, name in enumerate(STREAM_NAMES):
+      if counts[i]:
+        writer.add_scalar(f"eval/{name}/loss", totals[0, i] / counts[i], step)
+        writer.add_scalar(f"eval/{name}/accuracy", totals[1, i] / counts[i], step)
+
+
+def _export_model(config: ExperimentConfig, params: dict, target: Path) -> None:
+  from kmlm_jax import model_checkpoint as mc
+  from kmlm_jax.text.vocab import default_vocab_path
+  flat = {k: np.asarray(v) for k, v in mc.flatten_tree(params).items()}
+  vocab = config.data.vocab or default_vocab_path()
+  tokenizer_dir = Path(vocab).parent if Path(vocab).name == "tokenizer.json" else (
+      Path(vocab) if Path(vocab).is_dir() else None)
+  mc.save_model_checkpoint(target, config.model, flat, metadata={"trained": config.name},
+                           tokenizer_dir=tokenizer_dir, overwrite=True)
