@@ -14,7 +14,7 @@ from kmlm_jax.kg.sample import KMLM_LANGUAGES
 from kmlm_jax.text import pipeline
 from kmlm_jax.text.vocab import default_vocab_path, seqio_vocabulary
 
-SAMPLE_CORPUS_VERSION = "1"
+SAMPLE_CORPUS_VERSION = "2"
 KNOWLEDGE_TASKS = {"kmlm_knowledge_cs": "code_switched",
                    "kmlm_knowledge_parallel": "parallel", "kmlm_reasoning": "reasoning"}
 

@@ -44,6 +44,8 @@ class TrieError(ValueError):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Trie:
+  """The CSR arrays of the module docstring, the [EOS] id and the longest name."""
+
   row_ptr: np.ndarray
   child_token: np.ndarray
   child_state: np.ndarray
@@ -198,6 +200,8 @@ def build_trie_flat(flat: np.ndarray, lengths: np.ndarray, eos_id: int, *,
   padded = _padded(tokens, core, eos_id)
   n, width = padded.shape
   base = max(int(padded.max()), eos_id) + 1
+  if base > 2 ** 31 or (tokens.shape[0] + 2 * n + 1) * base >= 2 ** 63:
+    raise TrieError(f"token ids up to {base - 1} are too large for int32 / the pair keys")
 
   state = np.zeros(n, np.int64)  # state of each name's prefix of the current depth
   edge_parent, edge_token = [], []

@@ -93,8 +93,8 @@ def table1_markdown(results: Mapping[str, Mapping[str, Mapping[str, float]]],
   Args:
     results: method -> language (and "avg") -> metric -> value in [0, 1],
       e.g. `{"TransE": metrics_by_language(...)}`.
-    languages: column order; an "avg." column follows (the results' "avg",
-      else the mean of the listed languages).
+    languages: column order; an "avg." column follows: the mean over the
+      listed languages a method has results for.
     metric_names: row blocks, from `METRICS`.
     stats: optional rows above the metrics, e.g. `{"# entities (K)": {"en":
       2175}}` (printed as given).
@@ -110,10 +110,8 @@ def table1_markdown(results: Mapping[str, Mapping[str, Mapping[str, float]]],
     lines.append(f"| **{_LABELS[metric]}** |" + " |" * (len(languages) + 1))
     for method, by_lang in results.items():
       values = [by_lang.get(l, {}).get(metric) for l in languages]
-      avg = by_lang.get("avg", {}).get(metric)
-      if avg is None:
-        present = [v for v in values if v is not None]
-        avg = float(np.mean(present)) if present else None
+      present = [v for v in values if v is not None]
+      avg = float(np.mean(present)) if present else None
       cells = [_cell(v, percent, digits) for v in values + [avg]]
       lines.append(f"| {method} | " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"

@@ -239,7 +239,8 @@ def xlr_items(graph: KnowledgeGraph, held: HeldOut, languages: Sequence[str], se
           context=[f"{e[a]} {r[b]} {e[c]}." for a, b, c in t[context_rows]],
           question=QUESTIONS[lang].format(a=e[h], b=e[tail]),
           choices=[r[c] for c in choices], choice_ids=[graph.relation_ids[c] for c in choices],
-          label=choices.index(answer), triples=[int(v) for v in rows]))
+          label=choices.index(answer), triples=[int(v) for v in rows],
+          question_triple=int(rows[q])))
   return items
 
 

@@ -48,6 +48,7 @@ def _rng(seed: np.ndarray) -> np.random.Generator:
 
 
 _EMPTY = (np.zeros(0, np.int32),) * 3
+_BLOCK = 256  # examples per block handed from tf.data to the Python packer
 
 
 # ---------------------------------------------------------------- sources
@@ -266,11 +267,22 @@ class KMLMFeatureConverter(seqio.FeatureConverter):
     spec = self._spec(task_feature_lengths["input_ids"])
     stats = self.stats
 
+    # Examples cross into Python in padded blocks: one iterator step per
+    # block instead of one per example.
+    blocks = ds.map(lambda ex: {"input_ids": ex["input_ids"], "targets": ex["targets"],
+                                "loss_mask": ex["loss_mask"], "stream": ex["stream"],
+                                "length": tf.size(ex["input_ids"])})
+    blocks = blocks.padded_batch(_BLOCK)
+
+    def examples():
+      for block in blocks.as_numpy_iterator():
+        for i, n in enumerate(block["length"]):
+          yield {"input_ids": block["input_ids"][i, :n], "targets": block["targets"][i, :n],
+                 "loss_mask": block["loss_mask"][i, :n].astype(bool),
+                 "stream": int(block["stream"][i])}
+
     def rows():
-      examples = ({"input_ids": ex["input_ids"], "targets": ex["targets"],
-                   "loss_mask": ex["loss_mask"].astype(bool), "stream": int(ex["stream"])}
-                  for ex in ds.as_numpy_iterator())
-      yield from packing.pack(examples, spec, stats)
+      yield from packing.pack(examples(), spec, stats)
 
     signature = {k: tf.TensorSpec([spec.max_predictions if k.startswith("mlm_") else spec.length],
                                   tf.float32 if k == "mlm_weights" else tf.int32)

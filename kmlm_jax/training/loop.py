@@ -28,6 +28,7 @@ from typing import Callable, Iterator
 import jax
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from kmlm_jax import sharding
 from kmlm_jax.config import ExperimentConfig
@@ -206,8 +207,11 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
       writer.close()
 
   final_step = int(state.step)
-  if status == "completed" and jax.process_index() == 0:
-    _export_model(config, ts.to_host(state.params), workdir / "model")
+  if status == "completed":
+    params = ts.to_host(state.params) if jax.process_count() == 1 else \
+        multihost_utils.process_allgather(state.params, tiled=True)
+    if jax.process_index() == 0:
+      _export_model(config, params, workdir / "model")
   summary = {"status": status, "steps": final_step, "first_step": first_step,
              "history": history, "workdir": str(workdir)}
   if jax.process_index() == 0:

@@ -1,0 +1,12 @@
+"""KMLM paper run: xlmr large kmlm cs (xlmr-large, mixture kmlm_cs). See configs/paper.py."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from paper import paper_run  # noqa: E402
+
+
+def get_config():
+  return paper_run("xlmr_large_kmlm_cs", "xlmr-large", "kmlm_cs", "checkpoints/xlm-roberta-large",
+                   grad_accum_steps=4, mesh_shape=(1, -1, 1))

@@ -1,0 +1,75 @@
+"""Filtered link-prediction metrics against hand-computed values."""
+
+import numpy as np
+import pytest
+
+from kmlm_jax.evaluation.link_prediction import (filtered_ranks, metrics, metrics_by_language,
+                                                 table1_markdown)
+
+
+def test_filtered_ranks_by_hand():
+  ranked = np.array([
+      [4, 7, 1, -1],   # answer 1 at position 3; 7 is another true object -> rank 2
+      [5, 6, 8, 9],    # answer 9, nothing filtered -> 4
+      [2, 3, -1, -1],  # answer 0 absent -> inf
+      [3, 3, 0, 1],    # repeated 3 counts once -> rank 2
+      [0, 1, 2, 3],    # answer 0 first -> 1 (a known list containing it changes nothing)
+  ])
+  answers = np.array([1, 9, 0, 0, 0])
+  known = np.array([[7, -1], [-1, -1], [2, 3], [-1, -1], [0, 5]])
+  ranks = filtered_ranks(ranked, answers, known)
+  np.testing.assert_array_equal(ranks, [2, 4, np.inf, 2, 1])
+  np.testing.assert_array_equal(filtered_ranks(ranked, answers), [3, 4, np.inf, 2, 1])
+
+
+def test_metrics_by_hand():
+  ranks = np.array([1, 2, 4, np.inf, 11, 3])
+  m = metrics(ranks)
+  assert m["hits@1"] == pytest.approx(1 / 6)
+  assert m["hits@3"] == pytest.approx(3 / 6)
+  assert m["hits@10"] == pytest.approx(4 / 6)
+  assert m["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 4 + 0 + 1 / 11 + 1 / 3) / 6)
+  assert m["count"] == 6
+  with pytest.raises(ValueError, match="1-based"):
+    metrics(np.array([0, 1]))
+  assert np.isnan(metrics(np.array([]))["mrr"])
+
+
+def test_metrics_by_language_and_table():
+  ranks = np.array([1, np.inf, 2, 5, 1])
+  langs = ["en", "en", "de", "de", "ja"]
+  by_lang = metrics_by_language(ranks, langs)
+  assert list(by_lang) == ["en", "de", "ja", "avg"]
+  assert by_lang["en"]["hits@1"] == 0.5 and by_lang["de"]["hits@3"] == 0.5
+  assert by_lang["de"]["mrr"] == pytest.approx((1 / 2 + 1 / 5) / 2)
+  # Macro average over languages, as the paper's "avg." column.
+  assert by_lang["avg"]["hits@1"] == pytest.approx((0.5 + 0 + 1) / 3)
+  assert by_lang["avg"]["count"] == 5
+
+  other = {"en": {"hits@1": 0.113, "hits@3": 0.28, "hits@10": 0.414}}
+  table = table1_markdown({"Prix-LM (All)": by_lang, "TransE": other}, ["en", "de", "ja"],
+                          stats={"# triples (K)": {"en": 7256, "de": 618}})
+  lines = table.strip().split("\n")
+  assert lines[0] == "| lang. → | en | de | ja | avg. |"
+  assert lines[1] == "|---|---|---|---|---|"
+  assert lines[2] == "| # triples (K) | 7256 | 618 | - | - |"
+  assert lines[3] == "| **Hits@1** | | | | |"
+  assert lines[4] == "| Prix-LM (All) | 50.0 | 0.0 | 100.0 | 50.0 |"
+  assert lines[5] == "| TransE | 11.3 | - | - | 11.3 |"
+  assert lines[6] == "| **Hits@3** | | | | |"
+  assert lines[9].startswith("| **Hits@10** |") and len(lines) == 12
+  # The avg. column averages the listed languages only.
+  with_mrr = table1_markdown({"x": by_lang}, ["en"], metric_names=["mrr"], percent=False,
+                             digits=3)
+  assert "| **MRR** |" in with_mrr and "| x | 0.500 | 0.500 |" in with_mrr
+
+
+def test_bad_inputs():
+  with pytest.raises(ValueError, match=r"\[N, K\]"):
+    filtered_ranks(np.array([1, 2]), np.array([1]))
+  with pytest.raises(ValueError, match="known"):
+    filtered_ranks(np.array([[1, 2]]), np.array([1]), np.array([1, 2]))
+  with pytest.raises(ValueError, match="languages"):
+    metrics_by_language(np.array([1.0, 2.0]), ["en"])
+  with pytest.raises(ValueError, match="unknown metrics"):
+    table1_markdown({}, ["en"], metric_names=["mr"])
