@@ -81,6 +81,15 @@ def flatten_tree(tree: Mapping, prefix: str = "") -> dict[str, np.ndarray]:
   return flat
 
 
+def _local_checkpointer():
+  """An Orbax checkpointer for host-local numpy trees that this process reads or
+  writes alone (in a multi-host job, only process 0 exports the model)."""
+  import orbax.checkpoint as ocp
+  me = jax.process_index()
+  return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+      primary_host=me, active_processes={me}))
+
+
 def save_model_checkpoint(path: Path | str, config: ModelConfig, params: Mapping[str, np.ndarray],
                           *, metadata: Mapping | None = None, tokenizer_dir: Path | None = None,
                           overwrite: bool = False) -> None:
@@ -90,7 +99,7 @@ def save_model_checkpoint(path: Path | str, config: ModelConfig, params: Mapping
   with atomic_directory(path, overwrite=overwrite) as tmp:
     (tmp / "model_config.json").write_text(json.dumps(
         {"model": dataclasses.asdict(config), "metadata": dict(metadata or {})}, indent=2))
-    with ocp.StandardCheckpointer() as checkpointer:
+    with _local_checkpointer() as checkpointer:
       checkpointer.save(tmp / "params", nest_tree(dict(params)))
       checkpointer.wait_until_finished()
     if tokenizer_dir is not None:
@@ -120,7 +129,7 @@ def load_model_checkpoint(path: Path | str) -> tuple[ModelConfig, dict[str, np.n
   abstract = {k: jax.ShapeDtypeStruct(v.shape, np.float32)
               for k, v in flatten_state(nnx.state(abstract_model(config), nnx.Param)).items()}
   try:
-    with ocp.StandardCheckpointer() as checkpointer:
+    with _local_checkpointer() as checkpointer:
       restored = checkpointer.restore(path / "params", nest_tree(abstract))
   except Exception as e:  # orbax raises many types for damaged trees
     raise ConversionError(f"{path / 'params'}: cannot restore parameters ({e})") from None
