@@ -6,6 +6,9 @@ up). Dropout is off on both sides so the losses can be compared. PyTorch is
 transformers' `XLMRobertaForMaskedLM` as people train it (logits at every
 position, labels -100 elsewhere). Flax runs twice: with the masked-position
 head (logits only at the P gathered positions) and with the full head.
+Then the whole training step with its AdamW update on both sides: the
+project's jitted train step (`kmlm_jax.training.train_state`, gathered head,
+per-stream loss) against PyTorch forward + backward + `torch.optim.AdamW`.
 
   python bench/train_step_vs_torch.py [--steps 5]
 """
@@ -77,6 +80,14 @@ def run(name: str, dims: dict, steps: int) -> dict:
     return float(loss.detach())
 
   torch_s, torch_loss = timed(torch_step, steps)
+  optimizer = torch.optim.AdamW(torch_model.parameters(), lr=1e-5, weight_decay=0.0)
+
+  def torch_train_step():
+    loss = torch_step()
+    optimizer.step()
+    return loss
+
+  torch_train_s, _ = timed(torch_train_step, steps)
 
   with tempfile.TemporaryDirectory() as d:
     torch_model.save_pretrained(d)
@@ -98,7 +109,36 @@ def run(name: str, dims: dict, steps: int) -> dict:
     seconds, loss = timed(jax_step, steps)
     result[f"{head}_s"] = seconds
     result[f"{head}_loss_diff"] = abs(loss - torch_loss)
+  result["torch_train_s"] = torch_train_s
+  result["flax_train_s"] = flax_train_step_seconds(loaded, batch, steps)
   return result
+
+
+def flax_train_step_seconds(loaded, batch, steps: int) -> float:
+  from flax import nnx
+
+  from kmlm_jax.config import DataConfig, ExperimentConfig, TrainConfig
+  from kmlm_jax.training import train_state as ts
+  config = ExperimentConfig(
+      "bench", loaded.config.replace(dropout_rate=0.0, attention_dropout_rate=0.0),
+      DataConfig(seq_length=T, max_predictions=P, batch_size=B),
+      TrainConfig(learning_rate=1e-5, weight_decay=0.0, grad_clip_norm=0.0),
+      MeshConfig(shape=(1, 1, 1)))
+  mesh = sharding.make_mesh(config.mesh, devices=jax.devices()[:1])
+  model = build_model(config.model, loaded.params)
+  trainer = ts.make_trainer(config, mesh, model)
+  state = ts.init_state(trainer, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+  full = {**batch, "positions": np.broadcast_to(np.arange(2, T + 2, dtype=np.int32), (B, T)),
+          "mlm_streams": np.zeros((B, P), np.int32)}
+  global_batch = ts.global_batch(trainer, full)
+  holder = {"state": state}
+
+  def step():
+    holder["state"], metrics = trainer.step_fn(holder["state"], global_batch)
+    return float(metrics["loss"])
+
+  seconds, _ = timed(step, steps)
+  return seconds
 
 
 def main() -> None:
@@ -107,9 +147,10 @@ def main() -> None:
   args = parser.parse_args()
   transformers.logging.set_verbosity_error()
   print(f"torch threads={torch.get_num_threads()}, jax devices={jax.devices()}")
-  print("| config | PyTorch step | Flax gathered head | Flax full head | "
-        "speed-up gathered | speed-up full | loss diff |")
-  print("|---|---|---|---|---|---|---|")
+  print("| config | PyTorch fwd+bwd | Flax gathered head | Flax full head | "
+        "speed-up gathered | speed-up full | loss diff | PyTorch train step (AdamW) | "
+        "Flax train step (AdamW) | speed-up train step |")
+  print("|---|---|---|---|---|---|---|---|---|---|")
   summary = []
   match = True
   for name, dims in CONFIGS.items():
@@ -117,10 +158,14 @@ def main() -> None:
     diff = max(r["gathered_loss_diff"], r["full_loss_diff"])
     match &= diff < 1e-4
     sg, sf = r["torch_s"] / r["gathered_s"], r["torch_s"] / r["full_s"]
+    st = r["torch_train_s"] / r["flax_train_s"]
     print(f"| {name} | {r['torch_s'] * 1e3:.1f} ms | {r['gathered_s'] * 1e3:.1f} ms | "
-          f"{r['full_s'] * 1e3:.1f} ms | {sg:.2f}x | {sf:.2f}x | {diff:.1e} |", flush=True)
+          f"{r['full_s'] * 1e3:.1f} ms | {sg:.2f}x | {sf:.2f}x | {diff:.1e} | "
+          f"{r['torch_train_s'] * 1e3:.1f} ms | {r['flax_train_s'] * 1e3:.1f} ms | {st:.2f}x |",
+          flush=True)
     key = name.replace("-", "_")
-    summary.append(f"{key}_speedup_gathered={sg:.2f} {key}_speedup_full={sf:.2f}")
+    summary.append(f"{key}_speedup_gathered={sg:.2f} {key}_speedup_full={sf:.2f} "
+                   f"{key}_speedup_train_step={st:.2f}")
   print(" ".join(summary) + f" loss_match={str(match).lower()}")
 
 
