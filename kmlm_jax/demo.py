@@ -58,10 +58,6 @@ def trim_vocab(corpus: Path, out: Path, languages) -> int:
   from kmlm_jax.text.vocab import default_vocab_path
   size = trim_tokenizer_json(default_vocab_path(), corpus_texts(corpus, languages),
                              out / "tokenizer.json")
-  (out / "tokenizer_config.json").write_text(json.dumps({
-      "tokenizer_class": "XLMRobertaTokenizer", "bos_token": "<s>", "eos_token": "</s>",
-      "sep_token": "</s>", "cls_token": "<s>", "unk_token": "<unk>", "pad_token": "<pad>",
-      "mask_token": "<mask>", "model_max_length": 512}))
   return size
 
 

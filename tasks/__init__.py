@@ -5,12 +5,16 @@ Tasks (all with split "train"):
   kmlm_knowledge_cs        code-switched knowledge sentences (stream "knowledge")
   kmlm_knowledge_parallel  parallel knowledge sentences (stream "knowledge")
   kmlm_reasoning           reasoning samples from 3- and 4-cycles (stream "reasoning")
+  prixlm_triples           Prix-LM monolingual triples (stream "causal")
+  prixlm_links             Prix-LM cross-lingual links (stream "causal")
 (label and alias-replaced variants are both in the knowledge corpora)
 Mixtures (KMLM paper's three models; rates from `MixtureRates`):
   cc100                  the text tasks, proportional to their line counts
   kmlm_cs                cc100 + code-switched + reasoning
   kmlm_parallel          cc100 + parallel + reasoning
   kmlm_mix               cc100 + code-switched + parallel + reasoning
+  prixlm                 prixlm_triples + prixlm_links (needs a vocabulary with the
+                         Prix-LM tokens, `kmlm_jax.text.prixlm`)
 
 Where the data comes from (environment variables read at import, or call
 `register(...)` again with explicit values):

@@ -14,7 +14,7 @@ from kmlm_jax.kg.sample import KMLM_LANGUAGES
 from kmlm_jax.text import pipeline
 from kmlm_jax.text.vocab import default_vocab_path, seqio_vocabulary
 
-SAMPLE_CORPUS_VERSION = "2"
+SAMPLE_CORPUS_VERSION = "3"
 KNOWLEDGE_TASKS = {"kmlm_knowledge_cs": "code_switched",
                    "kmlm_knowledge_parallel": "parallel", "kmlm_reasoning": "reasoning"}
 
@@ -119,3 +119,5 @@ def register(corpus_dir: str | None = None, text_pattern: str | None = None,
   for name, members in mixtures.items():
     seqio.MixtureRegistry.remove(name)
     seqio.MixtureRegistry.add(name, members)
+  from tasks.prixlm import register_prixlm
+  register_prixlm(corpus_dir, prepare, vocab_path, features, max_length)

@@ -59,7 +59,7 @@ print(sorted(set(b["mlm_streams"][b["mlm_weights"] > 0].tolist())))
   assert proc.returncode == 0, proc.stderr[-3000:]
   shapes = eval(proc.stdout.strip().splitlines()[-2])
   assert shapes == {"input_ids": [4, 128], "segment_ids": [4, 128], "positions": [4, 128],
-                    "mlm_positions": [4, 32], "mlm_targets": [4, 32], "mlm_weights": [4, 32],
+                    "prefix_mask": [4, 128], "mlm_positions": [4, 32], "mlm_targets": [4, 32], "mlm_weights": [4, 32],
                     "mlm_streams": [4, 32]}
 
 

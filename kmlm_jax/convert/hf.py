@@ -326,7 +326,17 @@ def write_hf_dir(directory: Path | str, config: ModelConfig, params: Mapping[str
     save_file(dict(hf_tensors(config, params)), str(tmp / "model.safetensors"),
               metadata={"format": "pt"})
     if tokenizer_dir is not None:
-      copy_tokenizer_files(tokenizer_dir, tmp)
+      copied = copy_tokenizer_files(tokenizer_dir, tmp)
+      if config.flavour == "xlmr" and copied == ["tokenizer.json"]:
+        # A bare tokenizer.json does not tell transformers which tokens are special.
+        (tmp / "tokenizer_config.json").write_text(json.dumps(XLMR_TOKENIZER_CONFIG, indent=1))
+
+
+# What transformers needs beside an XLM-R tokenizer.json to know its special tokens.
+XLMR_TOKENIZER_CONFIG = {
+    "tokenizer_class": "XLMRobertaTokenizer", "bos_token": "<s>", "eos_token": "</s>",
+    "sep_token": "</s>", "cls_token": "<s>", "unk_token": "<unk>", "pad_token": "<pad>",
+    "mask_token": "<mask>", "model_max_length": 512}
 
 
 def copy_tokenizer_files(source: Path, target: Path) -> list[str]:

@@ -32,11 +32,11 @@ def sample_batch(config: ModelConfig, tokenizer=None, max_length: int = 48, seed
   Uses the tokenizer when its ids fit the model's vocabulary; otherwise
   seeded random ids with the same padding pattern.
   """
-  if tokenizer is not None:
+  if tokenizer is not None and tokenizer.pad_token_id == config.pad_token_id:
     enc = tokenizer(list(SAMPLE_SENTENCES), padding="max_length", truncation=True,
                     max_length=max_length, return_tensors="np")
     ids, mask = enc["input_ids"].astype(np.int32), enc["attention_mask"].astype(np.int32)
-    if ids.max() < config.vocab_size and tokenizer.pad_token_id == config.pad_token_id:
+    if ids.max() < config.vocab_size:
       return ids, mask, f"{len(SAMPLE_SENTENCES)} multilingual sample sentences, tokenized"
   rng = np.random.default_rng(seed)
   lengths = rng.integers(4, max_length + 1, len(SAMPLE_SENTENCES))

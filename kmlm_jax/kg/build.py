@@ -11,6 +11,7 @@ a failed build leaves nothing behind):
                        streams: code_switched, parallel, reasoning
   preview/STREAM.jsonl the first samples of each stream, with their text
   eval/lp/LANG.{test,filter,entities}.tsv    Prix-LM format
+  eval/lp/{test,train}_rows.npy             triple rows of graph.npz (KG-embedding baselines)
   eval/probes.jsonl, eval/xlr/SPLIT.jsonl, eval/alignment/LANG.SPLIT.jsonl
 
 Work is cut into units (a chunk of triples or of cycles) that can each be
@@ -35,9 +36,11 @@ from kmlm_jax.kg import cycles as cycles_lib
 from kmlm_jax.kg import evalsets, reasoning, records, sentences
 from kmlm_jax.kg.errors import KGInputError, ReadStats
 from kmlm_jax.kg.graph import KnowledgeGraph
-from kmlm_jax.kg.samples import KIND_CODE_SWITCHED, KIND_PARALLEL, KIND_REASONING, Sample
+from kmlm_jax.kg.samples import (KIND_CODE_SWITCHED, KIND_LINK, KIND_PARALLEL, KIND_REASONING,
+                                 KIND_TRIPLE, Sample)
 
-STREAMS = (KIND_CODE_SWITCHED, KIND_PARALLEL, KIND_REASONING)
+# KMLM's three streams, then Prix-LM's two.
+STREAMS = (KIND_CODE_SWITCHED, KIND_PARALLEL, KIND_REASONING, KIND_TRIPLE, KIND_LINK)
 FORMAT = "kmlm-jax-corpora-1"
 
 
@@ -66,13 +69,17 @@ class Plan:
   keep_triples: np.ndarray
   keep_triangles: np.ndarray
   keep_diamonds: np.ndarray
+  alignment: dict  # lang -> split -> [(id, en label, l' label)]
+  alignment_held: dict  # lang -> sorted entity ids of the alignment dev and test pairs
 
   def reasoning_langs(self) -> tuple[str, ...]:
     return self.options.reasoning_langs or self.graph.languages
 
   def units(self, stream: str) -> list[tuple]:
-    if stream in (KIND_CODE_SWITCHED, KIND_PARALLEL):
+    if stream in (KIND_CODE_SWITCHED, KIND_PARALLEL, KIND_TRIPLE):
       return [(stream, c) for c in range(sentences.num_chunks(self.graph))]
+    if stream == KIND_LINK:
+      return [(stream, c) for c in range(-(-self.graph.num_entities // sentences.CHUNK))]
     out = []
     for name, rows in (("triangles", self.cycles.triangle_triples),
                        ("diamonds", self.cycles.diamond_triples)):
@@ -88,6 +95,11 @@ class Plan:
     if stream == KIND_PARALLEL:
       return sentences.parallel_chunk(self.graph, unit[1], self.options.seed,
                                       self.options.sentences, self.keep_triples, counts)
+    if stream == KIND_TRIPLE:
+      return sentences.triples_chunk(self.graph, unit[1], self.options.seed,
+                                     self.options.sentences, self.keep_triples, counts)
+    if stream == KIND_LINK:
+      return sentences.links_chunk(self.graph, unit[1], self.alignment_held, counts)
     _, name, c = unit
     rows, keep = ((self.cycles.triangle_triples, self.keep_triangles) if name == "triangles"
                   else (self.cycles.diamond_triples, self.keep_diamonds))
@@ -102,9 +114,15 @@ def make_plan(graph: KnowledgeGraph, options: BuildOptions, progress: bool = Fal
                                   max_diamonds=options.max_diamonds, progress=progress)
   held = evalsets.choose_held_out(graph, [cycles.triangle_triples, cycles.diamond_triples],
                                   options.seed, options.evals)
+  alignment = evalsets.alignment_pairs(graph, graph.languages, options.seed,
+                                       options.evals.alignment_fractions)
+  index = {e: i for i, e in enumerate(graph.entity_ids)}
+  alignment_held = {lang: np.sort([index[i] for split in ("dev", "test")
+                                   for i, _, _ in pairs[split]]).astype(np.int64)
+                    for lang, pairs in alignment.items()}
   return Plan(graph, options, cycles, held, held.keep_triples(graph),
               held.keep_cycles(graph, cycles.triangle_triples),
-              held.keep_cycles(graph, cycles.diamond_triples))
+              held.keep_cycles(graph, cycles.diamond_triples), alignment, alignment_held)
 
 
 def shard_paths(stream: str, num_shards: int) -> list[str]:
@@ -149,6 +167,10 @@ def write_evalsets(plan: Plan, out: Path) -> dict:
   g, held, langs = plan.graph, plan.held, plan.graph.languages
   ev = out / "eval"
   lp = evalsets.write_link_prediction(g, held, ev, langs)
+  # Triple rows (of graph.npz) of the test queries, and of what pretraining
+  # may see: the KG-embedding baselines train and test on these.
+  np.save(ev / "lp" / "test_rows.npy", held.lp_rows.astype(np.int64))
+  np.save(ev / "lp" / "train_rows.npy", np.flatnonzero(plan.keep_triples).astype(np.int64))
   probes = evalsets.probes(g, held, langs)
   _write_jsonl(ev / "probes.jsonl", probes)
   xlr = evalsets.xlr_items(g, held, langs, plan.options.seed, plan.options.evals.num_choices)
@@ -159,10 +181,8 @@ def write_evalsets(plan: Plan, out: Path) -> dict:
     _write_jsonl(ev / "xlr" / f"{split}.jsonl", rows)
     xlr_counts[split] = dict(sorted(collections.Counter(x["lang"] for x in rows).items()))
   (ev / "alignment").mkdir()
-  align = evalsets.alignment_pairs(g, langs, plan.options.seed,
-                                   plan.options.evals.alignment_fractions)
   align_counts = {}
-  for lang, splits in align.items():
+  for lang, splits in plan.alignment.items():
     align_counts[lang] = {}
     for split, pairs in splits.items():
       _write_jsonl(ev / "alignment" / f"{lang}.{split}.jsonl",

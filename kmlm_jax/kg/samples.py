@@ -21,6 +21,9 @@ ROLE_NAMES = ("text", "entity", "relation", "linker")
 KIND_CODE_SWITCHED = "code_switched"
 KIND_PARALLEL = "parallel"
 KIND_REASONING = "reasoning"
+# Prix-LM's training data: monolingual triples and cross-lingual links.
+KIND_TRIPLE = "triple"
+KIND_LINK = "link"
 
 _GLUED = frozenset(".,;:!?。、，")
 

@@ -27,7 +27,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from kmlm_jax.kg.graph import KnowledgeGraph, NameTable
-from kmlm_jax.kg.samples import KIND_CODE_SWITCHED, KIND_PARALLEL, Sample, triple_segments
+from kmlm_jax.kg.samples import (KIND_CODE_SWITCHED, KIND_LINK, KIND_PARALLEL, KIND_TRIPLE,
+                                 ROLE_ENTITY, Sample, triple_segments)
 
 CHUNK = 4096
 SOURCE_LANG = "en"
@@ -159,6 +160,47 @@ def parallel_chunk(graph: KnowledgeGraph, chunk: int, seed: int,
                       (source[0][n], source[1][n], source[2][n]), sub[n], t_index, group)
         yield _render(KIND_PARALLEL, lang, variant, (target[0][n], target[1][n], target[2][n]),
                       sub[n], t_index, group)
+
+
+def triples_chunk(graph: KnowledgeGraph, chunk: int, seed: int,
+                  options: SentenceOptions = SentenceOptions(), keep: np.ndarray | None = None,
+                  counts: dict | None = None) -> Iterator[Sample]:
+  """Prix-LM monolingual triples: each kept triple in every graph language in
+  which its three items have labels (default labels, no randomness)."""
+  del seed, options
+  start = chunk * CHUNK
+  triples = graph.triples[start:start + CHUNK]
+  allowed = np.ones(len(triples), bool) if keep is None else keep[start:start + CHUNK]
+  if counts is not None:
+    counts["held_out"] = counts.get("held_out", 0) + int((~allowed).sum())
+  for lang in graph.languages:
+    e, r = graph.entity_names[lang].labels, graph.relation_names[lang].labels
+    for row in np.flatnonzero(allowed & labelled(graph, lang, triples)):
+      h, p, t = (int(x) for x in triples[row])
+      yield _render(KIND_TRIPLE, lang, "label", (e[h], r[p], e[t]), (h, p, t), start + row)
+
+
+def links_chunk(graph: KnowledgeGraph, chunk: int, excluded: dict | None = None,
+                counts: dict | None = None) -> Iterator[Sample]:
+  """Prix-LM cross-lingual links of entities [chunk * CHUNK, (chunk + 1) * CHUNK):
+  an entity's English and l' labels, for every l' in which it has one.
+  `excluded[lang]` (sorted entity ids) leaves out held-out alignment pairs."""
+  start = chunk * CHUNK
+  ids = np.arange(start, min(start + CHUNK, graph.num_entities))
+  en = graph.entity_names[SOURCE_LANG]
+  for lang in graph.languages:
+    if lang == SOURCE_LANG:
+      continue
+    other = graph.entity_names[lang]
+    ok = en.has_label()[ids] & other.has_label()[ids]
+    held = np.isin(ids, (excluded or {}).get(lang, ()))
+    if counts is not None:
+      counts["held_out"] = counts.get("held_out", 0) + int((ok & held).sum())
+    for e in ids[ok & ~held]:
+      e = int(e)
+      yield Sample(KIND_LINK, f"{SOURCE_LANG}-{lang}", "label", 0,
+                   (en.labels[e], other.labels[e]), (ROLE_ENTITY, ROLE_ENTITY), (0, 0), (0, 0),
+                   (e, e), ())
 
 
 def generate(graph: KnowledgeGraph, kind: str, seed: int,

@@ -1,7 +1,8 @@
 """Packing masked examples into fixed-shape rows for the encoder.
 
 An example is a dict of `input_ids` [n], `targets` [n], `loss_mask` [n]
-bool and `stream` (STREAM_*). Rows hold up to `length` tokens and up to
+bool, `stream` (STREAM_*) and optionally `prefix_mask` [n] bool (Prix-LM:
+True on the bidirectional prefix; absent means bidirectional everywhere). Rows hold up to `length` tokens and up to
 `max_predictions` loss positions; examples are placed first-fit into a few
 open rows (deterministic: same examples in, same rows out), and a row is
 emitted when it is full or pushed out by a newer one. Attention never
@@ -12,6 +13,7 @@ Row layout (all numpy, T = length, P = max_predictions):
   input_ids [T] int32 (pad_id after the last example)
   segment_ids [T] int32 (1, 2, ... per example; 0 = padding)
   positions [T] int32 (offset, offset + 1, ... per example; pad_position on padding)
+  prefix_mask [T] int32 (1 where keys are visible to every query of the example)
   mlm_positions [P] int32, mlm_targets [P] int32, mlm_weights [P] float32 (1 real, 0 padding)
   mlm_streams [P] int32 (the stream of each prediction; 0 on padding)
 """
@@ -23,10 +25,10 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-STREAM_TEXT, STREAM_KNOWLEDGE, STREAM_REASONING = 0, 1, 2
-STREAM_NAMES = ("mlm", "knowledge", "reasoning")
-ROW_KEYS = ("input_ids", "segment_ids", "positions", "mlm_positions", "mlm_targets",
-            "mlm_weights", "mlm_streams")
+STREAM_TEXT, STREAM_KNOWLEDGE, STREAM_REASONING, STREAM_CAUSAL = 0, 1, 2, 3
+STREAM_NAMES = ("mlm", "knowledge", "reasoning", "causal")
+ROW_KEYS = ("input_ids", "segment_ids", "positions", "prefix_mask", "mlm_positions",
+            "mlm_targets", "mlm_weights", "mlm_streams")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +107,7 @@ class Packer:
         "input_ids": np.full(s.length, s.pad_id, np.int32),
         "segment_ids": np.zeros(s.length, np.int32),
         "positions": np.full(s.length, s.pad_position, np.int32),
+        "prefix_mask": np.zeros(s.length, np.int32),
         "mlm_positions": np.zeros(s.max_predictions, np.int32),
         "mlm_targets": np.full(s.max_predictions, s.pad_id, np.int32),
         "mlm_weights": np.zeros(s.max_predictions, np.float32),
@@ -116,6 +119,7 @@ class Packer:
       out["input_ids"][t:t + n] = ex["input_ids"]
       out["segment_ids"][t:t + n] = k
       out["positions"][t:t + n] = s.position_offset + np.arange(n)
+      out["prefix_mask"][t:t + n] = ex.get("prefix_mask", True)
       where = np.flatnonzero(ex["loss_mask"])
       out["mlm_positions"][p:p + len(where)] = t + where
       out["mlm_targets"][p:p + len(where)] = ex["targets"][where]

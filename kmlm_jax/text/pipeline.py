@@ -245,6 +245,7 @@ class KMLMFeatureConverter(seqio.FeatureConverter):
   }
   MODEL_FEATURES = {k: seqio.FeatureConverter.FeatureSpec(
       dtype=tf.float32 if k == "mlm_weights" else tf.int32) for k in packing.ROW_KEYS}
+  # Prix-LM tasks add `prefix_mask` (the bidirectional prefix) to their examples.
   PACKING_FEATURE_DTYPES = {}
 
   def __init__(self, vocab_path: str | None = None, max_predictions: int = 32,
@@ -269,17 +270,22 @@ class KMLMFeatureConverter(seqio.FeatureConverter):
 
     # Examples cross into Python in padded blocks: one iterator step per
     # block instead of one per example.
+    with_prefix = "prefix_mask" in ds.element_spec
     blocks = ds.map(lambda ex: {"input_ids": ex["input_ids"], "targets": ex["targets"],
                                 "loss_mask": ex["loss_mask"], "stream": ex["stream"],
-                                "length": tf.size(ex["input_ids"])})
+                                "length": tf.size(ex["input_ids"]),
+                                "prefix_mask": ex.get("prefix_mask", ex["loss_mask"])})
     blocks = blocks.padded_batch(_BLOCK)
 
     def examples():
       for block in blocks.as_numpy_iterator():
         for i, n in enumerate(block["length"]):
-          yield {"input_ids": block["input_ids"][i, :n], "targets": block["targets"][i, :n],
-                 "loss_mask": block["loss_mask"][i, :n].astype(bool),
-                 "stream": int(block["stream"][i])}
+          ex = {"input_ids": block["input_ids"][i, :n], "targets": block["targets"][i, :n],
+                "loss_mask": block["loss_mask"][i, :n].astype(bool),
+                "stream": int(block["stream"][i])}
+          if with_prefix:
+            ex["prefix_mask"] = block["prefix_mask"][i, :n].astype(bool)
+          yield ex
 
     def rows():
       yield from packing.pack(examples(), spec, stats)
@@ -297,3 +303,53 @@ class KMLMFeatureConverter(seqio.FeatureConverter):
     # Task features have ragged lengths (packing fixes them); only model
     # features are checked, by the generator's signature.
     return ds
+
+
+# ---------------------------------------------------------------- Prix-LM
+
+
+def prixlm_sequences(task: str, vocab_path: str, default_length: int = 128):
+  """Preprocessor for Prix-LM: `triple` and `link` samples -> causal sequences
+  (`kmlm_jax.text.prixlm`). A link is used in one direction, English -> l' or
+  l' -> English with equal chance (per-example seed)."""
+
+  def preprocessor(ds, sequence_length=None, **_):
+    max_length = _max_length(sequence_length, default_length)
+    return _prixlm_preprocessor(task, vocab_path, max_length)(ds)
+
+  return preprocessor
+
+
+def _prixlm_preprocessor(task: str, vocab_path: str, max_length: int):
+  from kmlm_jax.kg.samples import KIND_LINK
+  from kmlm_jax.text import prixlm
+
+  def fn(segs, kind, lang, seed):
+    vocab = load_vocab(vocab_path)
+    ids = prixlm.PrixLMIds.of(vocab)
+    names = _as_str_list(segs)
+    if kind.decode() == KIND_LINK:
+      source, target = lang.decode().split("-", 1)
+      if _rng(seed).random() < 0.5:
+        names, (source, target) = names[::-1], (target, source)
+      prefix = prixlm.link_prefix(vocab, ids, names[0], source, target)
+      obj = names[1]
+    else:
+      prefix = prixlm.triple_prefix(vocab, ids, names[0], names[2])
+      obj = names[4]
+    ex = prixlm.training_example(vocab, prefix, prixlm.object_ids(vocab, ids, obj))
+    if len(ex["input_ids"]) > max_length:
+      _skip(task, "longer_than_sequence_length")
+      return (np.zeros(0, np.int32),) * 4
+    return (ex["input_ids"], ex["targets"], ex["loss_mask"].astype(np.int32),
+            ex["prefix_mask"].astype(np.int32))
+
+  @seqio.map_over_dataset(num_seeds=1)
+  def preprocess(ex, seed):
+    out = tf.numpy_function(fn, [ex["segments"], ex["kind"], ex["lang"], seed], [tf.int32] * 4,
+                            stateful=False)
+    inputs, targets, loss, prefix = (tf.ensure_shape(x, [None]) for x in out)
+    return {"input_ids": inputs, "targets": targets, "loss_mask": loss, "prefix_mask": prefix,
+            "stream": tf.constant(packing.STREAM_CAUSAL, tf.int32)}
+
+  return preprocess

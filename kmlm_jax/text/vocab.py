@@ -95,6 +95,9 @@ class XLMRSentencePiece:
 
   model_proto: bytes
   source: str = ""
+  # Tokens appended after `<mask>` (e.g. Prix-LM's [S] [P] [O] [EOS] [en]);
+  # never produced from text, looked up with `token_id`.
+  added_tokens: tuple[str, ...] = ()
   bos_id: int = 0
   pad_id: int = 1
   eos_id: int = 2
@@ -105,15 +108,32 @@ class XLMRSentencePiece:
   def __post_init__(self):
     import sentencepiece as spm
     self._sp = spm.SentencePieceProcessor(model_proto=self.model_proto)
-    self.vocab_size = self._sp.get_piece_size() + 2  # + <pad>, + <mask>
-    self.mask_id = self.vocab_size - 1
+    self.mask_id = self._sp.get_piece_size() + 1  # after <pad>
+    self.vocab_size = self.mask_id + 1 + len(self.added_tokens)
+
+  def token_id(self, token: str) -> int:
+    """Id of an added token."""
+    try:
+      return self.mask_id + 1 + self.added_tokens.index(token)
+    except ValueError:
+      raise KeyError(f"{token!r} is not an added token of {self.source} "
+                     f"(it has {list(self.added_tokens)})") from None
 
   @classmethod
   def from_file(cls, path: Path | str) -> "XLMRSentencePiece":
-    """From a `tokenizer.json` (converted) or a sentencepiece `.model`."""
+    """From a `tokenizer.json` (converted; added tokens after `<mask>` kept) or a
+    sentencepiece `.model`."""
     path = Path(path)
     if path.suffix == ".json":
-      return cls(sentencepiece_model_from_tokenizer_json(path), str(path))
+      spec = json.loads(path.read_text(encoding="utf-8"))
+      base = len(spec["model"]["vocab"])
+      added = sorted((t["id"], t["content"]) for t in spec.get("added_tokens", [])
+                     if t["id"] >= base)
+      if [i for i, _ in added] != list(range(base, base + len(added))):
+        raise ValueError(f"{path}: added tokens beyond the vocabulary must have consecutive ids "
+                         f"from {base}")
+      return cls(sentencepiece_model_from_tokenizer_json(path), str(path),
+                 tuple(t for _, t in added))
     return cls(path.read_bytes(), str(path))
 
   def encode_with_offsets(self, text: str):
@@ -126,9 +146,32 @@ class XLMRSentencePiece:
     return [i + 1 if i != 0 else self.unk_id for i in self._sp.encode(text)]
 
   def decode(self, ids) -> str:
-    specials = {self.bos_id, self.pad_id, self.eos_id, self.mask_id}
+    specials = {self.bos_id, self.pad_id, self.eos_id}
     return self._sp.decode([int(i) - 1 if i != self.unk_id else 0 for i in ids
-                            if int(i) not in specials])
+                            if int(i) not in specials and int(i) < self.mask_id])
+
+
+def add_tokens_to_tokenizer_json(source: Path | str, tokens, target: Path | str) -> list[int]:
+  """Writes `source` with `tokens` appended as special added tokens; returns their ids.
+
+  transformers matches added tokens before the model, so they never split
+  text; this project's vocabulary reads them back as `added_tokens`.
+  """
+  spec = json.loads(Path(source).read_text(encoding="utf-8"))
+  existing = {t["content"] for t in spec.get("added_tokens", [])}
+  clash = [t for t in tokens if t in existing]
+  if clash:
+    raise ValueError(f"{source}: already has the tokens {clash}")
+  next_id = max([len(spec["model"]["vocab"]) - 1] +
+                [t["id"] for t in spec.get("added_tokens", [])]) + 1
+  ids = list(range(next_id, next_id + len(tokens)))
+  for i, token in zip(ids, tokens):
+    spec.setdefault("added_tokens", []).append(
+        {"id": i, "content": token, "single_word": False, "lstrip": False, "rstrip": False,
+         "normalized": False, "special": True})
+  Path(target).parent.mkdir(parents=True, exist_ok=True)
+  Path(target).write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+  return ids
 
 
 # --------------------------------------------------------------- transformers

@@ -224,8 +224,8 @@ def _periodic_eval(trainer, config, state, writer, step) -> None:
   from kmlm_jax.training.data import make_batches
   it = make_batches(config.data, config.model.vocab_size, jax.process_index(),
                     jax.process_count(), 0, seed=config.data.seed + 1)
-  totals = np.zeros((2, 3))
-  counts = np.zeros(3)
+  totals = np.zeros((2, len(STREAM_NAMES)))
+  counts = np.zeros(len(STREAM_NAMES))
   for _ in range(config.train.eval_batches):
     m = jax.device_get(trainer.eval_fn(state.params, ts.global_batch(trainer, next(it))))
     totals += np.stack([m["stream_loss"], m["stream_accuracy"]]) * m["count"]

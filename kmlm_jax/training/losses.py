@@ -2,7 +2,7 @@
 
 Shapes: B rows, P predictions per row, V vocabulary. Streams are the
 three KMLM losses: 0 = MLM on text (L_MLM), 1 = knowledge (L_K),
-2 = reasoning (L_L); `kmlm_jax.text.packing.STREAM_*`.
+2 = reasoning (L_L), and Prix-LM's causal loss 3; `kmlm_jax.text.packing.STREAM_*`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-NUM_STREAMS = 3
-STREAM_NAMES = ("mlm", "knowledge", "reasoning")
+NUM_STREAMS = 4
+STREAM_NAMES = ("mlm", "knowledge", "reasoning", "causal")
 
 
 def token_nll(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -40,8 +40,8 @@ def stream_counts(weights: jax.Array, streams: jax.Array) -> jax.Array:
 
 
 def stream_coefficients(alpha: float) -> jax.Array:
-  """L = L_MLM + alpha * (L_K + L_L)."""
-  return jnp.asarray([1.0, alpha, alpha], jnp.float32)
+  """L = L_MLM + alpha * (L_K + L_L) (+ Prix-LM's causal loss with weight 1)."""
+  return jnp.asarray([1.0, alpha, alpha, 1.0], jnp.float32)
 
 
 def kmlm_loss(nll: jax.Array, correct: jax.Array, weights: jax.Array, streams: jax.Array,

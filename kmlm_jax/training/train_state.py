@@ -29,7 +29,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from kmlm_jax import sharding
 from kmlm_jax.config import ExperimentConfig
+from kmlm_jax.models import masks
 from kmlm_jax.models.encoder import Encoder
+from kmlm_jax.text import packing
 from kmlm_jax.training import losses
 from kmlm_jax.training.optimizer import learning_rate_schedule, make_optimizer
 
@@ -88,8 +90,9 @@ class Trainer:
 def _forward(graphdef, params, batch, dropout_rng):
   """(nll [B, P], correct [B, P]) of the gathered MLM head."""
   model = nnx.merge(graphdef, params)
+  attention = masks.prefix_causal_mask(batch["segment_ids"], batch["prefix_mask"] > 0)
   out = model(batch["input_ids"], segment_ids=batch["segment_ids"],
-              positions=batch.get("positions"), dropout_rng=dropout_rng)
+              positions=batch.get("positions"), attention=attention, dropout_rng=dropout_rng)
   logits = model.mlm_logits(out.hidden, batch["mlm_positions"])
   return losses.token_nll(logits, batch["mlm_targets"])
 
@@ -118,9 +121,7 @@ def make_trainer(config: ExperimentConfig, mesh: Mesh, abstract_model: Encoder) 
       transform_non_params=lambda _: replicated)
   state_shardings = TrainState(param_shardings, opt_shardings, replicated, replicated)
   t, p = config.data.seq_length, config.data.max_predictions
-  spec = {k: ((t,) if not k.startswith("mlm_") else (p,), None) for k in
-          ("input_ids", "segment_ids", "positions", "mlm_positions", "mlm_targets",
-           "mlm_weights", "mlm_streams")}
+  spec = {k: ((t,) if not k.startswith("mlm_") else (p,), None) for k in packing.ROW_KEYS}
   b_shardings = batch_shardings(mesh, rules, spec)
   alpha, accum = config.train.alpha, config.train.grad_accum_steps
 

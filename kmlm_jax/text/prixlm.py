@@ -1,0 +1,99 @@
+"""Prix-LM sequences (Prix-LM paper section 2.2) and their extended vocabulary.
+
+Special tokens appended after the XLM-R vocabulary: `[S] [P] [O] [EOS]` and
+one token per language, `[en]`, `[fr]`, ... A monolingual triple (s, p, o) is
+
+  <s> [S] Xs </s> </s> [P] Xp </s> </s> [O] Xo [EOS] </s>
+
+and a cross-lingual link (an entity e named Xs in language a and Xo in b)
+replaces the predicate by the two language tokens:
+
+  <s> [S] Xs </s> </s> [P] [a] [b] </s> </s> [O] Xo [EOS] </s>
+
+Everything up to `[O]` is the prefix (bidirectional attention); the object
+is causal. The loss is next-token prediction over Xo and `[EOS]`: the
+hidden state at `[O]` predicts the first object token, ..., the last object
+token predicts `[EOS]` (the final `</s>` carries no loss). Names are
+tokenized alone (with sentencepiece's leading `▁`), exactly as the entity
+trie of link prediction tokenizes them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+PRIXLM_TOKENS = ("[S]", "[P]", "[O]", "[EOS]")
+
+
+def lang_token(lang: str) -> str:
+  return f"[{lang}]"
+
+
+def added_tokens(languages: Sequence[str]) -> tuple[str, ...]:
+  return PRIXLM_TOKENS + tuple(lang_token(l) for l in languages)
+
+
+@dataclasses.dataclass(frozen=True)
+class PrixLMIds:
+  """Ids of the special tokens in a vocabulary extended with `added_tokens`."""
+
+  subject: int
+  predicate: int
+  object: int
+  end: int  # [EOS], end of the object
+  languages: dict
+
+  @classmethod
+  def of(cls, vocab) -> "PrixLMIds":
+    try:
+      ids = [vocab.token_id(t) for t in PRIXLM_TOKENS]
+    except (KeyError, AttributeError):
+      raise ValueError(f"{getattr(vocab, 'source', vocab)}: not a Prix-LM vocabulary (needs the "
+                       f"added tokens {PRIXLM_TOKENS}; see `kmlm-jax prixlm extend`)") from None
+    langs = {t[1:-1]: vocab.token_id(t) for t in vocab.added_tokens if t not in PRIXLM_TOKENS}
+    return cls(*ids, langs)
+
+
+def triple_prefix(vocab, ids: PrixLMIds, subject: str, predicate: str) -> list[int]:
+  """`<s> [S] Xs </s> </s> [P] Xp </s> </s> [O]`."""
+  return ([vocab.bos_id, ids.subject] + vocab.encode(subject)
+          + [vocab.eos_id, vocab.eos_id, ids.predicate] + vocab.encode(predicate)
+          + [vocab.eos_id, vocab.eos_id, ids.object])
+
+
+def link_prefix(vocab, ids: PrixLMIds, subject: str, source_lang: str,
+                target_lang: str) -> list[int]:
+  """`<s> [S] Xs </s> </s> [P] [a] [b] </s> </s> [O]`."""
+  try:
+    a, b = ids.languages[source_lang], ids.languages[target_lang]
+  except KeyError as e:
+    raise ValueError(f"no language token for {e.args[0]!r}; the vocabulary has "
+                     f"{sorted(ids.languages)}") from None
+  return ([vocab.bos_id, ids.subject] + vocab.encode(subject)
+          + [vocab.eos_id, vocab.eos_id, ids.predicate, a, b, vocab.eos_id, vocab.eos_id,
+             ids.object])
+
+
+def object_ids(vocab, ids: PrixLMIds, name: str) -> list[int]:
+  """The object's tokens followed by `[EOS]` (what the trie holds)."""
+  return vocab.encode(name) + [ids.end]
+
+
+def training_example(vocab, prefix: list[int], obj: list[int]) -> dict[str, np.ndarray]:
+  """Arrays of one training sequence (see module docstring).
+
+  input_ids [n], targets [n] (targets[i] = the token predicted at i),
+  loss_mask [n] bool (True at `[O]` .. the last object token), prefix_mask
+  [n] bool (True on the prefix).
+  """
+  seq = np.asarray(prefix + obj + [vocab.eos_id], np.int32)
+  n, p = len(seq), len(prefix)
+  targets = np.full(n, vocab.pad_id, np.int32)
+  targets[:-1] = seq[1:]
+  loss = np.zeros(n, bool)
+  loss[p - 1:p - 1 + len(obj)] = True
+  prefix_mask = np.arange(n) < p
+  return {"input_ids": seq, "targets": targets, "loss_mask": loss, "prefix_mask": prefix_mask}
