@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _add_convert(sub):
@@ -65,6 +66,31 @@ def _add_train(sub):
                  help="config overrides, e.g. train.steps=10 mesh.shape=2,2,2")
 
 
+def _add_eval(sub):
+  p = sub.add_parser("eval", help="evaluation runs (XLR, probing, link prediction)")
+  p.add_argument("--config", required=True, metavar="FILE", help="configs/eval_*.py")
+  p.add_argument("--ckpt", required=True, metavar="CKPT", help="kmlm-jax model checkpoint")
+  p.add_argument("--baseline", metavar="CKPT", help="a checkpoint to compare against")
+  p.add_argument("--tasks", help="comma-separated subset of xlr,probe,lp")
+  p.add_argument("--out", default="out/eval", metavar="DIR")
+
+
+def _add_adapters(sub):
+  p = sub.add_parser("adapters", help="knowledge adapters + AdapterFusion on a frozen encoder")
+  ad = p.add_subparsers(dest="adapters_command", required=True)
+  for name, text in (("train", "train each adapter, then the fusion (the config's stages)"),
+                     ("eval", "cosine-retrieval KG completion and entity alignment vs the base"),
+                     ("export", "adapters and fusion -> PyTorch state dict (AdapterHub names)")):
+    c = ad.add_parser(name, help=text)
+    c.add_argument("--config", required=True, metavar="FILE", help="configs/adapters_*.py")
+    c.add_argument("--workdir", metavar="DIR", help="default: workdir/<config name>")
+    if name == "export":
+      c.add_argument("--to", required=True, metavar="DIR")
+      c.add_argument("--overwrite", action="store_true")
+    c.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. train.adapter_steps=10 init_from=CKPT")
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="kmlm-jax", description=__doc__)
   sub = parser.add_subparsers(dest="command", required=True)
@@ -72,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
   _add_init(sub)
   _add_kg(sub)
   _add_train(sub)
+  _add_adapters(sub)
+  _add_eval(sub)
   return parser
 
 
@@ -125,6 +153,51 @@ def _train(args) -> int:
   return 0
 
 
+def _eval(args) -> int:
+  from kmlm_jax.evaluation import run
+  from kmlm_jax.experiment import load_config
+  config = load_config(args.config, expected=run.EvalConfig)
+  tasks = args.tasks.split(",") if args.tasks else None
+  run.run(config, args.ckpt, args.out, baseline=args.baseline, tasks=tasks)
+  print((Path(args.out) / "results.md").read_text())
+  print(f"wrote {args.out}/results.json, {args.out}/results.md, {args.out}/plots/")
+  return 0
+
+
+def _adapters(args) -> int:
+  import logging
+
+  from kmlm_jax.adapters.config import load_adapter_config
+  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+  config = load_adapter_config(args.config, args.overrides)
+  workdir = args.workdir or f"workdir/{config.name}"
+  if args.adapters_command == "train":
+    from kmlm_jax.adapters.train import train
+    summary = train(config, workdir)
+    print(f"base: {summary['base']}; base parameters unchanged: {summary['base_unchanged']}")
+    for stage in summary["stages"]:
+      last = [h for h in summary["history"] if h["stage"] == stage][-1]
+      print(f"stage={stage} steps={last['step']} loss={last['loss']:.4g} "
+            f"in_batch_accuracy={last['accuracy']:.3f}")
+    print(f"wrote {workdir}/adapters")
+  elif args.adapters_command == "eval":
+    from kmlm_jax.adapters.evaluate import evaluate
+    results = evaluate(config, workdir)
+    print(f"base: {results['base']}; pooling: {results['pooling']}")
+    print(results["table"])
+    print(f"wrote {workdir}/eval/results.json, {workdir}/eval/results.md")
+  else:
+    from kmlm_jax.adapters.export import export_run
+    lines, diff = export_run(workdir, args.to, overwrite=args.overwrite)
+    print("\n".join(lines))
+    print(f"max_abs_diff={diff:.3g}")
+    if diff > 1e-5:
+      print(f"kmlm-jax adapters export: error: PyTorch differs by {diff:.3g} > 1e-5",
+            file=sys.stderr)
+      return 1
+  return 0
+
+
 def main(argv=None) -> int:
   args = build_parser().parse_args(argv)
   from kmlm_jax.assets import AssetError
@@ -136,7 +209,8 @@ def main(argv=None) -> int:
   from kmlm_jax.text.tokenizers import TokenizerError
   from kmlm_jax.training.loop import NonFiniteLoss, WorkdirError
   try:
-    return {"convert": _convert, "init": _init, "kg": _kg, "train": _train}[args.command](args)
+    return {"convert": _convert, "init": _init, "kg": _kg, "train": _train,
+            "adapters": _adapters, "eval": _eval}[args.command](args)
   except NonFiniteLoss as e:
     print(f"kmlm-jax {args.command}: error: {e}", file=sys.stderr)
     return 3

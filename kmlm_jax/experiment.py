@@ -13,7 +13,7 @@ class ConfigError(ValueError):
   pass
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
+def load_config(path: str | Path, overrides: Sequence[str] = (), expected=ExperimentConfig):
   path = Path(path)
   if not path.is_file():
     raise ConfigError(f"{path}: no such config file")
@@ -26,9 +26,9 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
   if not hasattr(module, "get_config"):
     raise ConfigError(f"{path}: defines no get_config()")
   config = module.get_config()
-  if not isinstance(config, ExperimentConfig):
+  if not isinstance(config, expected):
     raise ConfigError(f"{path}: get_config() returned {type(config).__name__}, "
-                      "not an ExperimentConfig")
+                      f"not an {expected.__name__}")
   try:
     return override(config, overrides)
   except ValueError as e:

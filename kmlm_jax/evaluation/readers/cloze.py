@@ -1,0 +1,152 @@
+"""Cloze probes (X-FACTR / mLAMA / the project's `eval/probes.jsonl`): shared records.
+
+A template has one `[X]` (subject) and one `[Y]` (object) slot. Other
+bracketed markers (X-FACTR's inflection annotations in some languages)
+are kept verbatim for the downstream filler. Objects may be several
+tokens long: `ClozeQuery.fill` takes whatever text (e.g. k masks) should
+stand for the object.
+
+Formats read here:
+- templates, JSON lines: `{"relation": "P19", "template": "[X] was born in [Y] ."}`
+  plus optional `label` (and other keys, ignored);
+- templates, TSV: `relation<TAB>template` per line, extra columns ignored,
+  an optional header line `relation<TAB>template`;
+- facts, JSON lines: `sub_label`, `obj_label` required; `sub_uri`, `obj_uri`,
+  `uuid` optional (`predicate_id` / `relation` may name the relation);
+- project probes (`kmlm_jax.kg.build`): `lang, relation, template, subject,
+  object, subject_id, object_id` plus optional `generic_template`, `triple`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from kmlm_jax.evaluation.readers.errors import error, get, iter_json_records, read_lines
+
+
+@dataclasses.dataclass(frozen=True)
+class ClozeTemplate:
+  relation: str
+  template: str
+  lang: str | None = None
+  label: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ClozeFact:
+  relation: str
+  subject: str
+  object: str
+  subject_id: str | None = None
+  object_id: str | None = None
+  uuid: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ClozeQuery:
+  """One fact rendered through one template in one language."""
+
+  lang: str
+  relation: str
+  template: str
+  subject: str
+  object: str
+  subject_id: str | None = None
+  object_id: str | None = None
+  uuid: str | None = None
+  generic_template: bool = False
+  triple: int | None = None
+
+  def fill(self, obj: str) -> str:
+    """The template with the subject in `[X]` and `obj` (e.g. k masks) in `[Y]`."""
+    return self.template.replace("[X]", self.subject).replace("[Y]", obj)
+
+  def to_dict(self) -> dict:
+    """The project's probe record (the keys `kmlm_jax.evaluation.probing` reads)."""
+    return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+def check_template(template: str, path, line: int, field: str = "template") -> str:
+  for slot in ("[X]", "[Y]"):
+    if template.count(slot) != 1:
+      raise error(path, line, f"template {template!r} needs exactly one {slot}", field)
+  return template
+
+
+def read_templates(path: Path | str, lang: str | None = None) -> list[ClozeTemplate]:
+  """Templates of one language from JSON lines (`.jsonl`/`.json`) or TSV (any other suffix)."""
+  path = Path(path)
+  out = []
+  if path.suffix in (".jsonl", ".json"):
+    for line, rec in iter_json_records(path):
+      out.append(ClozeTemplate(
+          relation=get(rec, "relation", "str", path, line),
+          template=check_template(get(rec, "template", "str", path, line), path, line),
+          lang=get(rec, "lang", "str", path, line, required=False) or lang,
+          label=get(rec, "label", "str", path, line, required=False)))
+    return out
+  for line, text in read_lines(path):
+    if not text.strip():
+      continue
+    cols = text.split("\t")
+    if len(cols) < 2:
+      raise error(path, line, f"expected 2 tab-separated columns (relation, template), "
+                  f"got {len(cols)}")
+    relation, template = cols[0].strip(), cols[1].strip()
+    if line == 1 and (relation.lower(), template.lower()) == ("relation", "template"):
+      continue
+    out.append(ClozeTemplate(relation, check_template(template, path, line), lang))
+  return out
+
+
+def read_facts(path: Path | str, relation: str | None = None) -> list[ClozeFact]:
+  """Facts of one relation (JSON lines).
+
+  The relation is `relation` when given, else the record's `predicate_id` or
+  `relation` key, else the file's stem (`P19.jsonl`).
+  """
+  path = Path(path)
+  out = []
+  for line, rec in iter_json_records(path):
+    rel = relation or (get(rec, "predicate_id", "str", path, line, required=False)
+                       or get(rec, "relation", "str", path, line, required=False)
+                       or path.name.split(".")[0])
+    uuid = rec.get("uuid")
+    out.append(ClozeFact(
+        relation=rel, subject=get(rec, "sub_label", "str", path, line),
+        object=get(rec, "obj_label", "str", path, line),
+        subject_id=get(rec, "sub_uri", "str", path, line, required=False),
+        object_id=get(rec, "obj_uri", "str", path, line, required=False),
+        uuid=None if uuid is None else str(uuid)))
+  return out
+
+
+def join(templates: Sequence[ClozeTemplate], facts: Iterable[ClozeFact],
+         lang: str) -> list[ClozeQuery]:
+  """Queries for every fact whose relation has a template, in fact order."""
+  by_relation = {t.relation: t for t in templates}
+  return [ClozeQuery(lang=lang, relation=f.relation, template=by_relation[f.relation].template,
+                     subject=f.subject, object=f.object, subject_id=f.subject_id,
+                     object_id=f.object_id, uuid=f.uuid)
+          for f in facts if f.relation in by_relation]
+
+
+def read_probes(path: Path | str) -> list[ClozeQuery]:
+  """The project's `eval/probes.jsonl`."""
+  path = Path(path)
+  out = []
+  for line, rec in iter_json_records(path):
+    generic = get(rec, "generic_template", "any", path, line, required=False, default=False)
+    if not isinstance(generic, bool):
+      raise error(path, line, f"expected true or false, got {generic!r}", "generic_template")
+    out.append(ClozeQuery(
+        lang=get(rec, "lang", "str", path, line), relation=get(rec, "relation", "str", path, line),
+        template=check_template(get(rec, "template", "str", path, line), path, line),
+        subject=get(rec, "subject", "str", path, line),
+        object=get(rec, "object", "str", path, line),
+        subject_id=get(rec, "subject_id", "str", path, line),
+        object_id=get(rec, "object_id", "str", path, line), generic_template=generic,
+        triple=get(rec, "triple", "int", path, line, required=False)))
+  return out

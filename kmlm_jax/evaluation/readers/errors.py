@@ -1,0 +1,136 @@
+"""The one error type of the evaluation-set readers, and JSON record helpers.
+
+Every malformed input raises `ReaderError` with a message that starts
+"FILE:LINE: field 'F': ..." (line and field when known), so a user can open
+the file at the faulty record.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+
+class ReaderError(ValueError):
+  """Malformed evaluation data; the message names file, line and field."""
+
+
+def where(path, line: int | None = None, field: str | None = None) -> str:
+  """"FILE:LINE: field 'F'" prefix for error messages."""
+  out = str(path)
+  if line is not None:
+    out += f":{line}"
+  if field is not None:
+    out += f": field {field!r}"
+  return out
+
+
+def error(path, line: int | None, message: str, field: str | None = None) -> ReaderError:
+  return ReaderError(f"{where(path, line, field)}: {message}")
+
+
+def read_lines(path: Path | str, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
+  """(1-based line number, line without its newline); a decoding error names the line."""
+  path = Path(path)
+  try:
+    with path.open("rb") as f:
+      for number, raw in enumerate(f, 1):
+        try:
+          text = raw.decode(encoding)
+        except UnicodeDecodeError as e:
+          raise error(path, number, f"not valid {encoding} ({e.reason} at byte {e.start}); "
+                      "pass the file's encoding (CoNLL-2002 files are latin-1)") from None
+        yield number, text.rstrip("\r\n")
+  except FileNotFoundError:
+    raise ReaderError(f"{path}: no such file") from None
+
+
+def iter_json_records(path: Path | str) -> Iterator[tuple[int, dict]]:
+  """(line, object) of a JSON-lines file or of a file holding one JSON array.
+
+  JSON lines: one object per non-blank line. Array: `[ {...}, {...} ]` over
+  any number of lines; the line of an element is the line it starts on.
+  """
+  path = Path(path)
+  try:
+    text = path.read_text("utf-8")
+  except FileNotFoundError:
+    raise ReaderError(f"{path}: no such file") from None
+  except UnicodeDecodeError as e:
+    raise ReaderError(f"{path}: not valid utf-8 at byte {e.start}") from None
+  if text.lstrip().startswith("["):
+    yield from _array_records(path, text)
+    return
+  for number, line in enumerate(text.splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise error(path, number, f"invalid JSON ({e.msg} at column {e.colno})") from None
+    yield number, _object(record, path, number)
+
+
+def _array_records(path: Path, text: str) -> Iterator[tuple[int, dict]]:
+  decoder = json.JSONDecoder()
+  pos = text.index("[") + 1
+
+  def skip(p: int) -> int:
+    while p < len(text) and text[p].isspace():
+      p += 1
+    return p
+
+  pos = skip(pos)
+  if pos < len(text) and text[pos] == "]":
+    return
+  while True:
+    line = text.count("\n", 0, pos) + 1
+    try:
+      record, pos = decoder.raw_decode(text, pos)
+    except json.JSONDecodeError as e:
+      raise error(path, e.lineno, f"invalid JSON ({e.msg} at column {e.colno})") from None
+    yield line, _object(record, path, line)
+    pos = skip(pos)
+    if pos < len(text) and text[pos] == ",":
+      pos = skip(pos + 1)
+      continue
+    if pos < len(text) and text[pos] == "]":
+      if text[pos + 1:].strip():
+        raise error(path, text.count("\n", 0, pos) + 1, "invalid JSON (data after the array)")
+      return
+    raise error(path, text.count("\n", 0, pos) + 1, "invalid JSON (expected ',' or ']')")
+
+
+def _object(record: Any, path: Path, line: int) -> dict:
+  if not isinstance(record, dict):
+    raise error(path, line, f"expected a JSON object, got {type(record).__name__}")
+  return record
+
+
+def get(record: dict, key: str, kind: str, path, line: int, *, required: bool = True,
+        default: Any = None) -> Any:
+  """record[key] checked against `kind`: "str", "int", "str_list", "int_list" or "any".
+
+  A missing required key, or a value of the wrong type, raises ReaderError.
+  """
+  if key not in record or record[key] is None:
+    if required:
+      raise error(path, line, f"missing key (record has {sorted(record)})", key)
+    return default
+  value = record[key]
+  ok = {
+      "str": lambda v: isinstance(v, str),
+      # bool is an int subclass; true/false is never a valid index.
+      "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+      "str_list": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+      "int_list": lambda v: isinstance(v, list) and all(
+          isinstance(x, int) and not isinstance(x, bool) for x in v),
+      "any": lambda v: True,
+  }[kind](value)
+  if not ok:
+    want = {"str": "a string", "int": "an integer", "str_list": "a list of strings",
+            "int_list": "a list of integers"}[kind]
+    raise error(path, line, f"expected {want}, got {json.dumps(value, ensure_ascii=False)[:80]}",
+                key)
+  return value

@@ -1,0 +1,163 @@
+"""`kmlm-jax eval`: evaluation runs over one checkpoint and an optional baseline.
+
+Tasks:
+  xlr    XLR multiple choice, fine-tuned on English, tested on every language
+         (several seeds; mean ± std), from `CORPUS/eval/xlr/*.jsonl`
+  probe  X-FACTR-style cloze probing, no fine-tuning, single- and multi-token
+         answers (`probing.py`), from `CORPUS/eval/probes.jsonl`
+  probe_rank  the same probes as mLAMA-style candidate ranking (gold object
+         among 10 objects of the same relation; `zero_shot.py`)
+  lp     Prix-LM link prediction (needs a Prix-LM checkpoint; `lp_eval.py`)
+
+Writes OUT/results.json, OUT/results.md (one table per task: languages as
+columns, avg_tgt over the non-English languages, delta against the
+baseline) and OUT/plots/*.png (per-language bars; training loss per stream
+from each checkpoint's TensorBoard logs when its workdir has them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from kmlm_jax.evaluation.finetune import FinetuneConfig
+
+TASKS = ("xlr", "probe", "probe_rank", "lp")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """What `kmlm-jax eval` runs; `configs/eval_*.py` return one."""
+
+  corpus_dir: str
+  vocab: str | None = None  # default: the checkpoint's tokenizer/tokenizer.json
+  tasks: tuple[str, ...] = ("xlr", "probe")
+  finetune: FinetuneConfig = FinetuneConfig()
+  probe_max_tokens: int = 5
+  probe_method: str = "independent"
+  max_probes: int | None = None
+  lp_beams: int = 50
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+  return [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
+
+
+def _vocab_for(config: EvalConfig, ckpt: Path):
+  from kmlm_jax.text.vocab import load_vocab
+  path = config.vocab or str(Path(ckpt) / "tokenizer" / "tokenizer.json")
+  if not Path(path).exists():
+    raise ValueError(f"{ckpt}: no tokenizer/tokenizer.json; set the eval config's vocab")
+  return load_vocab(path)
+
+
+def evaluate_checkpoint(config: EvalConfig, ckpt: Path, tasks: Sequence[str],
+                        devices=None) -> dict:
+  from flax import nnx
+
+  from kmlm_jax import model_checkpoint as mc
+  from kmlm_jax.evaluation import probing, xlr
+  from kmlm_jax.models.task_heads import TaskModel
+  model_config, flat, _ = mc.load_model_checkpoint(ckpt)
+  vocab = _vocab_for(config, ckpt)
+  corpus = Path(config.corpus_dir)
+  out = {}
+  if "xlr" in tasks:
+    items = [i for s in ("train", "dev", "test") for i in _read_jsonl(corpus / "eval" / "xlr" /
+                                                                       f"{s}.jsonl")]
+
+    def model_fn(seed):
+      encoder = mc.build_model(model_config, flat)
+      return TaskModel(encoder, "multiple_choice", rngs=nnx.Rngs(seed))
+
+    t = time.perf_counter()
+    out["xlr"] = xlr.run(model_fn, vocab, items, config.finetune, devices)
+    out["xlr"]["seconds"] = time.perf_counter() - t
+  if "probe" in tasks:
+    model = mc.build_model(model_config.replace(dropout_rate=0.0, attention_dropout_rate=0.0),
+                           flat)
+    graphdef, state = nnx.split(model, nnx.Param)
+    probes = _read_jsonl(corpus / "eval" / "probes.jsonl")[:config.max_probes]
+    t = time.perf_counter()
+    cloze = probing.ClozeModel(graphdef, nnx.to_pure_dict(state), vocab)
+    out["probe"] = probing.accuracy(cloze, probes, config.probe_max_tokens, config.probe_method)
+    out["probe"]["seconds"] = time.perf_counter() - t
+  if "probe_rank" in tasks:
+    from kmlm_jax.evaluation import zero_shot
+    from kmlm_jax.kg.graph import KnowledgeGraph
+    model = mc.build_model(model_config.replace(dropout_rate=0.0, attention_dropout_rate=0.0),
+                           flat)
+    graphdef, state = nnx.split(model, nnx.Param)
+    scorer = zero_shot.Scorer(graphdef, nnx.to_pure_dict(state), vocab, length=48, batch=128)
+    probes = _read_jsonl(corpus / "eval" / "probes.jsonl")[:config.max_probes]
+    out["probe_rank"] = {"by_language": zero_shot.probe_accuracy(
+        scorer, KnowledgeGraph.load(corpus / "graph.npz"), probes, max_distractors=10)}
+    out["probe_rank"]["by_language"].pop("avg", None)
+  if "lp" in tasks:
+    from kmlm_jax.evaluation import link_prediction as lp
+    from kmlm_jax.evaluation import lp_eval
+    model = mc.build_model(model_config.replace(dropout_rate=0.0, attention_dropout_rate=0.0),
+                           flat)
+    langs = json.loads((corpus / "manifest.json").read_text())["languages"]
+    ranks = {l: lp_eval.prixlm_ranks(model, vocab, corpus, l, num_beams=config.lp_beams)[0]
+             for l in langs}
+    out["lp"] = {"by_language": {l: lp.metrics(r) for l, r in ranks.items()}}
+  return out
+
+
+def _scores(result: dict, task: str) -> dict[str, float]:
+  if task == "xlr":
+    return result["xlr"]["accuracy"]
+  if task in ("probe", "probe_rank"):
+    return result[task]["by_language"]
+  return {l: m["mrr"] for l, m in result["lp"]["by_language"].items()}
+
+
+def run(config: EvalConfig, ckpt: Path | str, out: Path | str, *, baseline: Path | str | None = None,
+        tasks: Sequence[str] | None = None, names: tuple[str, str] | None = None) -> dict:
+  """Evaluates `ckpt` (and `baseline`), writes the report; returns the results."""
+  from kmlm_jax.evaluation import report
+  tasks = tuple(tasks or config.tasks)
+  unknown = [t for t in tasks if t not in TASKS]
+  if unknown:
+    raise ValueError(f"unknown tasks {unknown}; known: {', '.join(TASKS)}")
+  out = Path(out)
+  (out / "plots").mkdir(parents=True, exist_ok=True)
+  runs = {(names or (Path(ckpt).parent.name, ""))[0] or str(ckpt): Path(ckpt)}
+  if baseline:
+    runs[(names or ("", Path(baseline).parent.name))[1] or str(baseline)] = Path(baseline)
+  results = {name: evaluate_checkpoint(config, path, tasks) for name, path in runs.items()}
+  base_name = list(runs)[1] if baseline else None
+  tables = []
+  titles = {"xlr": "XLR accuracy (%), fine-tuned on English",
+            "probe": f"cloze probing accuracy (%), {config.probe_method} decoding",
+            "probe_rank": "cloze probing, acc@1 among 11 candidates (%)",
+            "lp": "link prediction MRR (%), filtered"}
+  for task in tasks:
+    scores = {name: _scores(r, task) for name, r in results.items()}
+    langs = sorted({l for s in scores.values() for l in s}, key=lambda l: (l != "en", l))
+    spread = {name: r["xlr"]["std"] for name, r in results.items()} if task == "xlr" else None
+    tables.append(f"### {titles[task]}\n\n" + report.task_table(task, scores, langs, base_name,
+                                                                spread))
+    report.bar_plot(out / "plots" / f"{task}.png", titles[task], scores, langs,
+                    chance={"xlr": 1 / 6, "probe_rank": 1 / 11}.get(task))
+  tb = {name: path.parent / "tb" for name, path in runs.items() if (path.parent / "tb").exists()}
+  drawn = report.curves_plot(out / "plots" / "training_curves.png", tb) if tb else []
+  (out / "results.md").write_text("\n".join(tables))
+  (out / "results.json").write_text(json.dumps(
+      {"checkpoints": {n: str(p) for n, p in runs.items()}, "tasks": list(tasks),
+       "results": results, "training_curves": drawn}, indent=1, default=_jsonable))
+  return results
+
+
+def _jsonable(value):
+  if isinstance(value, (np.floating, np.integer)):
+    return value.item()
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  raise TypeError(type(value))
