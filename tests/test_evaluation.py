@@ -126,3 +126,44 @@ def test_report_table_and_plots(tmp_path):
   assert "| base | 50.0 | 20.0 | 20.0 | 20.0 | 0 |" in table
   report.bar_plot(tmp_path / "x.png", "t", scores, ["en", "fr", "de"], chance=1 / 6)
   assert (tmp_path / "x.png").stat().st_size > 1000
+
+
+FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures" / "eval_datasets"
+
+
+def test_span_f1_and_macro_f1_by_hand():
+  from kmlm_jax.evaluation import classification as cl
+  assert cl.spans(["B-PER", "I-PER", "O", "B-LOC", "I-ORG"]) == {("PER", 0, 2), ("LOC", 3, 4),
+                                                                  ("ORG", 4, 5)}
+  gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O"]]
+  pred = [["B-PER", "O", "O", "B-LOC"], ["B-ORG", "O"]]  # PER span cut short: wrong
+  # tp = 2 (LOC, ORG), fp = 1 (PER 0-1), fn = 1 (PER 0-2): F1 = 4 / 6.
+  assert cl.span_f1(gold, pred) == pytest.approx(2 / 3)
+  assert cl.macro_f1(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), 3) == \
+      pytest.approx(np.mean([1.0, 2 / 3, 2 / 3]))
+
+
+def test_ner_and_relx_runs_on_reader_fixtures():
+  from kmlm_jax.evaluation import classification as cl
+  from kmlm_jax.evaluation import readers
+  en = readers.read_conll(FIXTURES / "ner" / "panx_en.tsv")
+  fr = readers.read_conll(FIXTURES / "ner" / "wikiann_fr.txt")
+  labels = sorted({t for d in (en, fr) for s in d.sentences for t in s.tags},
+                  key=lambda t: (t != "O", t))
+  config = dataclasses.replace(FT, steps=4, eval_every=2, batch_size=4, seeds=(0, 1))
+  model_fn = lambda seed: TaskModel(Encoder(CONFIG, rngs=nnx.Rngs(seed)), "token", len(labels),
+                                    rngs=nnx.Rngs(seed))
+  out = cl.run_ner(model_fn, Vocab(), en.sentences, en.sentences, {"fr": fr.sentences}, labels,
+                   config, jax.devices()[:1])
+  assert set(out["score"]) == {"fr"} and 0 <= out["score"]["fr"] <= 1
+  assert len(out["per_seed"]["fr"]) == 2
+  de = readers.read_relx(FIXTURES / "relx" / "relx_de.tsv")
+  en_relx = readers.read_relx(FIXTURES / "relx" / "RELX_en.txt")
+  relations = sorted({x.relation for x in de + en_relx})
+  encoded = cl.encode_relx(Vocab(), de[0], {r: i for i, r in enumerate(relations)}, 32)
+  assert encoded["labels"] == relations.index(de[0].relation)
+  model_fn = lambda seed: TaskModel(Encoder(CONFIG, rngs=nnx.Rngs(seed)), "sequence",
+                                    len(relations), rngs=nnx.Rngs(seed))
+  out = cl.run_relx(model_fn, Vocab(), en_relx, en_relx, {"de": de}, relations, config,
+                    jax.devices()[:1])
+  assert 0 <= out["score"]["de"] <= 1

@@ -7,6 +7,9 @@ Tasks:
          answers (`probing.py`), from `CORPUS/eval/probes.jsonl`
   probe_rank  the same probes as mLAMA-style candidate ranking (gold object
          among 10 objects of the same relation; `zero_shot.py`)
+  ner    cross-lingual NER (IOB files the user gives: English train/dev, test per
+         language; `classification.py`), entity-level F1
+  relx   RELX relation classification (files the user gives), macro F1
   lp     Prix-LM link prediction (needs a Prix-LM checkpoint; `lp_eval.py`)
 
 Writes OUT/results.json, OUT/results.md (one table per task: languages as
@@ -27,7 +30,7 @@ import numpy as np
 
 from kmlm_jax.evaluation.finetune import FinetuneConfig
 
-TASKS = ("xlr", "probe", "probe_rank", "lp")
+TASKS = ("xlr", "probe", "probe_rank", "ner", "relx", "lp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +45,14 @@ class EvalConfig:
   probe_method: str = "independent"
   max_probes: int | None = None
   lp_beams: int = 50
+  # NER / RELX files: English train and dev, and (lang, path) test files.
+  ner_train: str | None = None
+  ner_dev: str | None = None
+  ner_test: tuple[tuple[str, str], ...] = ()
+  ner_scheme: str = "iob2"
+  relx_train: str | None = None
+  relx_dev: str | None = None
+  relx_test: tuple[tuple[str, str], ...] = ()
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -98,6 +109,8 @@ def evaluate_checkpoint(config: EvalConfig, ckpt: Path, tasks: Sequence[str],
     out["probe_rank"] = {"by_language": zero_shot.probe_accuracy(
         scorer, KnowledgeGraph.load(corpus / "graph.npz"), probes, max_distractors=10)}
     out["probe_rank"]["by_language"].pop("avg", None)
+  if "ner" in tasks or "relx" in tasks:
+    out.update(_classification(config, tasks, model_config, flat, vocab, devices))
   if "lp" in tasks:
     from kmlm_jax.evaluation import link_prediction as lp
     from kmlm_jax.evaluation import lp_eval
@@ -110,11 +123,46 @@ def evaluate_checkpoint(config: EvalConfig, ckpt: Path, tasks: Sequence[str],
   return out
 
 
+def _classification(config: EvalConfig, tasks, model_config, flat, vocab, devices) -> dict:
+  from flax import nnx
+
+  from kmlm_jax import model_checkpoint as mc
+  from kmlm_jax.evaluation import classification, readers
+  from kmlm_jax.models.task_heads import TaskModel
+  out = {}
+  if "ner" in tasks:
+    if not (config.ner_train and config.ner_dev and config.ner_test):
+      raise ValueError("task ner needs ner_train, ner_dev and ner_test files in the eval config")
+    read = lambda p: readers.read_conll(p, scheme=config.ner_scheme, to_iob2=True)
+    train, dev = read(config.ner_train), read(config.ner_dev)
+    tests = {lang: read(p).sentences for lang, p in config.ner_test}
+    labels = sorted({t for d in [train, dev] for s in d.sentences for t in s.tags} |
+                    {t for s in tests.values() for x in s for t in x.tags},
+                    key=lambda t: (t != "O", t))
+    model_fn = lambda seed: TaskModel(mc.build_model(model_config, flat), "token", len(labels),
+                                      rngs=nnx.Rngs(seed))
+    out["ner"] = classification.run_ner(model_fn, vocab, train.sentences, dev.sentences, tests,
+                                        labels, config.finetune, devices)
+  if "relx" in tasks:
+    if not (config.relx_train and config.relx_dev and config.relx_test):
+      raise ValueError("task relx needs relx_train, relx_dev and relx_test files in the eval config")
+    train, dev = readers.read_relx(config.relx_train), readers.read_relx(config.relx_dev)
+    tests = {lang: readers.read_relx(p) for lang, p in config.relx_test}
+    labels = sorted({x.relation for d in [train, dev, *tests.values()] for x in d})
+    model_fn = lambda seed: TaskModel(mc.build_model(model_config, flat), "sequence", len(labels),
+                                      rngs=nnx.Rngs(seed))
+    out["relx"] = classification.run_relx(model_fn, vocab, train, dev, tests, labels,
+                                          config.finetune, devices)
+  return out
+
+
 def _scores(result: dict, task: str) -> dict[str, float]:
   if task == "xlr":
     return result["xlr"]["accuracy"]
   if task in ("probe", "probe_rank"):
     return result[task]["by_language"]
+  if task in ("ner", "relx"):
+    return result[task]["score"]
   return {l: m["mrr"] for l, m in result["lp"]["by_language"].items()}
 
 
@@ -137,11 +185,14 @@ def run(config: EvalConfig, ckpt: Path | str, out: Path | str, *, baseline: Path
   titles = {"xlr": "XLR accuracy (%), fine-tuned on English",
             "probe": f"cloze probing accuracy (%), {config.probe_method} decoding",
             "probe_rank": "cloze probing, acc@1 among 11 candidates (%)",
+            "ner": "NER entity F1 (%), fine-tuned on English",
+            "relx": "RELX macro F1 (%), fine-tuned on English",
             "lp": "link prediction MRR (%), filtered"}
   for task in tasks:
     scores = {name: _scores(r, task) for name, r in results.items()}
     langs = sorted({l for s in scores.values() for l in s}, key=lambda l: (l != "en", l))
-    spread = {name: r["xlr"]["std"] for name, r in results.items()} if task == "xlr" else None
+    spread = ({name: r[task]["std"] for name, r in results.items()}
+              if task in ("xlr", "ner", "relx") else None)
     tables.append(f"### {titles[task]}\n\n" + report.task_table(task, scores, langs, base_name,
                                                                 spread))
     report.bar_plot(out / "plots" / f"{task}.png", titles[task], scores, langs,

@@ -1,0 +1,138 @@
+"""Cross-lingual NER (token classification) and RELX (sequence classification).
+
+Both follow the zero-shot protocol of `finetune.py`: fine-tune on English,
+select on English dev, test on every language, several seeds.
+
+- NER: each word is tokenized alone; its first piece carries the word's tag,
+  the other pieces are ignored (IGNORE); sentences longer than the
+  sequence are cut. Metric: entity-level micro F1 over IOB2 spans (a span
+  counts when type, start and end all match).
+- RELX: the sentence with `<e1>`/`</e1>` and `<e2>`/`</e2>` written around
+  the two entities as text, classified from the first token. Metrics:
+  accuracy and macro F1 over relation labels.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from kmlm_jax.evaluation.finetune import IGNORE, FinetuneConfig, evaluate, finetune_and_select
+
+
+def encode_sentence(vocab, tokens: Sequence[str], tags: Sequence[str], labels: Mapping[str, int],
+                    max_length: int) -> dict:
+  ids, targets = [vocab.bos_id], [IGNORE]
+  for token, tag in zip(tokens, tags):
+    pieces = vocab.encode(token) or [vocab.unk_id]
+    if len(ids) + len(pieces) > max_length - 1:
+      break
+    ids += pieces
+    targets += [labels[tag]] + [IGNORE] * (len(pieces) - 1)
+  ids.append(vocab.eos_id)
+  targets.append(IGNORE)
+  return _pad(vocab, ids, targets, max_length)
+
+
+def _pad(vocab, ids, labels, max_length):
+  n = len(ids)
+  out = {"input_ids": np.full(max_length, vocab.pad_id, np.int32),
+         "attention_mask": np.zeros(max_length, np.int32)}
+  out["input_ids"][:n], out["attention_mask"][:n] = ids, 1
+  if isinstance(labels, list):
+    padded = np.full(max_length, IGNORE, np.int32)
+    padded[:n] = labels
+    out["labels"] = padded
+  else:
+    out["labels"] = np.int32(labels)
+  return out
+
+
+def spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
+  """IOB2 entity spans (type, start, end) of one tag sequence."""
+  out, start, kind = set(), None, None
+  for i, tag in enumerate(list(tags) + ["O"]):
+    if start is not None and not (tag.startswith("I-") and tag[2:] == kind):
+      out.add((kind, start, i))
+      start = None
+    if tag.startswith("B-") or (tag.startswith("I-") and start is None):
+      start, kind = i, tag[2:]
+  return out
+
+
+def span_f1(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> float:
+  tp = fp = fn = 0
+  for g, p in zip(gold, predicted):
+    gs, ps = spans(g), spans(p)
+    tp, fp, fn = tp + len(gs & ps), fp + len(ps - gs), fn + len(gs - ps)
+  return 2 * tp / max(2 * tp + fp + fn, 1)
+
+
+def _word_tags(example: dict, prediction: np.ndarray, names: Sequence[str]) -> list[str]:
+  return [names[int(p)] for p, t in zip(prediction, example["labels"]) if t != IGNORE]
+
+
+def run_ner(model_fn, vocab, train, dev, tests: Mapping[str, Sequence], labels: Sequence[str],
+            config: FinetuneConfig, devices=None) -> dict:
+  """`train`/`dev`/`tests[lang]`: TaggedSentence lists (IOB2); returns F1 per language."""
+  index = {t: i for i, t in enumerate(labels)}
+  encode = lambda sents: [encode_sentence(vocab, s.tokens, s.tags, index, config.max_length)
+                          for s in sents]
+
+  def f1(predicted, examples):
+    gold = [[labels[t] for t in e["labels"] if t != IGNORE] for e in examples]
+    return span_f1(gold, [_word_tags(e, p, labels) for e, p in zip(examples, predicted)])
+
+  train_x, dev_x = encode(train), encode(dev)
+  test_x = {lang: encode(s) for lang, s in tests.items()}
+  return _seeds(model_fn, train_x, dev_x, test_x, f1, config, devices)
+
+
+def encode_relx(vocab, example, labels: Mapping[str, int], max_length: int) -> dict:
+  text = example.text
+  (a, b), (c, d) = example.e1, example.e2
+  marks = sorted([(a, "<e1> "), (b, " </e1>"), (c, "<e2> "), (d, " </e2>")], key=lambda m: m[0],
+                 reverse=True)
+  for pos, mark in marks:
+    text = text[:pos] + mark + text[pos:]
+  ids = [vocab.bos_id] + vocab.encode(text)[:max_length - 2] + [vocab.eos_id]
+  return _pad(vocab, ids, labels[example.relation], max_length)
+
+
+def macro_f1(predicted: np.ndarray, gold: np.ndarray, num_labels: int) -> float:
+  scores = []
+  for k in range(num_labels):
+    tp = int(((predicted == k) & (gold == k)).sum())
+    fp, fn = int(((predicted == k) & (gold != k)).sum()), int(((predicted != k) & (gold == k)).sum())
+    if tp + fp + fn:
+      scores.append(2 * tp / (2 * tp + fp + fn))
+  return float(np.mean(scores)) if scores else float("nan")
+
+
+def run_relx(model_fn, vocab, train, dev, tests: Mapping[str, Sequence], labels: Sequence[str],
+             config: FinetuneConfig, devices=None) -> dict:
+  """`train`/`dev`/`tests[lang]`: RelxExample lists; returns macro F1 per language."""
+  index = {r: i for i, r in enumerate(labels)}
+  encode = lambda xs: [encode_relx(vocab, x, index, config.max_length) for x in xs]
+
+  def score(predicted, examples):
+    return macro_f1(predicted, np.asarray([e["labels"] for e in examples]), len(labels))
+
+  return _seeds(model_fn, encode(train), encode(dev), {l: encode(x) for l, x in tests.items()},
+                score, config, devices)
+
+
+def _seeds(model_fn, train, dev, tests, score, config, devices) -> dict:
+  per_seed = collections.defaultdict(list)
+  logs = []
+  for seed in config.seeds:
+    tuner, log = finetune_and_select(model_fn, train, dev, config, seed, score, devices)
+    logs.append(log)
+    for lang, examples in tests.items():
+      predicted = evaluate(tuner, examples, config.batch_size, tuple(examples[0]))
+      per_seed[lang].append(score(predicted, examples))
+  return {"score": {l: float(np.mean(v)) for l, v in per_seed.items()},
+          "std": {l: float(np.std(v)) for l, v in per_seed.items()},
+          "per_seed": dict(per_seed), "logs": logs}
