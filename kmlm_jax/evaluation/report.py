@@ -56,6 +56,10 @@ def bar_plot(path: Path, title: str, scores: Mapping[str, Mapping[str, float]],
     ax.bar(x + (i - (len(scores) - 1) / 2) * width, values, width, label=model)
   if chance is not None:
     ax.axhline(100 * chance, color="gray", linestyle="--", linewidth=1, label="chance")
+  top = np.nanmax([100 * v for s in scores.values() for v in s.values()] + [100 * (chance or 0)])
+  ax.set_ylim(0, max(5.0, 1.15 * top))
+  if top == 0:
+    ax.text(0.5, 0.5, "all scores are 0", transform=ax.transAxes, ha="center", color="gray")
   ax.set_xticks(x, languages)
   ax.set_ylabel(ylabel)
   ax.set_title(title)
