@@ -121,12 +121,8 @@ def probe_accuracy(scorer: Scorer, graph: KnowledgeGraph, probes: Sequence[dict]
       text, b, e = _fill(probe["template"], probe["subject"], candidate)
       sequences.append(_span_sequence(scorer.vocab, text, b, e))
       owners.append((k, c))
-  scores = scorer.mean_logprob(sequences)
-  best: dict[int, tuple[float, int]] = {}
-  for (k, c), s in zip(owners, scores):
-    if k not in best or s > best[k][0]:
-      best[k] = (s, c)
-  return _per_language([(p["lang"], best[k][1] == 0) for k, p in enumerate(probes)])
+  best = _best_candidates(owners, scorer.mean_logprob(sequences))
+  return _per_language([(p["lang"], best[k] == 0) for k, p in enumerate(probes)])
 
 
 def xlr_accuracy(scorer: Scorer, graph: KnowledgeGraph, items: Sequence[dict]) -> dict[str, float]:
@@ -154,12 +150,17 @@ def xlr_accuracy(scorer: Scorer, graph: KnowledgeGraph, items: Sequence[dict]) -
       relation_segment = 6 * question + 2
       sequences.append((ids, (mentions == relation_segment) & (tok_roles == ROLE_RELATION)))
       owners.append((k, c))
-  scores = scorer.mean_logprob(sequences)
+  best = _best_candidates(owners, scorer.mean_logprob(sequences))
+  return _per_language([(it["lang"], best[k] == it["label"]) for k, it in enumerate(items)])
+
+
+def _best_candidates(owners, scores) -> dict[int, int]:
+  """item -> index of its best-scoring candidate (the first one on ties)."""
   best: dict[int, tuple[float, int]] = {}
   for (k, c), s in zip(owners, scores):
     if k not in best or s > best[k][0]:
       best[k] = (s, c)
-  return _per_language([(it["lang"], best[k][1] == it["label"]) for k, it in enumerate(items)])
+  return {k: c for k, (_, c) in best.items()}
 
 
 def _per_language(outcomes) -> dict[str, float]:

@@ -12,18 +12,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+from kmlm_jax.kg.errors import where  # noqa: F401  (the one FILE:LINE: field formatter)
+
+
 class ReaderError(ValueError):
   """Malformed evaluation data; the message names file, line and field."""
 
 
-def where(path, line: int | None = None, field: str | None = None) -> str:
-  """"FILE:LINE: field 'F'" prefix for error messages."""
-  out = str(path)
-  if line is not None:
-    out += f":{line}"
-  if field is not None:
-    out += f": field {field!r}"
-  return out
 
 
 def error(path, line: int | None, message: str, field: str | None = None) -> ReaderError:
