@@ -94,13 +94,21 @@ class TransformerLayers(nnx.Module):
   def params(self) -> dict[str, jax.Array]:
     return {name: getattr(self, name)[...] for name in _layer_param_specs(self.config)}
 
-  def __call__(self, x, attention_bias, dropout_rng):
-    """x [B, T, D], attention_bias [B, 1, T, T] -> [B, T, D]."""
+  def __call__(self, x, attention_bias, dropout_rng, adapter=None):
+    """x [B, T, D], attention_bias [B, 1, T, T] -> [B, T, D].
+
+    `adapter`: None, or `(params, fn)` where every leaf of `params` has a
+    leading [L] axis and `fn(h, params_l) -> h` rewrites a layer's
+    feed-forward output h [B, T, D] (after dropout) before its residual and
+    LayerNorm -- the output-adapter position of Houlsby / Pfeiffer adapters
+    (see `models/adapters.py`).
+    """
     c = self.config
     act = _activation(c.hidden_act)
+    adapter_params, adapter_fn = adapter if adapter is not None else (None, None)
 
     def layer(x, scanned):
-      p, index = scanned
+      p, index, ap = scanned
       p = {n: v.astype(c.dtype) if "kernel" in n else v for n, v in p.items()}
       rng = None if dropout_rng is None else jax.random.fold_in(dropout_rng, index)
       rngs = [None] * 3 if rng is None else list(jax.random.split(rng, 3))
@@ -123,13 +131,15 @@ class TransformerLayers(nnx.Module):
       h = constrain(h, ("batch", "length", "mlp"))
       h = jnp.einsum("btf,fd->btd", h, p["mlp_out_kernel"]) + p["mlp_out_bias"]
       h = dropout(h, c.dropout_rate, rngs[2])
+      if adapter_fn is not None:
+        h = adapter_fn(h, ap)
       x = layer_norm(x + h, p["mlp_norm_scale"], p["mlp_norm_bias"], c.layer_norm_eps)
       x = constrain(x.astype(c.dtype), ("batch", "length", "embed"))
       return x, None
 
     if c.remat:
       layer = jax.checkpoint(layer, policy=jax.checkpoint_policies.nothing_saveable)
-    x, _ = jax.lax.scan(layer, x, (self.params(), jnp.arange(c.num_layers)))
+    x, _ = jax.lax.scan(layer, x, (self.params(), jnp.arange(c.num_layers), adapter_params))
     return x
 
 
@@ -175,11 +185,13 @@ class Encoder(nnx.Module):
     self.mlm_head = MLMHead(config, rngs=rngs) if config.use_mlm_head else None
 
   def __call__(self, input_ids, *, segment_ids=None, positions=None, token_type_ids=None,
-               attention_mask=None, attention=None, dropout_rng=None) -> EncoderOutput:
+               attention_mask=None, attention=None, dropout_rng=None,
+               adapter=None) -> EncoderOutput:
     """Returns hidden states [B, T, D] and the pooled output.
 
     `attention` [B, 1, T, T] bool overrides the segment mask (Prix-LM's
-    prefix-causal mask). `dropout_rng=None` means deterministic.
+    prefix-causal mask). `dropout_rng=None` means deterministic. `adapter`:
+    per-layer output adapters, see `TransformerLayers.__call__`.
     """
     c = self.config
     if segment_ids is None:
@@ -197,7 +209,7 @@ class Encoder(nnx.Module):
     rngs = (None, None) if dropout_rng is None else tuple(jax.random.split(dropout_rng))
     x = self.embeddings(input_ids, positions, token_type_ids, rngs[0])
     x = constrain(x, ("batch", "length", "embed"))
-    x = self.layers(x, bias, rngs[1])
+    x = self.layers(x, bias, rngs[1], adapter)
     pooled = self.pooler(x) if self.pooler is not None else None
     return EncoderOutput(hidden=x, pooled=pooled)
 

@@ -1,0 +1,130 @@
+"""Configs of a knowledge-adapter run: `configs/adapters_*.py` return an `AdapterExperimentConfig`.
+
+Any field can be overridden as `key=value` (`train.adapter_steps=10`,
+`data.pooling=unmasked`, `init_from=CKPT`), as for `kmlm-jax train`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Sequence
+
+from kmlm_jax.config import MeshConfig, ModelConfig
+from kmlm_jax.experiment import ConfigError, load_config
+from kmlm_jax.models.adapters import FUSION, AdapterConfig
+
+POOLINGS = ("masked", "unmasked")
+SENTENCES = ("templates", "kmlm", "none")
+TASKS = ("alignment", "completion")
+
+
+@dataclasses.dataclass(frozen=True)
+class AdapterDataConfig:
+  """Where the adapters' training pairs come from.
+
+  corpus_dir: a `kmlm-jax kg build` output (None: the embedded sample,
+  built once into WORKDIR/kg). vocab: tokenizer file or directory (None:
+  the `init_from` checkpoint's tokenizer, else the real XLM-R).
+  trex: T-REx files or glob patterns (JSON array or JSON lines) whose
+  sentence/triple alignments feed the ES and TS adapters next to the
+  generated sentences; trex_skip_bad: count and skip malformed documents
+  instead of failing.
+  sentences: how sentences are generated from KG triples for ES and TS:
+  "templates" (the probe templates of `kg/data/probe_templates.json`,
+  falling back to "h r t."), "kmlm" ("h r t." without linkers), "none".
+  pooling: "masked" = mean over real tokens; "unmasked" = the original
+  code's mean over all T positions, padding included.
+  hold_out_alignment: keep an entity's l' label out of every training pair
+  when (entity, l') is an alignment dev/test pair.
+  """
+
+  corpus_dir: str | None = None
+  vocab: str | None = None
+  trex: tuple[str, ...] = ()
+  trex_skip_bad: bool = False
+  sentences: str = "templates"
+  seq_length: int = 32
+  pooling: str = "masked"
+  hold_out_alignment: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class AdapterTrainConfig:
+  """The paper's schedule: each adapter on its own data, then the fusion alone.
+
+  stages: run in this order; an adapter name trains that adapter, "fusion"
+  trains the fusion layer on all adapters' data (one source per step, in
+  turn). Paper (appendix A): batch 128, Adam, lr 1e-4, 1e4 warm-up steps.
+  """
+
+  stages: tuple[str, ...] = ("ep", "tp", "es", "ts", FUSION)
+  adapter_steps: int = 100
+  fusion_steps: int = 100
+  batch_size: int = 32
+  learning_rate: float = 1e-4
+  warmup_steps: int = 10
+  weight_decay: float = 0.0
+  grad_clip_norm: float = 1.0
+  temperature: float = 0.1
+  # Also the right-to-left InfoNCE term (the original used left-to-right only).
+  symmetric: bool = False
+  # AdapterHub's fusion regularisation: weight of sum ||V - I||^2.
+  fusion_value_l2: float = 0.01
+  seed: int = 0
+  log_every: int = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class AdapterEvalConfig:
+  """Cosine-retrieval evaluation. modes: "base" (no adapter), adapter names, "fusion"."""
+
+  tasks: tuple[str, ...] = TASKS
+  modes: tuple[str, ...] = ("base", FUSION)
+  split: str = "test"
+  batch_size: int = 128
+  # Knowledge-graph completion: leave out other known tails of (h, r).
+  filtered: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class AdapterExperimentConfig:
+  """A knowledge-adapter run. init_from: a kmlm-jax model checkpoint (its model config
+  replaces `model`); None: `model` randomly initialised with `train.seed`."""
+
+  name: str
+  model: ModelConfig
+  adapters: AdapterConfig = AdapterConfig()
+  data: AdapterDataConfig = AdapterDataConfig()
+  train: AdapterTrainConfig = AdapterTrainConfig()
+  eval: AdapterEvalConfig = AdapterEvalConfig()
+  mesh: MeshConfig = MeshConfig()
+  init_from: str | None = None
+
+  def validate(self) -> "AdapterExperimentConfig":
+    names = self.adapters.names
+    for stage in self.train.stages:
+      if stage != FUSION and stage not in names:
+        raise ConfigError(f"train.stages: {stage!r} is neither an adapter of {list(names)} "
+                          f"nor {FUSION!r}")
+    if FUSION in self.train.stages and not self.adapters.fusion:
+      raise ConfigError("train.stages has 'fusion' but adapters.fusion=False")
+    for mode in self.eval.modes:
+      if mode not in ("base", FUSION, *names):
+        raise ConfigError(f"eval.modes: unknown mode {mode!r}")
+    if self.data.pooling not in POOLINGS:
+      raise ConfigError(f"data.pooling must be one of {POOLINGS}, got {self.data.pooling!r}")
+    if self.data.sentences not in SENTENCES:
+      raise ConfigError(f"data.sentences must be one of {SENTENCES}, got "
+                        f"{self.data.sentences!r}")
+    unknown = [t for t in self.eval.tasks if t not in TASKS]
+    if unknown:
+      raise ConfigError(f"eval.tasks: unknown {unknown}; known {TASKS}")
+    if self.train.temperature <= 0:
+      raise ConfigError("train.temperature must be positive")
+    return self
+
+
+def load_adapter_config(path: str | Path, overrides: Sequence[str] = ()) -> AdapterExperimentConfig:
+  """Loads `get_config()` from a Python file and applies `key=value` overrides."""
+  return load_config(path, overrides, expected=AdapterExperimentConfig).validate()

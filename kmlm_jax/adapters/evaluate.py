@@ -1,0 +1,199 @@
+"""Cosine-retrieval evaluation of the adapters against the frozen base.
+
+- Entity alignment (WK3L style): for each language l', the English labels
+  of the alignment split's pairs are queries and the l' labels of the same
+  split are the candidates; the answer is the same entity.
+- Knowledge-graph completion (DBP5L style): for each held-out test triple
+  (h, r, t) (`eval/lp/test_rows.npy`) labelled in language l, the query is
+  `label(h) + " " + label(r)`, the candidates are all entity labels of l,
+  the answer is t. Filtered (default): other known tails of (h, r) are
+  left out of the ranking.
+
+Representations are the pooled (masked or unmasked mean) final hidden
+states, compared by cosine. Ranks are 1-based (1 + the number of
+candidates scoring strictly higher than the answer); Hits@1, Hits@10 and
+MRR in percent, per language and averaged over languages.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from kmlm_jax.adapters import data as data_lib
+from kmlm_jax.adapters import train as train_lib
+from kmlm_jax.adapters.config import AdapterExperimentConfig
+from kmlm_jax.experiment import ConfigError
+from kmlm_jax.kg.sentences import SOURCE_LANG
+
+METRICS = ("hits@1", "hits@10", "mrr")
+
+
+@dataclasses.dataclass
+class RetrievalSet:
+  """Queries against candidates: answers [Q] index into candidates; exclude: [Q] lists of
+  candidate indices left out of query q's ranking (filtered setting)."""
+
+  queries: list[str]
+  candidates: list[str]
+  answers: np.ndarray
+  exclude: list[list[int]]
+
+
+def ranks(scores: np.ndarray, answers: np.ndarray, exclude) -> np.ndarray:
+  """1-based rank of each answer: scores [Q, C], answers [Q] -> [Q] int."""
+  scores = scores.astype(np.float64).copy()
+  for q, ex in enumerate(exclude):
+    if ex:
+      scores[q, ex] = -np.inf
+  gold = scores[np.arange(len(answers)), answers]
+  return 1 + (scores > gold[:, None]).sum(axis=1)
+
+
+def metrics(rank: np.ndarray) -> dict[str, float]:
+  if not len(rank):
+    return {m: float("nan") for m in METRICS} | {"n": 0}
+  return {"hits@1": 100.0 * float((rank <= 1).mean()),
+          "hits@10": 100.0 * float((rank <= 10).mean()),
+          "mrr": 100.0 * float((1.0 / rank).mean()), "n": int(len(rank))}
+
+
+def alignment_sets(corpus: data_lib.AdapterCorpus, split: str) -> dict[str, RetrievalSet]:
+  out = {}
+  for lang in corpus.graph.languages:
+    if lang == SOURCE_LANG:
+      continue
+    rows = data_lib.read_alignment(corpus.directory, lang, split)
+    if rows:
+      out[lang] = RetrievalSet([r["en"] for r in rows], [r[lang] for r in rows],
+                               np.arange(len(rows)), [[] for _ in rows])
+  return out
+
+
+def completion_sets(corpus: data_lib.AdapterCorpus, filtered: bool) -> dict[str, RetrievalSet]:
+  g = corpus.graph
+  tails = collections.defaultdict(set)
+  for h, r, t in g.triples:
+    tails[int(h), int(r)].add(int(t))
+  out = {}
+  for lang in g.languages:
+    ents, rels = g.entity_names[lang].labels, g.relation_names[lang].labels
+    candidates = np.flatnonzero(g.entity_names[lang].has_label())
+    position = {int(e): i for i, e in enumerate(candidates)}
+    queries, answers, exclude = [], [], []
+    for row in corpus.test_rows:
+      h, r, t = (int(v) for v in g.triples[row])
+      if not (ents[h] and rels[r] and ents[t]):
+        continue
+      queries.append(f"{ents[h]} {rels[r]}")
+      answers.append(position[t])
+      exclude.append(sorted(position[o] for o in tails[h, r] if o != t and o in position)
+                     if filtered else [])
+    if queries:
+      out[lang] = RetrievalSet(queries, [ents[e] for e in candidates],
+                               np.asarray(answers), exclude)
+  return out
+
+
+def embed(trainer: train_lib.AdapterTrainer, params, active, texts: list[str],
+          encoder: data_lib.TextEncoder, batch_size: int) -> dict[str, np.ndarray]:
+  """text -> unit-norm embedding [D] for every distinct text.
+
+  Texts go in order of length, in batches padded to `batch_size` rows and,
+  with masked pooling, cut to the next multiple of 8 tokens that holds the
+  batch's longest (a few compiled shapes instead of all rows at full
+  length; padding does not change a masked mean). Unmasked pooling keeps
+  the full length, since it averages the padding too.
+  """
+  unique = list(dict.fromkeys(texts))
+  fn = trainer.encoder(active)
+  ways = train_lib.batch_ways(trainer.mesh, trainer.config.mesh.rules)
+  batch_size = -(-batch_size // ways) * ways
+  arrays = encoder.encode_texts(unique + [""])
+  pad_row = {k: v[-1] for k, v in arrays.items()}
+  lengths = arrays["mask"][:-1].sum(axis=1)
+  order = np.argsort(lengths, kind="stable")
+  full = arrays["ids"].shape[1]
+  out = np.zeros((len(unique), 0), np.float32)
+  for start in range(0, len(unique), batch_size):
+    rows = order[start:start + batch_size]
+    width = full if encoder.pooling == "unmasked" else min(
+        full, -(-int(lengths[rows].max()) // 8) * 8)
+    batch = {}
+    for k, v in arrays.items():
+      part = np.concatenate([v[rows], np.repeat(pad_row[k][None], batch_size - len(rows), 0)])
+      batch[k] = part[:, :width]
+    emb = np.asarray(jax.device_get(fn(params, batch["ids"], batch["mask"], batch["pool"])))
+    if not out.shape[1]:
+      out = np.zeros((len(unique), emb.shape[1]), np.float32)
+    out[rows] = emb[:len(rows)]
+  return dict(zip(unique, out))
+
+
+def evaluate(config: AdapterExperimentConfig, workdir: Path | str, *,
+             adapters_dir: Path | str | None = None) -> dict:
+  """Scores every mode of `config.eval.modes`; writes WORKDIR/eval/results.{json,md}."""
+  workdir = Path(workdir)
+  setup = train_lib.resolve(config, workdir)
+  trainer = train_lib.make_trainer(setup)
+  params = train_lib.init_params(setup.model_config, config.adapters, config.train.seed,
+                                 setup.base_params)
+  needs_adapters = any(m != "base" for m in config.eval.modes)
+  base_fp = train_lib.fingerprint(params["encoder"])
+  if needs_adapters:
+    trained, meta = train_lib.load_adapters(adapters_dir or workdir / "adapters")
+    if meta.get("base_fingerprint") != base_fp:
+      raise ConfigError("the adapters were trained on another base (its fingerprint differs); "
+                        "evaluate with the training config (same init_from and train.seed)")
+    params.update(trained)
+  train_lib.check_structure(params, trainer.abstract_params)
+  params = trainer.place(params)
+  sets = {}
+  if "alignment" in config.eval.tasks:
+    sets["alignment"] = alignment_sets(setup.corpus, config.eval.split)
+  if "completion" in config.eval.tasks:
+    sets["completion"] = completion_sets(setup.corpus, config.eval.filtered)
+  texts = [t for by_lang in sets.values() for s in by_lang.values()
+           for t in s.queries + s.candidates]
+  encoder = data_lib.TextEncoder(setup.vocab, config.data.seq_length, config.data.pooling)
+  results: dict = {"base": setup.base, "pooling": config.data.pooling, "split": config.eval.split,
+                   "filtered": config.eval.filtered, "scores": {}}
+  for mode in config.eval.modes:
+    table = embed(trainer, params, None if mode == "base" else mode, texts, encoder,
+                  config.eval.batch_size)
+    for task, by_lang in sets.items():
+      for lang, s in by_lang.items():
+        q = np.stack([table[t] for t in s.queries])
+        c = np.stack([table[t] for t in s.candidates])
+        results["scores"].setdefault(task, {}).setdefault(mode, {})[lang] = metrics(
+            ranks(q @ c.T, s.answers, s.exclude))
+  results["table"] = table_markdown(results)
+  out = workdir / "eval"
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "results.json").write_text(json.dumps(results, indent=1))
+  (out / "results.md").write_text(results["table"] + "\n")
+  return results
+
+
+def table_markdown(results: dict) -> str:
+  """Rows task / metric / mode, columns languages and their average (percent)."""
+  lines = []
+  for task, by_mode in results["scores"].items():
+    langs = sorted({l for m in by_mode.values() for l in m})
+    lines += [f"{task} ({results['split']} split"
+              + (", filtered" if task == "completion" and results["filtered"] else "") + ")", "",
+              "| metric | mode | " + " | ".join(langs) + " | avg. |",
+              "|---|---|" + "---|" * (len(langs) + 1)]
+    for metric in METRICS:
+      for mode, by_lang in by_mode.items():
+        values = [by_lang[l][metric] for l in langs]
+        cells = [f"{v:.1f}" for v in values] + [f"{np.nanmean(values):.1f}"]
+        lines.append(f"| {metric} | {mode} | " + " | ".join(cells) + " |")
+    counts = [str(next(iter(by_mode.values()))[l]["n"]) for l in langs]
+    lines += [f"| queries | | " + " | ".join(counts) + " | |", ""]
+  return "\n".join(lines).rstrip()
