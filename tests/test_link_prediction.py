@@ -73,3 +73,28 @@ def test_bad_inputs():
     metrics_by_language(np.array([1.0, 2.0]), ["en"])
   with pytest.raises(ValueError, match="unknown metrics"):
     table1_markdown({}, ["en"], metric_names=["mr"])
+
+
+def test_prixlm_queries_reject_unknown_relations_and_bad_rows(tmp_path):
+  from kmlm_jax.assets import real_xlmr_tokenizer_json
+  from kmlm_jax.evaluation.lp_eval import LinkPredictionInputError, prixlm_ranks
+  from kmlm_jax.text import prixlm
+  from kmlm_jax.text.vocab import XLMRSentencePiece, add_tokens_to_tokenizer_json
+  tok = tmp_path / "tokenizer.json"
+  add_tokens_to_tokenizer_json(real_xlmr_tokenizer_json(), prixlm.added_tokens(["en"]), tok)
+  vocab = XLMRSentencePiece.from_file(tok)
+  lp_dir = tmp_path / "eval" / "lp"
+  lp_dir.mkdir(parents=True)
+  (lp_dir / "en.entities.tsv").write_text("France\ten\nParis\ten\n")
+  (lp_dir / "en.filter.tsv").write_text("France\tcapital\tParis\ten\n")
+  test = lp_dir / "en.test.tsv"
+  test.write_text("France\tcapital\tParis\ten\nFrance\t\U0001F9FF\tParis\ten\n")
+  with pytest.raises(LinkPredictionInputError,
+                     match=r"en\.test\.tsv:2: field 2 \(relation\): .*unknown to the tokenizer"):
+    prixlm_ranks(None, vocab, tmp_path, "en")
+  test.write_text("France\tcapital\tParis\n")
+  with pytest.raises(LinkPredictionInputError, match=r"en\.test\.tsv:1: expected 4"):
+    prixlm_ranks(None, vocab, tmp_path, "en")
+  (lp_dir / "en.entities.tsv").write_text("France\ten\nFrance\ten\n")
+  with pytest.raises(LinkPredictionInputError, match="duplicate names"):
+    prixlm_ranks(None, vocab, tmp_path, "en")

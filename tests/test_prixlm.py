@@ -60,6 +60,12 @@ def test_sequence_formats(vocab):
   assert ex["targets"][where].tolist() == obj
   with pytest.raises(ValueError, match="no language token for 'de'"):
     prixlm.link_prefix(vocab, ids, "France", "en", "de")
+  # A query relation the tokenizer cannot represent is an error; training keeps it.
+  for relation in ("\U0001F9FF", ""):
+    with pytest.raises(prixlm.UnknownRelationError, match="unknown to the tokenizer"):
+      prixlm.triple_prefix(vocab, ids, "France", relation)
+  assert vocab.unk_id in prixlm.triple_prefix(vocab, ids, "France", "\U0001F9FF",
+                                              check_relation=False)
   with pytest.raises(ValueError, match="not a Prix-LM vocabulary"):
     prixlm.PrixLMIds.of(load_vocab(str(real_xlmr_tokenizer_json())))
 

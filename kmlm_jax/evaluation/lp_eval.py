@@ -49,20 +49,26 @@ def prixlm_ranks(model, vocab, corpus: Path, lang: str, *, num_beams: int = 50,
     raise LinkPredictionInputError(f"{corpus}/eval/lp/{lang}.entities.tsv: duplicate names")
   index = {name: i for i, name in enumerate(entities)}
   trie = build_trie([vocab.encode(n) for n in entities], ids.end, duplicates="first")
-  queries = read_tsv(corpus / "eval" / "lp" / f"{lang}.test.tsv", 4)[:max_queries]
+  test_path = corpus / "eval" / "lp" / f"{lang}.test.tsv"
+  queries = read_tsv(test_path, 4)[:max_queries]
   true_tails = collections.defaultdict(set)
   for h, r, t, _ in read_tsv(corpus / "eval" / "lp" / f"{lang}.filter.tsv", 4):
     true_tails[(h, r)].add(t)
   missing = [t for _, _, t, _ in queries if t not in index]
   if missing:
     raise LinkPredictionInputError(f"{lang}: test answers not in the entity list: {missing[:5]}")
-  search = BeamSearch(model, trie, num_beams=num_beams)
   answers = np.asarray([index[t] for _, _, t, _ in queries])
   exclude = [[index[o] for o in sorted(true_tails[(h, r)] - {t}) if o in index]
              for h, r, t, _ in queries]
   width = max([len(e) for e in exclude] + [1])
   exclude = np.asarray([e + [-1] * (width - len(e)) for e in exclude])
-  prefixes = [prixlm.triple_prefix(vocab, ids, h, r) for h, r, _, _ in queries]
+  prefixes = []
+  for n, (h, r, _, _) in enumerate(queries, 1):
+    try:
+      prefixes.append(prixlm.triple_prefix(vocab, ids, h, r))
+    except prixlm.UnknownRelationError as e:
+      raise LinkPredictionInputError(f"{test_path}:{n}: field 2 (relation): {e}") from None
+  search = BeamSearch(model, trie, num_beams=num_beams)
   ranked = []
   for lo in range(0, len(queries), batch_size):
     block = prefixes[lo:lo + batch_size]

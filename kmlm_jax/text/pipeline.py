@@ -335,7 +335,8 @@ def _prixlm_preprocessor(task: str, vocab_path: str, max_length: int):
       prefix = prixlm.link_prefix(vocab, ids, names[0], source, target)
       obj = names[1]
     else:
-      prefix = prixlm.triple_prefix(vocab, ids, names[0], names[2])
+      prefix = prixlm.triple_prefix(vocab, ids, names[0], names[2],
+                                      check_relation=False)
       obj = names[4]
     ex = prixlm.training_example(vocab, prefix, prixlm.object_ids(vocab, ids, obj))
     if len(ex["input_ids"]) > max_length:

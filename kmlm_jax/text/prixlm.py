@@ -57,10 +57,32 @@ class PrixLMIds:
     return cls(*ids, langs)
 
 
-def triple_prefix(vocab, ids: PrixLMIds, subject: str, predicate: str) -> list[int]:
-  """`<s> [S] Xs </s> </s> [P] Xp </s> </s> [O]`."""
+class UnknownRelationError(ValueError):
+  """A relation name the tokenizer cannot represent (empty or with `<unk>` pieces)."""
+
+
+def relation_ids(vocab, predicate: str) -> list[int]:
+  """The predicate's tokens; raises `UnknownRelationError` if the tokenizer
+  maps it to nothing or to `<unk>` (a query the model could not tell apart
+  from other unknown relations)."""
+  tokens = vocab.encode(predicate)
+  if not tokens or vocab.unk_id in tokens:
+    unknown = "no tokens" if not tokens else f"{tokens.count(vocab.unk_id)} <unk> piece(s)"
+    raise UnknownRelationError(f"relation {predicate!r} is unknown to the tokenizer "
+                               f"{getattr(vocab, 'source', '')} ({unknown})")
+  return tokens
+
+
+def triple_prefix(vocab, ids: PrixLMIds, subject: str, predicate: str, *,
+                  check_relation: bool = True) -> list[int]:
+  """`<s> [S] Xs </s> </s> [P] Xp </s> </s> [O]`.
+
+  Queries check the relation (`relation_ids`); training passes
+  `check_relation=False` and keeps a rare `<unk>` piece as an ordinary token.
+  """
+  predicate_ids = relation_ids(vocab, predicate) if check_relation else vocab.encode(predicate)
   return ([vocab.bos_id, ids.subject] + vocab.encode(subject)
-          + [vocab.eos_id, vocab.eos_id, ids.predicate] + vocab.encode(predicate)
+          + [vocab.eos_id, vocab.eos_id, ids.predicate] + predicate_ids
           + [vocab.eos_id, vocab.eos_id, ids.object])
 
 
