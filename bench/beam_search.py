@@ -19,7 +19,7 @@ latency at K = 50 with a `tiny` model whose vocabulary is XLM-R's size plus
 the Prix-LM special tokens (250,008), for batch 1 and batch `--big-batch`.
 
   python bench/beam_search.py [--entities 5000] [--vocab 1000] [--ref-queries 8]
-                              [--queries 64] [--batch 32] [--big 2000000] [--big-batch 8]
+                              [--queries 256] [--batch 32] [--big 2000000] [--big-batch 8]
 
 Ends with one `key=value` line.
 """
@@ -166,7 +166,7 @@ def main() -> None:
   parser.add_argument("--entities", type=int, default=5000)
   parser.add_argument("--vocab", type=int, default=1000)
   parser.add_argument("--ref-queries", type=int, default=8)
-  parser.add_argument("--queries", type=int, default=64)
+  parser.add_argument("--queries", type=int, default=256)
   parser.add_argument("--batch", type=int, default=32)
   parser.add_argument("--big", type=int, default=2_000_000)
   parser.add_argument("--big-batch", type=int, default=8)

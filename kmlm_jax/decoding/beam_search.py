@@ -23,8 +23,9 @@ Ties (equal float scores) are broken consistently:
     `lax.top_k`'s lower-index-first rule;
   * finished list and output: lower score first, then the smaller entity id.
 
-Cost per step: the MLM head over the vocabulary for B x K rows (log_softmax
-needs it), then a gather of at most `max_branch` children per beam and a
+Cost per step: the MLM head over the vocabulary for B x K rows (the
+log-normalizer needs every logit; only the children's log-probabilities are
+formed), then a gather of at most `max_branch` children per beam and a
 top-K over K x max_branch candidates, never over K x V. The first step
 expands only the root (its own static width, the root's out-degree); later
 steps use the largest out-degree below the root. Widths are rounded up to a
@@ -75,10 +76,11 @@ class _Static:
   eos_id: int
 
 
-def _select(logp, beam_state, beam_score, trie: DeviceTrie, width: int, s: _Static):
+def _select(head, beam_state, beam_score, trie: DeviceTrie, width: int, s: _Static):
   """Top-K non-[EOS] children of all beams.
 
-  logp [B, R, V], beam_state/beam_score [B, R]; `width` children per beam.
+  head: `_next_token_head` of the beams; beam_state/beam_score [B, R];
+  `width` children per beam.
   Beams must be in ascending state order; the returned beams are too.
   Returns (parent [B, K], token [B, K], state [B, K], score [B, K]).
   """
@@ -91,7 +93,8 @@ def _select(logp, beam_state, beam_score, trie: DeviceTrie, width: int, s: _Stat
   token = trie.child_token[edge]
   state = trie.child_state[edge]
   valid &= token != s.eos_id
-  nll = -jnp.take_along_axis(logp, token, axis=-1)
+  logits, log_norm = head
+  nll = log_norm[..., None] - jnp.take_along_axis(logits, token, axis=-1)
   score = jnp.where(valid & jnp.isfinite(beam_score)[..., None], beam_score[..., None] + nll,
                     _INF).reshape(b, r * width)
   if r * width < s.num_beams:
@@ -105,13 +108,14 @@ def _select(logp, beam_state, beam_score, trie: DeviceTrie, width: int, s: _Stat
   return jnp.minimum(index // width, r - 1), take(token), new_state, new_score
 
 
-def _finish(logp, beam_state, beam_score, finished, exclude, trie: DeviceTrie, s: _Static):
+def _finish(head, beam_state, beam_score, finished, exclude, trie: DeviceTrie, s: _Static):
   """Merges each beam's [EOS] completion into the finished list (K best)."""
   fin_entity, fin_score = finished
   entity = trie.eos_entity[beam_state]  # [B, R]
   excluded = (entity[..., None] == exclude[:, None, :]).any(-1)
   ok = (entity >= 0) & ~excluded & jnp.isfinite(beam_score)
-  score = jnp.where(ok, beam_score - logp[..., s.eos_id], _INF)
+  logits, log_norm = head
+  score = jnp.where(ok, beam_score + log_norm - logits[..., s.eos_id], _INF)
   entity = jnp.where(ok, entity, -1)
   all_score = jnp.concatenate([fin_score, score], axis=1)
   all_entity = jnp.concatenate([fin_entity, entity], axis=1)
@@ -120,9 +124,14 @@ def _finish(logp, beam_state, beam_score, finished, exclude, trie: DeviceTrie, s
   return all_entity[:, :s.num_beams], all_score[:, :s.num_beams]
 
 
-def _log_probs(model, hidden):
-  """[B, R, D] -> [B, R, V] fp32 log-probabilities of the next token."""
-  return jax.nn.log_softmax(model.mlm_logits(hidden).astype(jnp.float32), axis=-1)
+def _next_token_head(model, hidden):
+  """[B, R, D] -> (logits [B, R, V], log_norm [B, R]) in fp32.
+
+  log P(v) = logits[v] - log_norm; only the trie children's entries are ever
+  read, so the [B, R, V] log-softmax is never written out.
+  """
+  logits = model.mlm_logits(hidden).astype(jnp.float32)
+  return logits, jax.nn.logsumexp(logits, axis=-1)
 
 
 def _search(graphdef, s: _Static, state, trie: DeviceTrie, prefix_ids, prefix_len, exclude):
@@ -131,11 +140,11 @@ def _search(graphdef, s: _Static, state, trie: DeviceTrie, prefix_ids, prefix_le
   slots = max(1, s.max_decode_len - 1)  # [EOS] is scored, never fed back
   cache, last_hidden = kv_cache.encode_prefix(model, prefix_ids, prefix_len,
                                               max_decode_len=slots, num_rows=k)
-  logp = _log_probs(model, last_hidden[:, None])
+  head = _next_token_head(model, last_hidden[:, None])
   root = jnp.zeros((b, 1), jnp.int32)
   finished = (jnp.full((b, k), -1, jnp.int32), jnp.full((b, k), _INF, jnp.float32))
-  finished = _finish(logp, root, jnp.zeros((b, 1)), finished, exclude, trie, s)
-  _, token, beam_state, beam_score = _select(logp, root, jnp.zeros((b, 1)), trie,
+  finished = _finish(head, root, jnp.zeros((b, 1)), finished, exclude, trie, s)
+  _, token, beam_state, beam_score = _select(head, root, jnp.zeros((b, 1)), trie,
                                              max(1, s.root_degree), s)
 
   def live(beam_score, fin_score):
@@ -148,9 +157,9 @@ def _search(graphdef, s: _Static, state, trie: DeviceTrie, prefix_ids, prefix_le
   def body(carry):
     step, cache, token, beam_state, beam_score, finished = carry
     cache, hidden = kv_cache.decode_step(model, cache, token, step)
-    logp = _log_probs(model, hidden)
-    finished = _finish(logp, beam_state, beam_score, finished, exclude, trie, s)
-    parent, token, beam_state, beam_score = _select(logp, beam_state, beam_score, trie,
+    head = _next_token_head(model, hidden)
+    finished = _finish(head, beam_state, beam_score, finished, exclude, trie, s)
+    parent, token, beam_state, beam_score = _select(head, beam_state, beam_score, trie,
                                                     max(1, s.branch), s)
     cache = kv_cache.reorder_rows(cache, parent)
     return step + 1, cache, token, beam_state, beam_score, finished

@@ -16,6 +16,13 @@ Shapes: L layers, B queries, R rows (hypotheses) per query, Tp prefix
 length (right-padded), M object slots (`max_decode_len`), H heads, K head
 dim, D hidden. The prefix part of the cache is stored once per query and
 shared by its R rows.
+
+Layout (measured on CPU, `bench/beam_search.py`): the object slots sit next
+to the head dim (`[..., H, M, K]`) so that the per-row attention over them
+is a batched matmul with no transposes, each layer has its own arrays (a
+tuple over layers, not one stacked array), and `decode_step` unrolls its
+static layer loop, so that the cache is updated in place instead of being
+sliced and restacked every step.
 """
 
 from __future__ import annotations
@@ -36,19 +43,19 @@ from kmlm_jax.models.layers import layer_norm
 class KVCache:
   """Per-layer keys and values of the prefix and of the decoded object tokens."""
 
-  prefix_k: jax.Array  # [L, B, Tp, H, K] compute dtype
-  prefix_v: jax.Array  # [L, B, Tp, H, K]
+  prefix_k: tuple[jax.Array, ...]  # L x [B, Tp, H, K] compute dtype
+  prefix_v: tuple[jax.Array, ...]  # L x [B, Tp, H, K]
   prefix_len: jax.Array  # [B] int32, valid prefix tokens of each query
-  object_k: jax.Array  # [L, B, R, M, H, K]; slot m holds object token m
-  object_v: jax.Array  # [L, B, R, M, H, K]
+  object_k: tuple[jax.Array, ...]  # L x [B, R, H, M, K]; slot m holds object token m
+  object_v: tuple[jax.Array, ...]  # L x [B, R, H, M, K]
 
   @property
   def max_decode_len(self) -> int:
-    return self.object_k.shape[3]
+    return self.object_k[0].shape[3]
 
   @property
   def num_rows(self) -> int:
-    return self.object_k.shape[2]
+    return self.object_k[0].shape[1]
 
 
 jax.tree_util.register_dataclass(
@@ -137,9 +144,10 @@ def encode_prefix(model, prefix_ids: jax.Array, prefix_len: jax.Array, *,
 
   x, (keys, values) = jax.lax.scan(layer, x, model.layers.params())
   last_hidden = jnp.take_along_axis(x, (prefix_len - 1)[:, None, None], axis=1)[:, 0]
-  slots = (c.num_layers, b, num_rows, max_decode_len, c.num_heads, c.head_dim)
-  cache = KVCache(prefix_k=keys, prefix_v=values, prefix_len=prefix_len,
-                  object_k=jnp.zeros(slots, keys.dtype), object_v=jnp.zeros(slots, values.dtype))
+  slots = jnp.zeros((b, num_rows, c.num_heads, max_decode_len, c.head_dim), keys.dtype)
+  per_layer = lambda stacked: tuple(stacked[i] for i in range(c.num_layers))
+  cache = KVCache(prefix_k=per_layer(keys), prefix_v=per_layer(values), prefix_len=prefix_len,
+                  object_k=(slots,) * c.num_layers, object_v=(slots,) * c.num_layers)
   return cache, last_hidden
 
 
@@ -164,7 +172,7 @@ def decode_step(model, cache: KVCache, token_ids: jax.Array,
   squeeze = token_ids.ndim == 1
   if squeeze:
     token_ids = token_ids[:, None]
-  b, r = cache.object_k.shape[1:3]
+  b, r = cache.object_k[0].shape[:2]
   if token_ids.shape != (b, r):
     raise ValueError(f"token_ids must be [{b}] or [{b}, {r}] for this cache; got "
                      f"{tuple(token_ids.shape)}")
@@ -174,34 +182,33 @@ def decode_step(model, cache: KVCache, token_ids: jax.Array,
   positions = jnp.broadcast_to((cache.prefix_len + step + c.position_offset)[:, None], (b, r))
   x = model.embeddings(token_ids, positions, jnp.zeros_like(token_ids), None)  # [B, R, D]
 
-  tp, m = cache.prefix_k.shape[2], cache.max_decode_len
+  tp, m = cache.prefix_k[0].shape[1], cache.max_decode_len
   neg = jnp.finfo(jnp.float32).min
   prefix_bias = jnp.where(jnp.arange(tp)[None, :] < cache.prefix_len[:, None], 0.0, neg)
-  object_bias = jnp.where(jnp.arange(m) < step, 0.0, neg)  # earlier object tokens only
   prefix_bias = prefix_bias[:, None, None, :]  # [B, 1, 1, Tp]
+  object_bias = jnp.where(jnp.arange(m) < step, 0.0, neg)  # earlier object tokens only
   scale = math.sqrt(c.head_dim)
-
-  def layer(x, scanned):
-    p, pk, pv, ok, ov = scanned
-    p = _cast_kernels(c, p)
+  f32 = dict(preferred_element_type=jnp.float32)
+  params = model.layers.params()
+  object_k, object_v = list(cache.object_k), list(cache.object_v)
+  for layer in range(c.num_layers):
+    p = _cast_kernels(c, {name: value[layer] for name, value in params.items()})
     q, k, v = (_project(c, p, x, n) for n in ("q", "k", "v"))  # [B, R, H, K]
-    f32 = dict(preferred_element_type=jnp.float32)
-    s_prefix = jnp.einsum("brhk,bshk->brhs", q, pk, **f32) / scale + prefix_bias
-    s_object = jnp.einsum("brhk,brmhk->brhm", q, ok, **f32) / scale + object_bias
-    s_self = jnp.einsum("brhk,brhk->brh", q, k, **f32)[..., None] / scale
-    probs = jax.nn.softmax(jnp.concatenate([s_prefix, s_object, s_self], -1), axis=-1)
-    probs = probs.astype(c.dtype)
-    context = (jnp.einsum("brhs,bshk->brhk", probs[..., :tp], pv)
-               + jnp.einsum("brhm,brmhk->brhk", probs[..., tp:tp + m], ov)
+    ok, ov = object_k[layer], object_v[layer]  # [B, R, H, M, K]
+    s_prefix = jnp.einsum("brhk,bshk->brhs", q, cache.prefix_k[layer], **f32)
+    s_object = jnp.einsum("brhk,brhmk->brhm", q, ok, **f32)
+    s_self = (q * k).sum(-1, dtype=jnp.float32)[..., None]
+    scores = jnp.concatenate([s_prefix / scale + prefix_bias, s_object / scale + object_bias,
+                              s_self / scale], -1)
+    probs = jax.nn.softmax(scores, axis=-1).astype(c.dtype)
+    context = (jnp.einsum("brhs,bshk->brhk", probs[..., :tp], cache.prefix_v[layer])
+               + jnp.einsum("brhm,brhmk->brhk", probs[..., tp:tp + m], ov)
                + probs[..., -1:] * v)
-    return _post_attention(c, p, x, context), (k, v)
-
-  xs = (model.layers.params(), cache.prefix_k, cache.prefix_v, cache.object_k, cache.object_v)
-  x, (keys, values) = jax.lax.scan(layer, x, xs)
-  write = lambda slots, new: jax.lax.dynamic_update_slice_in_dim(
-      slots, new[:, :, :, None].astype(slots.dtype), step, axis=3)
-  cache = dataclasses.replace(cache, object_k=write(cache.object_k, keys),
-                              object_v=write(cache.object_v, values))
+    x = _post_attention(c, p, x, context)
+    write = lambda slots, new: jax.lax.dynamic_update_slice_in_dim(
+        slots, new[:, :, :, None].astype(slots.dtype), step, axis=3)
+    object_k[layer], object_v[layer] = write(ok, k), write(ov, v)
+  cache = dataclasses.replace(cache, object_k=tuple(object_k), object_v=tuple(object_v))
   return cache, (x[:, 0] if squeeze else x)
 
 
@@ -210,6 +217,11 @@ def reorder_rows(cache: KVCache, parent: jax.Array) -> KVCache:
 
   `parent` is [B, R] int (beam search: each new beam's parent beam).
   """
-  take = lambda slots: jnp.take_along_axis(slots, parent[None, :, :, None, None, None], axis=2)
-  return dataclasses.replace(cache, object_k=take(cache.object_k),
-                             object_v=take(cache.object_v))
+  b, r = cache.object_k[0].shape[:2]
+  rows = (parent + jnp.arange(b, dtype=parent.dtype)[:, None] * r).reshape(-1)
+  # A gather of whole contiguous rows, much cheaper than take_along_axis's
+  # element-wise indices.
+  take = lambda slots: jnp.take(slots.reshape(b * r, -1), rows, axis=0,
+                                mode="clip").reshape(slots.shape)
+  return dataclasses.replace(cache, object_k=tuple(map(take, cache.object_k)),
+                             object_v=tuple(map(take, cache.object_v)))
