@@ -89,6 +89,28 @@ def test_bf16_compute_close_to_fp32(hf_dirs):
   assert 0 < err.max() < 0.1
 
 
+def _dot_operand_dtypes(jaxpr) -> set:
+  """Dtypes of every dot_general operand, sub-jaxprs (scan, remat) included."""
+  found = set()
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "dot_general":
+      found.update(str(v.aval.dtype) for v in eqn.invars)
+    for sub in jax.core.jaxprs_in_params(eqn.params):
+      found |= _dot_operand_dtypes(sub)
+  return found
+
+
+def test_bf16_layers_run_every_matmul_in_bf16(hf_dirs):
+  # A fp32 bias added to a bf16 matmul output promotes the following matmuls
+  # (attention, output projection, MLP out) to fp32; none may be left.
+  loaded = hf.load_hf_params(hf_dirs("xlmr", "tiny"))
+  bf16 = build_model(loaded.config.replace(dtype="bfloat16"), loaded.params)
+  ids, mask = hf_models.padded_batch(loaded.config.vocab_size, 1)
+  jaxpr = jax.make_jaxpr(lambda i, m: bf16(i, attention_mask=m).hidden)(
+      jnp.asarray(ids), jnp.asarray(mask))
+  assert _dot_operand_dtypes(jaxpr.jaxpr) == {"bfloat16"}
+
+
 def test_dropout_is_deterministic_per_key(hf_dirs):
   _, model = _ours(hf_dirs("xlmr", "tiny"))
   ids, mask = hf_models.padded_batch(1000, 1)

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 
 from kmlm_jax.config import ModelConfig
 from kmlm_jax.models import masks as masks_lib
-from kmlm_jax.models.encoder import _activation
+from kmlm_jax.models.encoder import _activation, compute_layer_params
 from kmlm_jax.models.layers import layer_norm
 
 
@@ -65,10 +65,6 @@ jax.tree_util.register_dataclass(
 
 def _is_concrete(x) -> bool:
   return not isinstance(x, jax.core.Tracer)
-
-
-def _cast_kernels(c: ModelConfig, p: dict) -> dict:
-  return {n: v.astype(c.dtype) if "kernel" in n else v for n, v in p.items()}
 
 
 def _project(c: ModelConfig, p: dict, x: jax.Array, name: str) -> jax.Array:
@@ -135,7 +131,7 @@ def encode_prefix(model, prefix_ids: jax.Array, prefix_len: jax.Array, *,
   x = model.embeddings(prefix_ids, positions, jnp.zeros_like(prefix_ids), None)
 
   def layer(x, p):
-    p = _cast_kernels(c, p)
+    p = compute_layer_params(c, p)
     q, k, v = (_project(c, p, x, n) for n in ("q", "k", "v"))
     scores = jnp.einsum("bqhk,bshk->bhqs", q, k, preferred_element_type=jnp.float32)
     probs = jax.nn.softmax(scores / math.sqrt(c.head_dim) + bias, axis=-1).astype(c.dtype)
@@ -192,7 +188,7 @@ def decode_step(model, cache: KVCache, token_ids: jax.Array,
   params = model.layers.params()
   object_k, object_v = list(cache.object_k), list(cache.object_v)
   for layer in range(c.num_layers):
-    p = _cast_kernels(c, {name: value[layer] for name, value in params.items()})
+    p = compute_layer_params(c, {name: value[layer] for name, value in params.items()})
     q, k, v = (_project(c, p, x, n) for n in ("q", "k", "v"))  # [B, R, H, K]
     ok, ov = object_k[layer], object_v[layer]  # [B, R, H, M, K]
     s_prefix = jnp.einsum("brhk,bshk->brhs", q, cache.prefix_k[layer], **f32)

@@ -73,6 +73,13 @@ def _layer_param_specs(c: ModelConfig):
   return specs
 
 
+def compute_layer_params(c: ModelConfig, p: dict) -> dict:
+  """Layer parameters as the layer maths reads them: matmul kernels and
+  their biases in the compute dtype (a fp32 bias would promote every bf16
+  activation and the next matmul back to fp32); LayerNorm parameters fp32."""
+  return {n: v if "norm" in n else v.astype(c.dtype) for n, v in p.items()}
+
+
 def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
   if name == "gelu":
     return lambda x: jax.nn.gelu(x, approximate=False)
@@ -109,7 +116,7 @@ class TransformerLayers(nnx.Module):
 
     def layer(x, scanned):
       p, index, ap = scanned
-      p = {n: v.astype(c.dtype) if "kernel" in n else v for n, v in p.items()}
+      p = compute_layer_params(c, p)
       rng = None if dropout_rng is None else jax.random.fold_in(dropout_rng, index)
       rngs = [None] * 3 if rng is None else list(jax.random.split(rng, 3))
 
