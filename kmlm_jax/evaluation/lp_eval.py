@@ -69,10 +69,12 @@ def prixlm_ranks(model, vocab, corpus: Path, lang: str, *, num_beams: int = 50,
     except prixlm.UnknownRelationError as e:
       raise LinkPredictionInputError(f"{test_path}:{n}: field 2 (relation): {e}") from None
   search = BeamSearch(model, trie, num_beams=num_beams)
+  # One padded length and exclude width for all batches: one compilation per
+  # language instead of one per distinct batch shape.
+  length = max([len(p) for p in prefixes] + [1])
   ranked = []
   for lo in range(0, len(queries), batch_size):
     block = prefixes[lo:lo + batch_size]
-    length = max(len(p) for p in block)
     rows = np.full((batch_size, length), vocab.pad_id, np.int32)
     lengths = np.ones(batch_size, np.int32)
     for i, p in enumerate(block):
