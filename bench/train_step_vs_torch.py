@@ -10,6 +10,10 @@ Then the whole training step with its AdamW update on both sides: the
 project's jitted train step (`kmlm_jax.training.train_state`, gathered head,
 per-stream loss) against PyTorch forward + backward + `torch.optim.AdamW`.
 
+Last, the Flax gathered-head step with its layers unrolled
+(`ModelConfig.scan_layers=False`) against the default `lax.scan`, timed
+alternately in the same process.
+
   python bench/train_step_vs_torch.py [--steps 5]
 """
 
@@ -102,6 +106,7 @@ def run(name: str, dims: dict, steps: int) -> dict:
     result[f"{head}_s"] = seconds
     result[f"{head}_loss_diff"] = abs(loss - torch_loss)
   result["flax_train_s"] = flax_train_step_seconds(loaded, batch, steps)
+  result["unrolled_speedup"] = unrolled_vs_scanned(loaded, batch, mesh, global_batch, steps)
   # Last, because the AdamW steps change the PyTorch weights.
   optimizer = torch.optim.AdamW(torch_model.parameters(), lr=1e-5, weight_decay=0.0)
 
@@ -112,6 +117,25 @@ def run(name: str, dims: dict, steps: int) -> dict:
 
   result["torch_train_s"], _ = timed(torch_train_step, steps)
   return result
+
+
+def unrolled_vs_scanned(loaded, batch, mesh, global_batch, steps: int) -> float:
+  """Scanned / unrolled median seconds of the gathered-head fwd+bwd, alternated."""
+  runs = {}
+  for scan in (True, False):
+    config = loaded.config.replace(dropout_rate=0.0, attention_dropout_rate=0.0,
+                                   scan_layers=scan)
+    step = sharded_value_and_grad(build_model(config, loaded.params), mesh, DEFAULT_RULES,
+                                  batch, gathered_head=True)
+    runs[scan] = (lambda step: lambda: jax.block_until_ready(step(global_batch)))(step)
+    runs[scan]()
+  times = {True: [], False: []}
+  for _ in range(steps):
+    for scan, fn in runs.items():
+      start = time.perf_counter()
+      fn()
+      times[scan].append(time.perf_counter() - start)
+  return statistics.median(times[True]) / statistics.median(times[False])
 
 
 def flax_train_step_seconds(loaded, batch, steps: int) -> float:
@@ -129,7 +153,8 @@ def flax_train_step_seconds(loaded, batch, steps: int) -> float:
   trainer = ts.make_trainer(config, mesh, model)
   state = ts.init_state(trainer, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
   full = {**batch, "positions": np.broadcast_to(np.arange(2, T + 2, dtype=np.int32), (B, T)),
-          "mlm_streams": np.zeros((B, P), np.int32)}
+          "mlm_streams": np.zeros((B, P), np.int32),
+          "prefix_mask": np.ones((B, T), np.int32)}  # MLM rows: every key visible
   global_batch = ts.global_batch(trainer, full)
   holder = {"state": state}
 
@@ -149,8 +174,8 @@ def main() -> None:
   print(f"torch threads={torch.get_num_threads()}, jax devices={jax.devices()}")
   print("| config | PyTorch fwd+bwd | Flax gathered head | Flax full head | "
         "speed-up gathered | speed-up full | loss diff | PyTorch train step (AdamW) | "
-        "Flax train step (AdamW) | speed-up train step |")
-  print("|---|---|---|---|---|---|---|---|---|---|")
+        "Flax train step (AdamW) | speed-up train step | unrolled layers vs scan |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|")
   summary = []
   match = True
   for name, dims in CONFIGS.items():
@@ -161,11 +186,13 @@ def main() -> None:
     st = r["torch_train_s"] / r["flax_train_s"]
     print(f"| {name} | {r['torch_s'] * 1e3:.1f} ms | {r['gathered_s'] * 1e3:.1f} ms | "
           f"{r['full_s'] * 1e3:.1f} ms | {sg:.2f}x | {sf:.2f}x | {diff:.1e} | "
-          f"{r['torch_train_s'] * 1e3:.1f} ms | {r['flax_train_s'] * 1e3:.1f} ms | {st:.2f}x |",
+          f"{r['torch_train_s'] * 1e3:.1f} ms | {r['flax_train_s'] * 1e3:.1f} ms | {st:.2f}x | "
+          f"{r['unrolled_speedup']:.2f}x |",
           flush=True)
     key = name.replace("-", "_")
     summary.append(f"{key}_speedup_gathered={sg:.2f} {key}_speedup_full={sf:.2f} "
-                   f"{key}_speedup_train_step={st:.2f}")
+                   f"{key}_speedup_train_step={st:.2f} "
+                   f"{key}_unrolled_vs_scan={r['unrolled_speedup']:.2f}")
   print(" ".join(summary) + f" loss_match={str(match).lower()}")
 
 

@@ -42,6 +42,9 @@ class ModelConfig:
   dtype: str = "float32"
   # Recompute each layer's activations in the backward pass.
   remat: bool = False
+  # Run the layers as one `lax.scan` (compile time independent of depth);
+  # False unrolls them: a faster step for shallow models, slower compiles.
+  scan_layers: bool = True
 
   def __post_init__(self):
     if self.flavour not in ("xlmr", "bert"):

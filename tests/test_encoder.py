@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import transformers
+from flax import nnx
 
 from kmlm_jax.config import PRESETS, preset
 from kmlm_jax.convert import hf
@@ -144,3 +145,19 @@ def test_presets_match_public_checkpoint_sizes(name, hf_name):
 def test_tiny_presets_build():
   for name in ("tiny", "tiny-bert"):
     assert abstract_model(PRESETS[name]).embeddings.word.shape[0] == 1024
+
+
+def test_unrolled_layers_equal_scanned(hf_dirs):
+  loaded = hf.load_hf_params(hf_dirs("bert", "tiny"))
+  ids, mask = hf_models.padded_batch(loaded.config.vocab_size, 1)
+  out = {}
+  for scan in (True, False):
+    model = build_model(loaded.config.replace(scan_layers=scan), loaded.params)
+    loss = lambda m: m(jnp.asarray(ids), attention_mask=jnp.asarray(mask)).hidden.sum()
+    out[scan] = nnx.value_and_grad(loss)(model)
+    lowered = nnx.jit(lambda m, i: m(i, attention_mask=jnp.asarray(mask)).hidden).lower(
+        model, jnp.asarray(ids)).as_text()
+    assert ("stablehlo.while" in lowered) == scan
+  np.testing.assert_allclose(out[True][0], out[False][0], rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(out[True][1]), jax.tree.leaves(out[False][1])):
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)

@@ -146,7 +146,8 @@ class TransformerLayers(nnx.Module):
 
     if c.remat:
       layer = jax.checkpoint(layer, policy=jax.checkpoint_policies.nothing_saveable)
-    x, _ = jax.lax.scan(layer, x, (self.params(), jnp.arange(c.num_layers), adapter_params))
+    x, _ = jax.lax.scan(layer, x, (self.params(), jnp.arange(c.num_layers), adapter_params),
+                        unroll=not c.scan_layers)
     return x
 
 
