@@ -205,7 +205,7 @@ def main(argv=None) -> int:
   from kmlm_jax.convert.commands import VerifyError
   from kmlm_jax.experiment import ConfigError
   from kmlm_jax.kg.errors import KGInputError
-  from kmlm_jax.text.pipeline import CorpusError
+  from kmlm_jax.text.errors import CorpusError  # not .pipeline: that imports TensorFlow
   from kmlm_jax.text.tokenizers import TokenizerError
   from kmlm_jax.training.loop import NonFiniteLoss, WorkdirError
   try:

@@ -36,6 +36,17 @@ def test_round_trip_is_bit_identical(flavour, hf_dirs, tmp_path):
     np.testing.assert_array_equal(back[name], value, err_msg=name)
 
 
+def test_convert_does_not_import_tensorflow(hf_dirs, tmp_path):
+  # Conversion memory is measured against the model size (bench/convert_large.py);
+  # TensorFlow + seqio would add ~0.7 GB and 3 s of start-up to every convert.
+  code = ("import sys; from kmlm_jax.cli import main; "
+          f"rc = main(['convert', '--from-hf', {str(hf_dirs('xlmr', 'tiny'))!r}, "
+          f"'--to', {str(tmp_path / 'ckpt')!r}]); "
+          "print(rc, sorted(m for m in ('tensorflow', 'seqio', 'torch') if m in sys.modules))")
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+  assert proc.stdout.strip().splitlines()[-1] == "0 []", proc.stderr
+
+
 def test_real_bert_converts_and_verifies_through_cli(tmp_path):
   code, out, err = _cli("convert", "--from-hf", real_minilm_dir(), "--to", tmp_path / "ckpt",
                         "--verify")

@@ -27,15 +27,12 @@ import tensorflow as tf
 from kmlm_jax.kg import records
 from kmlm_jax.kg.samples import KIND_REASONING
 from kmlm_jax.text import masking, packing, segments
+from kmlm_jax.text.errors import CorpusError  # noqa: F401 (re-exported)
 from kmlm_jax.text.vocab import load_vocab
 
 # (task name, reason) -> count, for this process.
 SKIPPED: collections.Counter = collections.Counter()
 _lock = threading.Lock()
-
-
-class CorpusError(ValueError):
-  """A corpus directory or text file that cannot feed a task; names the path."""
 
 
 def _skip(task: str, reason: str) -> None:
