@@ -33,10 +33,9 @@ import math
 import jax
 import jax.numpy as jnp
 
-from kmlm_jax.config import ModelConfig
 from kmlm_jax.models import masks as masks_lib
-from kmlm_jax.models.encoder import _activation, compute_layer_params
-from kmlm_jax.models.layers import layer_norm
+from kmlm_jax.models.encoder import (attention_output_and_mlp, compute_layer_params,
+                                     project)
 
 
 @dataclasses.dataclass
@@ -65,23 +64,6 @@ jax.tree_util.register_dataclass(
 
 def _is_concrete(x) -> bool:
   return not isinstance(x, jax.core.Tracer)
-
-
-def _project(c: ModelConfig, p: dict, x: jax.Array, name: str) -> jax.Array:
-  """[..., D] -> [..., H, K] query, key or value projection."""
-  return jnp.einsum("...d,dhk->...hk", x, p[f"{name}_kernel"]) + p[f"{name}_bias"]
-
-
-def _post_attention(c: ModelConfig, p: dict, x: jax.Array, context: jax.Array) -> jax.Array:
-  """Output projection, residual + LN, MLP, residual + LN: [..., D] -> [..., D]."""
-  attn = jnp.einsum("...hk,hkd->...d", context, p["o_kernel"]) + p["o_bias"]
-  x = layer_norm(x + attn, p["attn_norm_scale"], p["attn_norm_bias"], c.layer_norm_eps)
-  x = x.astype(c.dtype)
-  h = _activation(c.hidden_act)(jnp.einsum("...d,df->...f", x, p["mlp_in_kernel"])
-                                + p["mlp_in_bias"])
-  h = jnp.einsum("...f,fd->...d", h, p["mlp_out_kernel"]) + p["mlp_out_bias"]
-  x = layer_norm(x + h, p["mlp_norm_scale"], p["mlp_norm_bias"], c.layer_norm_eps)
-  return x.astype(c.dtype)
 
 
 def _check_prefix(model, prefix_ids, prefix_len, max_decode_len: int, num_rows: int):
@@ -132,11 +114,11 @@ def encode_prefix(model, prefix_ids: jax.Array, prefix_len: jax.Array, *,
 
   def layer(x, p):
     p = compute_layer_params(c, p)
-    q, k, v = (_project(c, p, x, n) for n in ("q", "k", "v"))
+    q, k, v = (project(p, x, n) for n in ("q", "k", "v"))
     scores = jnp.einsum("bqhk,bshk->bhqs", q, k, preferred_element_type=jnp.float32)
     probs = jax.nn.softmax(scores / math.sqrt(c.head_dim) + bias, axis=-1).astype(c.dtype)
     context = jnp.einsum("bhqs,bshk->bqhk", probs, v)
-    return _post_attention(c, p, x, context), (k, v)
+    return attention_output_and_mlp(c, p, x, context), (k, v)
 
   x, (keys, values) = jax.lax.scan(layer, x, model.layers.params())
   last_hidden = jnp.take_along_axis(x, (prefix_len - 1)[:, None, None], axis=1)[:, 0]
@@ -187,9 +169,11 @@ def decode_step(model, cache: KVCache, token_ids: jax.Array,
   f32 = dict(preferred_element_type=jnp.float32)
   params = model.layers.params()
   object_k, object_v = list(cache.object_k), list(cache.object_v)
+  write = lambda slots, new: jax.lax.dynamic_update_slice_in_dim(
+      slots, new[:, :, :, None].astype(slots.dtype), step, axis=3)
   for layer in range(c.num_layers):
     p = compute_layer_params(c, {name: value[layer] for name, value in params.items()})
-    q, k, v = (_project(c, p, x, n) for n in ("q", "k", "v"))  # [B, R, H, K]
+    q, k, v = (project(p, x, n) for n in ("q", "k", "v"))  # [B, R, H, K]
     ok, ov = object_k[layer], object_v[layer]  # [B, R, H, M, K]
     s_prefix = jnp.einsum("brhk,bshk->brhs", q, cache.prefix_k[layer], **f32)
     s_object = jnp.einsum("brhk,brhmk->brhm", q, ok, **f32)
@@ -200,9 +184,7 @@ def decode_step(model, cache: KVCache, token_ids: jax.Array,
     context = (jnp.einsum("brhs,bshk->brhk", probs[..., :tp], cache.prefix_v[layer])
                + jnp.einsum("brhm,brhmk->brhk", probs[..., tp:tp + m], ov)
                + probs[..., -1:] * v)
-    x = _post_attention(c, p, x, context)
-    write = lambda slots, new: jax.lax.dynamic_update_slice_in_dim(
-        slots, new[:, :, :, None].astype(slots.dtype), step, axis=3)
+    x = attention_output_and_mlp(c, p, x, context)
     object_k[layer], object_v[layer] = write(ok, k), write(ov, v)
   cache = dataclasses.replace(cache, object_k=tuple(object_k), object_v=tuple(object_v))
   return cache, (x[:, 0] if squeeze else x)

@@ -80,6 +80,35 @@ def compute_layer_params(c: ModelConfig, p: dict) -> dict:
   return {n: v if "norm" in n else v.astype(c.dtype) for n, v in p.items()}
 
 
+def project(p: dict, x: jax.Array, name: str) -> jax.Array:
+  """[..., D] -> [..., H, K]: the query, key or value projection `name`."""
+  return jnp.einsum("...d,dhk->...hk", x, p[f"{name}_kernel"]) + p[f"{name}_bias"]
+
+
+def attention_output_and_mlp(c: ModelConfig, p: dict, x: jax.Array, context: jax.Array,
+                             rngs=(None, None), adapter=None) -> jax.Array:
+  """The rest of a layer after attention: x [B, T, D], context [B, T, H, K] -> [B, T, D].
+
+  Output projection, residual + LayerNorm, MLP, residual + LayerNorm, in the
+  compute dtype. `rngs`: dropout keys of the attention output and the MLP
+  output (None: no dropout). `adapter`: None or `fn(h) -> h` rewriting the
+  MLP output before its residual.
+  """
+  attn = jnp.einsum("...hk,hkd->...d", context, p["o_kernel"]) + p["o_bias"]
+  attn = dropout(attn, c.dropout_rate, rngs[0])
+  x = layer_norm(x + attn, p["attn_norm_scale"], p["attn_norm_bias"], c.layer_norm_eps)
+  x = x.astype(c.dtype)
+  h = _activation(c.hidden_act)(jnp.einsum("...d,df->...f", x, p["mlp_in_kernel"])
+                                + p["mlp_in_bias"])
+  h = constrain(h, ("batch", "length", "mlp"))
+  h = jnp.einsum("...f,fd->...d", h, p["mlp_out_kernel"]) + p["mlp_out_bias"]
+  h = dropout(h, c.dropout_rate, rngs[1])
+  if adapter is not None:
+    h = adapter(h)
+  x = layer_norm(x + h, p["mlp_norm_scale"], p["mlp_norm_bias"], c.layer_norm_eps)
+  return constrain(x.astype(c.dtype), ("batch", "length", "embed"))
+
+
 def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
   if name == "gelu":
     return lambda x: jax.nn.gelu(x, approximate=False)
@@ -111,7 +140,6 @@ class TransformerLayers(nnx.Module):
     (see `models/adapters.py`).
     """
     c = self.config
-    act = _activation(c.hidden_act)
     adapter_params, adapter_fn = adapter if adapter is not None else (None, None)
 
     def layer(x, scanned):
@@ -120,28 +148,16 @@ class TransformerLayers(nnx.Module):
       rng = None if dropout_rng is None else jax.random.fold_in(dropout_rng, index)
       rngs = [None] * 3 if rng is None else list(jax.random.split(rng, 3))
 
-      q = jnp.einsum("btd,dhk->bthk", x, p["q_kernel"]) + p["q_bias"]
-      k = jnp.einsum("btd,dhk->bthk", x, p["k_kernel"]) + p["k_bias"]
-      v = jnp.einsum("btd,dhk->bthk", x, p["v_kernel"]) + p["v_bias"]
+      q, k, v = (project(p, x, name) for name in ("q", "k", "v"))
       q = constrain(q, ("batch", "length", "heads", "kv"))
       scores = jnp.einsum("bqhk,bshk->bhqs", q, k, preferred_element_type=jnp.float32)
       scores = scores / math.sqrt(c.head_dim) + attention_bias
       probs = jax.nn.softmax(scores, axis=-1)
       probs = dropout(probs, c.attention_dropout_rate, rngs[0]).astype(c.dtype)
       context = jnp.einsum("bhqs,bshk->bqhk", probs, v)
-      attn = jnp.einsum("bqhk,hkd->bqd", context, p["o_kernel"]) + p["o_bias"]
-      attn = dropout(attn, c.dropout_rate, rngs[1])
-      x = layer_norm(x + attn, p["attn_norm_scale"], p["attn_norm_bias"], c.layer_norm_eps)
-      x = x.astype(c.dtype)
-
-      h = act(jnp.einsum("btd,df->btf", x, p["mlp_in_kernel"]) + p["mlp_in_bias"])
-      h = constrain(h, ("batch", "length", "mlp"))
-      h = jnp.einsum("btf,fd->btd", h, p["mlp_out_kernel"]) + p["mlp_out_bias"]
-      h = dropout(h, c.dropout_rate, rngs[2])
-      if adapter_fn is not None:
-        h = adapter_fn(h, ap)
-      x = layer_norm(x + h, p["mlp_norm_scale"], p["mlp_norm_bias"], c.layer_norm_eps)
-      x = constrain(x.astype(c.dtype), ("batch", "length", "embed"))
+      x = attention_output_and_mlp(
+          c, p, x, context, rngs[1:],
+          None if adapter_fn is None else lambda h: adapter_fn(h, ap))
       return x, None
 
     if c.remat:
