@@ -143,18 +143,28 @@ class MeshConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-  """Where batches come from.
+  """Where batches come from (`kmlm_jax.training.data`, `kmlm_jax.data`).
 
-  mixture: a registered seqio mixture or task (`tasks` package), e.g.
-  "kmlm_mix"; corpus_dir / text_pattern / vocab: see `tasks.register`
-  (None: the embedded defaults); seq_length T and max_predictions P fix the
-  batch shapes; batch_size is global (sequences per step, all hosts).
+  mixture: a mixture or single task of `kmlm_jax.data.mixtures` (e.g.
+  "kmlm_mix", "cc100_fr", "prixlm") or "synthetic"; corpus_dir: a `kmlm-jax
+  kg build` directory (None: the embedded sample KG); text_pattern: text
+  files with a `{lang}` field (None: the embedded UDHR text); vocab: the
+  tokenizer (None: the real XLM-R tokenizer.json); cache_dir: the token cache
+  (None: ~/.cache/kmlm_jax/token_cache/DIGEST, built on first use).
+  seq_length T and max_predictions P fix the batch shapes; batch_size is
+  global (rows per step, all hosts). input_shards: U independent input
+  shards making every global batch (0: the largest divisor of batch_size up
+  to 64; the process count must divide it, also on resume); block_examples:
+  examples masked and packed together; workers: processes computing blocks
+  ahead (0: in the training process). language_temperature: text languages
+  are sampled proportional to n ** (1 / t) (XLM-R: t = 3.33).
   """
 
   mixture: str = "kmlm_mix"
   corpus_dir: str | None = None
   text_pattern: str | None = None
   vocab: str | None = None
+  cache_dir: str | None = None
   seq_length: int = 128
   max_predictions: int = 32
   batch_size: int = 8
@@ -164,6 +174,12 @@ class DataConfig:
   rate_mlm: float = 1.0
   rate_knowledge: float = 1.0
   rate_reasoning: float = 1.0
+  language_temperature: float = 1.0
+  input_shards: int = 0
+  block_examples: int = 1024
+  workers: int = 0
+  # Non-UTF-8 text lines: a counted skip instead of an error.
+  skip_bad_lines: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -66,7 +66,8 @@ def run_config(base, name: str, mixture: str, corpus: Path, vocab: Path, vocab_s
   from kmlm_jax.config import override
   return dataclasses.replace(override(base, [
       f"model.vocab_size={vocab_size}", f"data.vocab={vocab / 'tokenizer.json'}",
-      f"data.corpus_dir={corpus}", f"data.mixture={mixture}", f"train.steps={steps}",
+      f"data.corpus_dir={corpus}", f"data.cache_dir={corpus.parent / 'token_cache'}",
+      f"data.mixture={mixture}", f"train.steps={steps}",
       f"data.batch_size={batch}", f"train.checkpoint_every={steps}",
       f"train.log_every={max(1, steps // 20)}", f"train.warmup_steps={max(1, steps // 10)}"]),
       name=name)
@@ -87,8 +88,8 @@ def stream_accuracy(config, params, batches: int) -> dict[str, float]:
   params = jax.device_put(params, trainer.state_shardings.params)
   out = {}
   for label, task in STREAM_TASKS.items():
-    data = dataclasses.replace(config.data, mixture=task)
-    it = make_batches(data, config.model.vocab_size, 0, 1, 0, seed=12345)
+    data = dataclasses.replace(config.data, mixture=task, seed=12345)
+    it = make_batches(data, config.model.vocab_size, 0, 1)
     correct = total = 0.0
     for _ in range(batches):
       m = jax.device_get(trainer.eval_fn(params, ts.global_batch(trainer, next(it))))

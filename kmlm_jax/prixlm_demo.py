@@ -78,7 +78,8 @@ def main(argv=None) -> int:
   base = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.py")
   config = dataclasses.replace(override(base, [
       f"model.vocab_size={vocab.vocab_size}", f"data.vocab={vocab_path}",
-      f"data.corpus_dir={corpus}", "data.mixture=prixlm", f"train.steps={args.steps}",
+      f"data.corpus_dir={corpus}", f"data.cache_dir={out / 'token_cache'}",
+      "data.mixture=prixlm", f"train.steps={args.steps}",
       f"data.batch_size={args.batch_size}", f"train.checkpoint_every={args.steps}",
       f"train.log_every={max(1, args.steps // 20)}",
       f"train.warmup_steps={max(1, args.steps // 10)}"]), name="prixlm-tiny")

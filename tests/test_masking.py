@@ -1,4 +1,4 @@
-"""The three masking rules: statistics over many tokens and exact rule checks."""
+"""The three masking rules (vectorized over blocks): statistics and exact rule checks."""
 
 import collections
 import dataclasses
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kmlm_jax.kg.samples import ROLE_ENTITY, ROLE_LINKER, ROLE_RELATION, ROLE_TEXT
-from kmlm_jax.text import masking
+from kmlm_jax.data import masking
 
 
 @dataclasses.dataclass
@@ -21,6 +21,20 @@ class FakeVocab:
 
 
 V = FakeVocab()
+SPECIAL = masking.SpecialIds(V.bos_id, V.eos_id, V.pad_id, V.mask_id, V.first_regular_id)
+
+
+def _block(examples, rule, aux=0, first_key=0):
+  """Masks a block of (ids, roles, mentions, sentences) examples, example i keyed by
+  first_key + i; returns per-example (inputs, loss) pairs."""
+  lengths = [len(e[0]) for e in examples]
+  cat = [np.concatenate([np.asarray(e[k]) for e in examples]) for k in range(4)]
+  m = masking.mask_block(cat[0], cat[1], cat[2], cat[3], lengths,
+                         np.full(len(examples), rule), np.full(len(examples), aux),
+                         np.arange(first_key, first_key + len(examples), dtype=np.uint64),
+                         SPECIAL)
+  ends = np.cumsum(lengths)
+  return [(m.inputs[b - n:b], m.loss[b - n:b]) for n, b in zip(lengths, ends)]
 
 
 def _stats(inputs, ids, loss, candidates):
@@ -34,7 +48,8 @@ def _stats(inputs, ids, loss, candidates):
 def test_text_masking_rates_over_200k_tokens():
   rng = np.random.default_rng(0)
   ids = np.concatenate([[0], rng.integers(4, 999, 200_000), [2]])
-  inputs, loss = masking.mask_text(ids, V, rng)
+  none = np.full(len(ids), -1)
+  ((inputs, loss),) = _block([(ids, np.zeros(len(ids)), none, none)], masking.RULE_TEXT)
   s = _stats(inputs, ids, loss, np.ones_like(ids, bool)[1:-1])
   # Within 0.5 points of 15% / 80% / 10% / 10%.
   assert abs(s["rate"] - 0.15) < 0.005 and abs(s["masked"] - 0.8) < 0.005
@@ -60,15 +75,17 @@ def test_knowledge_masking_rates_and_linkers():
   rng = np.random.default_rng(1)
   totals = collections.Counter()
   all_in, all_ids, all_loss, all_cand = [], [], [], []
+  examples = []
   while totals["tokens"] < 200_000:
     ids, roles = _knowledge_example(rng)
-    inputs, loss = masking.mask_knowledge(ids, roles, V, rng)
+    examples.append((ids, roles, np.full(len(ids), -1), np.full(len(ids), -1)))
+    totals["tokens"] += ((roles == ROLE_ENTITY) | (roles == ROLE_RELATION)).sum()
+  for (ids, roles, _, _), (inputs, loss) in zip(examples, _block(examples, masking.RULE_KNOWLEDGE)):
     # A linker is always <mask> and never carries loss; text never carries loss.
     assert (inputs[roles == ROLE_LINKER] == V.mask_id).all()
     assert not loss[(roles == ROLE_LINKER) | (roles == ROLE_TEXT)].any()
     cand = (roles == ROLE_ENTITY) | (roles == ROLE_RELATION)
     all_in.append(inputs), all_ids.append(ids), all_loss.append(loss), all_cand.append(cand)
-    totals["tokens"] += cand.sum()
   s = _stats(*(np.concatenate(a) for a in (all_in, all_ids, all_loss)), np.concatenate(all_cand))
   assert abs(s["rate"] - 0.15) < 0.005 and abs(s["masked"] - 0.8) < 0.005
   assert abs(s["random"] - 0.1) < 0.005 and abs(s["kept"] - 0.1) < 0.005
@@ -96,10 +113,8 @@ def _cycle_example(n_sentences, entity_of_mention):
 
 def test_three_cycle_masks_exactly_one_whole_relation():
   ids, roles, mentions, sentences = _cycle_example(3, None)
-  rng = np.random.default_rng(2)
   seen = collections.Counter()
-  for _ in range(3000):
-    inputs, loss = masking.mask_reasoning(ids, roles, mentions, sentences, 3, V, rng)
+  for inputs, loss in _block([(ids, roles, mentions, sentences)] * 3000, masking.RULE_REASONING, 3):
     masked = set(mentions[loss])
     assert len(masked) == 1
     (m,) = masked
@@ -112,10 +127,9 @@ def test_three_cycle_masks_exactly_one_whole_relation():
 
 def test_four_cycle_split_over_10k_samples():
   ids, roles, mentions, sentences = _cycle_example(5, None)
-  rng = np.random.default_rng(3)
   kinds = collections.Counter()
-  for _ in range(10_000):
-    inputs, loss = masking.mask_reasoning(ids, roles, mentions, sentences, 4, V, rng)
+  for inputs, loss in _block([(ids, roles, mentions, sentences)] * 10_000,
+                             masking.RULE_REASONING, 4):
     masked = sorted(set(mentions[loss]))
     rel = [m for m in masked if roles[mentions == m][0] == ROLE_RELATION]
     ent = [m for m in masked if roles[mentions == m][0] == ROLE_ENTITY]
@@ -136,4 +150,18 @@ def test_four_cycle_split_over_10k_samples():
 def test_reasoning_rejects_other_cycle_sizes():
   ids, roles, mentions, sentences = _cycle_example(3, None)
   with pytest.raises(ValueError, match="3- or 4-cycles"):
-    masking.mask_reasoning(ids, roles, mentions, sentences, 5, V, np.random.default_rng(0))
+    _block([(ids, roles, mentions, sentences)], masking.RULE_REASONING, 5)
+
+
+def test_masking_depends_on_the_example_key_only():
+  """An example is masked the same way whatever block it is in (stateless keys)."""
+  rng = np.random.default_rng(4)
+  examples = [(*_knowledge_example(rng), np.full(1, -1), np.full(1, -1)) for _ in range(50)]
+  examples = [(i, r, np.full(len(i), -1), np.full(len(i), -1)) for i, r, _, _ in examples]
+  whole = _block(examples, masking.RULE_KNOWLEDGE)
+  tail = _block(examples[20:], masking.RULE_KNOWLEDGE, first_key=20)
+  for (a, la), (b, lb) in zip(whole[20:], tail):
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(la, lb)
+  other = _block(examples[20:], masking.RULE_KNOWLEDGE, first_key=21)
+  assert any(not np.array_equal(a, b) for (a, _), (b, _) in zip(whole[20:], other))

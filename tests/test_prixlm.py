@@ -14,7 +14,8 @@ from kmlm_jax.assets import real_xlmr_tokenizer_json
 from kmlm_jax.config import preset
 from kmlm_jax.decoding.reference import exhaustive_scores
 from kmlm_jax.models.encoder import Encoder
-from kmlm_jax.text import packing, prixlm
+from kmlm_jax.data import masking, packing
+from kmlm_jax.text import prixlm
 from kmlm_jax.text.vocab import XLMRSentencePiece, add_tokens_to_tokenizer_json, load_vocab
 from kmlm_jax.training import losses
 from kmlm_jax.training.train_state import _forward
@@ -81,14 +82,28 @@ def test_training_loss_equals_decoding_scores():
   class V:
     bos_id, pad_id, eos_id = 0, 1, 2
 
-  examples, expected = [], []
+  tokens, lengths, prefix_lens, expected, reference = [], [], [], [], []
   for i in range(6):
     prefix = [0] + rng.integers(5, 290, int(rng.integers(4, 12))).tolist() + [297]
     name = rng.integers(5, 290, int(rng.integers(1, 5))).tolist()
-    ex = prixlm.training_example(V, prefix, name + [299])
-    examples.append({**ex, "stream": packing.STREAM_CAUSAL})
+    reference.append(prixlm.training_example(V, prefix, name + [299]))
+    tokens += reference[-1]["input_ids"].tolist()
+    lengths.append(len(reference[-1]["input_ids"]))
+    prefix_lens.append(len(prefix))
     expected.append(float(exhaustive_scores(model, prefix, [name], 299)[0]))
-  rows = list(packing.pack(examples, packing.PackSpec(128, 32, 1, 2, 1, open_rows=1)))
+  n, rules = len(tokens), np.full(6, masking.RULE_CAUSAL)
+  m = masking.mask_block(np.asarray(tokens), np.zeros(n, np.int8), np.full(n, -1), np.full(n, -1),
+                         lengths, rules, prefix_lens, np.zeros(6, np.uint64),
+                         masking.SpecialIds(bos=0, eos=2, pad=1, mask=296, first_regular=4))
+  # The vectorized causal rule gives what `prixlm.training_example` gives.
+  ends = np.cumsum(lengths)
+  for ref, a, b in zip(reference, ends - lengths, ends):
+    np.testing.assert_array_equal(m.loss[a:b], ref["loss_mask"])
+    np.testing.assert_array_equal(m.prefix[a:b], ref["prefix_mask"])
+    np.testing.assert_array_equal(m.targets[a:b][ref["loss_mask"]], ref["targets"][ref["loss_mask"]])
+  rows, _ = packing.pack_block(m.inputs, m.targets, m.loss, m.prefix, lengths, rules,
+                               packing.PackSpec(128, 32, 1))
+  rows = [dict(zip(rows, r)) for r in zip(*rows.values())]
   batch = {k: jnp.asarray(np.stack([r[k] for r in rows])) for k in packing.ROW_KEYS}
   nll, _ = _forward(graphdef, nnx.to_pure_dict(params), batch, None)
   nll = np.asarray(nll) * np.asarray(batch["mlm_weights"])
@@ -98,7 +113,7 @@ def test_training_loss_equals_decoding_scores():
     for s in range(1, int(np.asarray(batch["segment_ids"])[r].max()) + 1):
       got.append(float(nll[r][(seg[r] == s) & (np.asarray(batch["mlm_weights"])[r] > 0)].sum()))
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
-  assert losses.STREAM_NAMES[packing.STREAM_CAUSAL] == "causal"
+  assert losses.STREAM_NAMES[masking.RULE_CAUSAL] == "causal"
 
 
 def test_extended_checkpoint_exports_to_transformers(tmp_path, vocab):

@@ -1,71 +1,83 @@
-"""Host-local batches of packed rows from a seqio mixture, with a replayable position.
+"""The configured batch source of a run: the token-cache input or synthetic rows.
 
-Each host reads its own share of the files (`seqio.ShardInfo(process_index,
-process_count)`) and makes `batch_size / process_count` rows per step. The
-pipeline is deterministic for a given seed, so the input position of a
-checkpoint is simply the number of batches consumed: a resumed run skips
-that many batches and continues with exactly the batches the interrupted run
-would have seen.
+`prepare_input(config)` builds (once) and opens the token cache that the
+data config names and returns the `InputSpec` of the run's global order;
+`make_batches(...)` opens this process's batches at a saved input state.
+Input states are small JSON-able dicts saved in every checkpoint:
+`{"kind": "cache", "num_shards": U, "blocks": [[k, o], ...]}` or
+`{"kind": "synthetic", "position": n}`.
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+import dataclasses
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
 from kmlm_jax.config import DataConfig
+from kmlm_jax.data import cache, mixtures, packing
+from kmlm_jax.data.input import Batches, InputSpec, default_input_shards
+from kmlm_jax.text.errors import CorpusError
 
 
-def register_tasks(config: DataConfig) -> None:
-  """Registers the seqio tasks with this config's data locations and rates."""
-  import tasks
-  tasks.register(corpus_dir=config.corpus_dir, text_pattern=config.text_pattern,
-                 vocab_path=config.vocab,
-                 rates=tasks.MixtureRates(config.rate_mlm, config.rate_knowledge,
-                                          config.rate_reasoning),
-                 max_length=config.seq_length)
+def udhr_pattern() -> str:
+  """The embedded UDHR text, one file per language (the default `data.text_pattern`)."""
+  data = Path(str(resources.files("kmlm_jax.text").joinpath("data/udhr")))
+  return str(data / "{lang}.txt")
 
 
-def dataset(config: DataConfig, shard_index: int = 0, num_shards: int = 1, seed: int | None = None,
-            stats: dict | None = None):
-  """tf.data.Dataset of host batches (dicts of [b, T] / [b, P] arrays), repeating."""
-  import seqio
-
-  from kmlm_jax.text.pipeline import KMLMFeatureConverter
-  register_tasks(config)
-  if config.batch_size % num_shards:
-    raise ValueError(f"data.batch_size={config.batch_size} is not divisible by {num_shards} hosts")
-  converter = KMLMFeatureConverter(config.vocab, config.max_predictions, pack=config.pack,
-                                   stats=stats)
-  ds = seqio.get_dataset(
-      config.mixture, {"input_ids": config.seq_length, "targets": config.seq_length},
-      dataset_split="train", shuffle=True, num_epochs=None,
-      seed=config.seed if seed is None else seed,
-      shard_info=seqio.ShardInfo(shard_index, num_shards), feature_converter=converter)
-  return ds.batch(config.batch_size // num_shards, drop_remainder=True)
+def cache_spec(config: DataConfig) -> tuple[cache.CacheSpec, list[str]]:
+  """The cache a data config reads (embedded defaults filled in) and the sources it
+  needs. Reads at most the corpus manifest; builds nothing."""
+  from kmlm_jax.kg.corpus_dir import CorpusDir
+  from kmlm_jax.kg.sample import KMLM_LANGUAGES
+  from kmlm_jax.text.vocab import default_vocab_path
+  if config.corpus_dir:
+    corpus, languages = config.corpus_dir, CorpusDir(config.corpus_dir).languages
+  else:  # the embedded sample, in the KMLM paper's languages
+    corpus, languages = str(CorpusDir.sample_path()), tuple(KMLM_LANGUAGES)
+  spec = cache.CacheSpec(vocab=config.vocab or default_vocab_path(),
+                         seq_length=config.seq_length, corpus_dir=corpus,
+                         text_pattern=config.text_pattern or udhr_pattern(),
+                         languages=languages, skip_bad_lines=config.skip_bad_lines)
+  return spec, mixtures.sources_needed(config.mixture, spec.languages)
 
 
-class BatchIterator:
-  """Numpy host batches; `position` counts the batches handed out so far."""
+def default_cache_dir(spec: cache.CacheSpec) -> Path:
+  """~/.cache/kmlm_jax/token_cache/DIGEST, DIGEST naming the corpus, text, vocabulary and T."""
+  key = json.dumps([spec.corpus_dir, spec.text_pattern, cache.vocab_fingerprint(spec.vocab),
+                    spec.seq_length, spec.skip_bad_lines])
+  digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+  return Path.home() / ".cache" / "kmlm_jax" / "token_cache" / digest
 
-  def __init__(self, config: DataConfig, shard_index: int = 0, num_shards: int = 1,
-               start: int = 0, seed: int | None = None):
-    self.stats: dict = {}
-    self._it: Iterator = dataset(config, shard_index, num_shards, seed,
-                                 self.stats).as_numpy_iterator()
-    self.position = 0
-    for _ in range(start):
-      next(self._it)
-      self.position += 1
 
-  def __iter__(self):
-    return self
-
-  def __next__(self) -> dict[str, np.ndarray]:
-    batch = next(self._it)
-    self.position += 1
-    return batch
+def prepare_input(config: DataConfig, *, build: bool = True, progress: bool = True) -> InputSpec:
+  """Builds the missing cache sources (if `build`) and returns the run's `InputSpec`."""
+  spec, sources = cache_spec(config)
+  cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir(spec)
+  if build:
+    if not config.corpus_dir and any(not s.startswith("text.") for s in sources):
+      from kmlm_jax.kg.corpus_dir import CorpusDir
+      CorpusDir.sample()  # builds the embedded sample's corpora on first use
+    cache.build(cache_dir, spec, sources, progress=progress)
+  opened = cache.TokenCache(cache_dir, spec.vocab, config.seq_length)
+  counts = {s: opened.source(s).num_examples for s in sources}
+  weights = mixtures.source_weights(
+      config.mixture, mixtures.MixtureRates(config.rate_mlm, config.rate_knowledge,
+                                            config.rate_reasoning),
+      counts, spec.languages, config.language_temperature)
+  shards = config.input_shards or default_input_shards(config.batch_size)
+  if config.batch_size % shards:
+    raise CorpusError(f"data.batch_size={config.batch_size} is not divisible by "
+                      f"data.input_shards={shards}")
+  return InputSpec(str(cache_dir), tuple(weights), tuple(weights.values()),
+                   tuple(counts[s] for s in weights), config.seed, config.seq_length,
+                   config.max_predictions, shards, config.batch_size // shards,
+                   config.block_examples, config.pack)
 
 
 class SyntheticBatches:
@@ -73,41 +85,83 @@ class SyntheticBatches:
   benchmarks and tests without an input pipeline (`data.mixture="synthetic"`).
 
   Rows hold 1-3 examples; about 15% of tokens carry loss, spread over the
-  three streams. Ids are drawn from [5, vocab_size).
+  three streams. Ids are drawn from [5, vocab_size). The position counts
+  global batches, so it does not depend on the number of processes.
   """
 
-  def __init__(self, config: DataConfig, vocab_size: int, shard_index: int = 0,
-               num_shards: int = 1, start: int = 0):
+  def __init__(self, config: DataConfig, vocab_size: int, process_index: int = 0,
+               process_count: int = 1, start: int = 0):
     self.config, self.vocab_size = config, vocab_size
-    self.shard_index, self.rows = shard_index, config.batch_size // num_shards
+    self.process_index, self.rows = process_index, config.batch_size // process_count
     self.position = start
 
   def __iter__(self):
     return self
 
   def __next__(self) -> dict[str, np.ndarray]:
-    from kmlm_jax.text import packing
     c = self.config
-    rng = np.random.default_rng([c.seed, self.position, self.shard_index])
-    spec = packing.PackSpec(c.seq_length, c.max_predictions, pad_id=1, position_offset=2,
-                            pad_position=1, open_rows=1)
-    packer = packing.Packer(spec)
-    rows = []
-    while len(rows) < self.rows:
-      n = int(rng.integers(8, c.seq_length // 2))
-      ids = rng.integers(5, self.vocab_size, n).astype(np.int32)
-      rows += packer.add({"input_ids": ids, "targets": ids, "loss_mask": rng.random(n) < 0.15,
-                          "stream": int(rng.integers(0, 3))})
+    rng = np.random.default_rng([c.seed, self.position, self.process_index])
+    lengths = rng.integers(8, c.seq_length // 2, 8 * self.rows)  # >= 2 rows per row needed
+    n = int(lengths.sum())
+    ids = rng.integers(5, self.vocab_size, n).astype(np.int32)
+    rows, _ = packing.pack_block(ids, ids, rng.random(n) < 0.15, np.ones(n, bool), lengths,
+                                 rng.integers(0, 3, len(lengths)).astype(np.int32),
+                                 packing.PackSpec(c.seq_length, c.max_predictions, pad_id=1))
     self.position += 1
-    return {k: np.stack([r[k] for r in rows[:self.rows]]) for k in packing.ROW_KEYS}
+    return {k: v[:self.rows] for k, v in rows.items()}
+
+  def state(self) -> dict:
+    return {"kind": "synthetic", "position": self.position}
+
+  def close(self) -> None:
+    pass
 
 
-def make_batches(config: DataConfig, vocab_size: int, shard_index: int, num_shards: int,
-                 start: int, seed: int | None = None):
-  """The configured batch source, positioned at `start` batches."""
+class CacheBatches:
+  """`Batches` whose `state()` is the global input state (a collective across processes)."""
+
+  def __init__(self, spec: InputSpec, process_index: int, process_count: int,
+               state: dict | None, workers: int):
+    blocks = None
+    if state is not None:
+      if state.get("kind") != "cache":
+        raise CorpusError(f"the checkpoint's input state is of kind {state.get('kind')!r}; "
+                          "it cannot continue with data.mixture != synthetic")
+      blocks = np.asarray(state["blocks"], np.int64).reshape(-1, 2)
+    self.process_count = process_count
+    self.batches = Batches(spec, process_index, process_count, blocks, workers)
+    self.stats = self.batches.stats
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    return next(self.batches)
+
+  def state(self) -> dict:
+    local = self.batches.state()
+    if self.process_count > 1:
+      from jax.experimental import multihost_utils
+      local = np.asarray(multihost_utils.process_allgather(local)).reshape(-1, 2)
+    return {"kind": "cache", "num_shards": self.batches.spec.num_shards,
+            "blocks": local.tolist()}
+
+  def close(self) -> None:
+    self.batches.close()
+
+
+def make_batches(config: DataConfig, vocab_size: int, process_index: int, process_count: int,
+                 state: dict | None = None, spec: InputSpec | None = None):
+  """The configured batch source of this process, continuing from `state` (None: the start)."""
+  if config.batch_size % process_count:
+    raise CorpusError(f"data.batch_size={config.batch_size} is not divisible by "
+                      f"{process_count} processes")
   if config.mixture == "synthetic":
-    if seed is not None:
-      import dataclasses
-      config = dataclasses.replace(config, seed=seed)
-    return SyntheticBatches(config, vocab_size, shard_index, num_shards, start)
-  return BatchIterator(config, shard_index, num_shards, start, seed)
+    start = 0 if state is None else int(state.get("position", 0))
+    return SyntheticBatches(config, vocab_size, process_index, process_count, start)
+  spec = spec or prepare_input(config, build=process_index == 0)
+  return CacheBatches(spec, process_index, process_count, state, config.workers)
+
+
+def with_seed(config: DataConfig, seed: int) -> DataConfig:
+  return dataclasses.replace(config, seed=seed)

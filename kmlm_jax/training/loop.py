@@ -2,11 +2,11 @@
 
 `train(config, workdir)` runs `config.train.steps` steps of the jitted
 step of `train_state.py` on the mesh of `config.mesh`, feeding host
-batches from `data.BatchIterator`. Every `checkpoint_every` steps (and at
-the end, and on SIGTERM) it saves the state and the input position;
-`resume=True` continues from the newest readable checkpoint and replays the
-input to the same position, so the result is bit-identical to an
-uninterrupted run. A non-finite loss stops the run with `NonFiniteLoss`
+batches from `data.make_batches`. Every `checkpoint_every` steps (and at
+the end, and on SIGTERM) it saves the state and the input state (a few
+integers per input shard, `kmlm_jax.data.input`); `resume=True` continues
+from the newest readable checkpoint and reopens the input at that state in
+constant time, so the result is bit-identical to an uninterrupted run. A non-finite loss stops the run with `NonFiniteLoss`
 before anything non-finite is saved. Metrics go to TensorBoard under
 WORKDIR/tb and to a console progress bar.
 
@@ -34,6 +34,7 @@ from kmlm_jax import sharding
 from kmlm_jax.config import ExperimentConfig
 from kmlm_jax.models.encoder import Encoder
 from kmlm_jax.training import checkpointing, flops, train_state as ts
+from kmlm_jax.training import data as data_lib
 from kmlm_jax.training.losses import STREAM_NAMES
 
 log = logging.getLogger("kmlm_jax.training")
@@ -108,7 +109,7 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
       lambda: Encoder(config.model, rngs=nnx.Rngs(0))))
   ckpt = checkpointing.Checkpointer(workdir / "checkpoints", config.train.keep_checkpoints,
                                     config.train.async_checkpointing)
-  position = 0
+  input_state = None
   restored = None
   if ckpt.steps():
     if not resume:
@@ -120,18 +121,14 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
       raise WorkdirError(f"{workdir}/checkpoints: no checkpoint could be restored")
   if restored is not None:
     state, meta = restored
-    position = int(meta["position"])
-    log.info("resumed from step %d (input position %d)", int(state.step), position)
+    input_state = meta.get("input")
+    log.info("resumed from step %d (input state %s)", int(state.step),
+             json.dumps(input_state)[:200])
   else:
     state = ts.init_state(trainer, load_init_params(config))
   first_step = int(state.step)
 
-  if batch_source is None:
-    from kmlm_jax.training.data import make_batches
-    batches = make_batches(config.data, config.model.vocab_size, jax.process_index(),
-                           jax.process_count(), position)
-  else:
-    batches = batch_source(position)
+  batches = _open_batches(config, input_state, batch_source)
 
   writer = None
   if jax.process_index() == 0:
@@ -175,8 +172,7 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
                                                       "reasoning/loss") if k in last})
 
   def save(step):
-    ckpt.save(step, state, {"position": position + step - first_step, "step": step,
-                            "config": config.name})
+    ckpt.save(step, state, {"input": batches.state(), "step": step, "config": config.name})
 
   try:
     for step in range(first_step + 1, config.train.steps + 1):
@@ -200,6 +196,7 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
         break
   finally:
     signal.signal(signal.SIGTERM, previous)
+    batches.close()
     ckpt.close()
     if bar is not None:
       bar.close()
@@ -219,11 +216,41 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
   return summary
 
 
+class _External:
+  """A test's `batch_source(position)`, its state the number of batches consumed."""
+
+  def __init__(self, source, position: int):
+    self._it, self.position = source(position), position
+
+  def __next__(self):
+    self.position += 1
+    return next(self._it)
+
+  def state(self) -> dict:
+    return {"kind": "external", "position": self.position}
+
+  def close(self) -> None:
+    pass
+
+
+def _open_batches(config: ExperimentConfig, input_state: dict | None, batch_source):
+  if batch_source is not None:
+    return _External(batch_source, int((input_state or {}).get("position", 0)))
+  spec = None
+  if config.data.mixture != "synthetic":
+    if jax.process_index() == 0:
+      data_lib.prepare_input(config.data)  # builds the token cache once
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("kmlm_jax token cache")
+    spec = data_lib.prepare_input(config.data, build=False)
+  return data_lib.make_batches(config.data, config.model.vocab_size, jax.process_index(),
+                               jax.process_count(), input_state, spec)
+
+
 def _periodic_eval(trainer, config, state, writer, step) -> None:
   """MLM loss and accuracy per stream on fixed batches (seed + 1) of the training mixture."""
-  from kmlm_jax.training.data import make_batches
-  it = make_batches(config.data, config.model.vocab_size, jax.process_index(),
-                    jax.process_count(), 0, seed=config.data.seed + 1)
+  it = data_lib.make_batches(dataclasses.replace(config.data, seed=config.data.seed + 1),
+                            config.model.vocab_size, jax.process_index(), jax.process_count())
   totals = np.zeros((2, len(STREAM_NAMES)))
   counts = np.zeros(len(STREAM_NAMES))
   for _ in range(config.train.eval_batches):

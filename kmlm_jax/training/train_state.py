@@ -8,7 +8,7 @@ NNX model's `nnx.Param` state as a pure dict), `opt_state` (optax), `step`
 The step is a pure function of (state, batch) under `jax.jit` with the
 shardings of `sharding.py`: parameters and optimizer moments by their
 logical axes, batches over the batch axes. Batch features: those of
-`kmlm_jax.text.packing.ROW_KEYS` ([B, T] and [B, P] arrays). Gradients can
+`kmlm_jax.data.packing.ROW_KEYS` ([B, T] and [B, P] arrays). Gradients can
 be accumulated over `grad_accum_steps` micro-batches (a `lax.scan`); the
 result equals one step on the whole batch. A step whose loss or gradient
 is not finite leaves the state unchanged and reports `finite = False`.
@@ -31,7 +31,7 @@ from kmlm_jax import sharding
 from kmlm_jax.config import ExperimentConfig
 from kmlm_jax.models import masks
 from kmlm_jax.models.encoder import Encoder
-from kmlm_jax.text import packing
+from kmlm_jax.data import packing
 from kmlm_jax.training import losses
 from kmlm_jax.training.optimizer import learning_rate_schedule, make_optimizer
 

@@ -26,7 +26,8 @@ import tensorflow as tf
 
 from kmlm_jax.kg import records
 from kmlm_jax.kg.samples import KIND_REASONING
-from kmlm_jax.text import masking, packing, segments
+from kmlm_jax.text import segments
+from old_pipeline import masking, packing
 from kmlm_jax.text.errors import CorpusError  # noqa: F401 (re-exported)
 from kmlm_jax.text.vocab import load_vocab
 

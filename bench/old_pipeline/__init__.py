@@ -1,0 +1,1 @@
+"""The former input pipeline (seqio + per-example Python), the reference of the data bench."""

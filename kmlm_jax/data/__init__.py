@@ -1,0 +1,1 @@
+"""The training input: token cache (offline), masking, packing and mixtures (online)."""

@@ -1,0 +1,414 @@
+"""The token cache: corpora tokenized once, offline, into memory-mappable arrays.
+
+Layout of a cache directory (one per vocabulary and sequence length):
+
+  cache.json             format, vocabulary (path, sha256, size, special ids),
+                         seq_length, and per source: rule, example / token /
+                         line counts, counted skips, inputs
+  SOURCE/tokens.npy      int32 [N]   every example's ids back to back, `<s>`
+                         and `</s>` included, linkers written as `<mask>`
+  SOURCE/offsets.npy     int64 [E+1] example i is tokens[offsets[i]:offsets[i+1]]
+  SOURCE/aux.npy         int16 [E]   cycle length (reasoning), prefix length
+                         (Prix-LM), 0 otherwise
+  SOURCE/roles.npy, mentions.npy, sentences.npy   int8 / int16 / int16 [N]
+                         (knowledge and reasoning sources only; `segments.py`)
+
+Sources: `text.LANG` (text lines cut into windows of at most T tokens),
+`code_switched`, `parallel`, `reasoning` (a `kg build` directory's KMLM
+streams), `triple`, `link` (its Prix-LM streams; a link gives one example
+per direction). Samples longer than T are skipped and counted; a non-UTF-8
+text line is an error naming file and line, or a counted skip.
+
+Work is cut into units (a corpus shard, or a byte range of a text file) that
+are tokenized independently, in this process or as an Apache Beam pipeline,
+then concatenated in unit order: both give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import glob
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from kmlm_jax.data.masking import (RULE_CAUSAL, RULE_KNOWLEDGE, RULE_NAMES, RULE_REASONING,
+                                   RULE_TEXT, SpecialIds)
+from kmlm_jax.text.errors import CorpusError
+
+FORMAT = "kmlm-jax-token-cache-1"
+TEXT_CHUNK_BYTES = 64 << 20
+CORPUS_SOURCES = {"code_switched": RULE_KNOWLEDGE, "parallel": RULE_KNOWLEDGE,
+                  "reasoning": RULE_REASONING, "triple": RULE_CAUSAL, "link": RULE_CAUSAL}
+TOKEN_ARRAYS = {"tokens": np.int32, "roles": np.int8, "mentions": np.int16, "sentences": np.int16}
+EXAMPLE_ARRAYS = {"aux": np.int16}
+
+
+class CacheMismatchError(CorpusError):
+  """The cache was built for another vocabulary or sequence length."""
+
+
+def rule_of(source: str) -> int:
+  return RULE_TEXT if source.startswith("text.") else CORPUS_SOURCES[source]
+
+
+def _with_roles(source: str) -> bool:
+  return rule_of(source) in (RULE_KNOWLEDGE, RULE_REASONING)
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheSpec:
+  """What a cache is built from. `text_pattern` has a `{lang}` field."""
+
+  vocab: str
+  seq_length: int
+  corpus_dir: str | None = None
+  text_pattern: str | None = None
+  languages: tuple[str, ...] = ()
+  skip_bad_lines: bool = False
+
+
+def vocab_fingerprint(vocab_path: str) -> str:
+  path = Path(vocab_path)
+  files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+  digest = hashlib.sha256()
+  for f in files:
+    if f.name in ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model") or not path.is_dir():
+      digest.update(f.name.encode() + b"\0" + f.read_bytes())
+  return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- units
+
+
+def plan_units(spec: CacheSpec, sources: list[str]) -> list[tuple]:
+  """(source, path, start, end) units in output order."""
+  from kmlm_jax.kg.corpus_dir import CorpusDir
+  units = []
+  for source in sources:
+    if source.startswith("text."):
+      pattern = spec.text_pattern.format(lang=source[5:])
+      files = sorted(glob.glob(pattern))
+      if not files:
+        raise CorpusError(f"no text files match {pattern!r} (source {source})")
+      for f in files:
+        units += [(source, f, a, b) for a, b in _line_ranges(f)]
+    else:
+      if not spec.corpus_dir:
+        raise CorpusError(f"source {source!r} needs a corpus directory (data.corpus_dir)")
+      units += [(source, str(p), 0, -1) for p in CorpusDir(spec.corpus_dir).shards(source)]
+  return units
+
+
+def _line_ranges(path: str) -> list[tuple[int, int]]:
+  size = os.path.getsize(path)
+  bounds = [0]
+  with open(path, "rb") as f:
+    for b in range(TEXT_CHUNK_BYTES, size, TEXT_CHUNK_BYTES):
+      if b <= bounds[-1]:
+        continue
+      f.seek(b)
+      f.readline()
+      if f.tell() < size:
+        bounds.append(f.tell())
+  bounds.append(size)
+  return [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def run_unit(spec: CacheSpec, unit: tuple, out_dir: str, index: int) -> dict:
+  """Tokenizes one unit into `out_dir/SOURCE.INDEX.*.npy`; returns its counts."""
+  from kmlm_jax.text.vocab import load_vocab
+  vocab = load_vocab(spec.vocab)
+  source, path, start, end = unit
+  stats = {"examples": 0, "tokens": 0, "lines": 0, "skipped": {}}
+  if source.startswith("text."):
+    examples = _text_examples(vocab, spec, path, start, end, stats)
+  else:
+    examples = _corpus_examples(vocab, spec, source, path, stats)
+  arrays = _to_arrays(examples, _with_roles(source))
+  stats["examples"] = len(arrays["offsets"]) - 1
+  stats["tokens"] = int(arrays["offsets"][-1])
+  for name, a in arrays.items():
+    np.save(Path(out_dir) / f"{source}.{index:05d}.{name}.npy", a, allow_pickle=False)
+  return stats
+
+
+def _skip(stats: dict, reason: str) -> None:
+  stats["skipped"][reason] = stats["skipped"].get(reason, 0) + 1
+
+
+def _text_examples(vocab, spec: CacheSpec, path: str, start: int, end: int, stats: dict):
+  width = spec.seq_length - 2
+  with open(path, "rb") as f:
+    f.seek(start)
+    data = f.read(end - start)
+  for k, raw in enumerate(data.splitlines()):
+    stats["lines"] += 1
+    try:
+      text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+      if spec.skip_bad_lines:
+        _skip(stats, "non_utf8_line")
+        continue
+      line = _count_lines(path, start) + k + 1
+      raise CorpusError(f"{path}:{line}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    ids = vocab.encode(text)
+    if not ids:
+      _skip(stats, "empty_line")
+      continue
+    for i in range(0, len(ids), width):
+      yield np.asarray([vocab.bos_id] + ids[i:i + width] + [vocab.eos_id], np.int32), None, 0
+
+
+def _count_lines(path: str, end: int) -> int:
+  with open(path, "rb") as f:
+    return f.read(end).count(b"\n")
+
+
+def _corpus_examples(vocab, spec: CacheSpec, source: str, path: str, stats: dict):
+  import tensorflow as tf
+
+  from kmlm_jax.kg import records
+  for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
+    sample = records.from_example(raw)
+    stats["lines"] += 1
+    for tokens, extra, aux in _sample_examples(vocab, source, sample):
+      if len(tokens) > spec.seq_length:
+        _skip(stats, "longer_than_seq_length")
+        continue
+      yield tokens, extra, aux
+
+
+def _sample_examples(vocab, source: str, sample):
+  from kmlm_jax.text import prixlm, segments
+  if source in ("triple", "link"):
+    ids = prixlm.PrixLMIds.of(vocab)
+    names = sample.segments
+    if source == "triple":
+      pairs = [(prixlm.triple_prefix(vocab, ids, names[0], names[2], check_relation=False),
+                names[4])]
+    else:
+      a, b = sample.lang.split("-", 1)
+      pairs = [(prixlm.link_prefix(vocab, ids, names[0], a, b), names[1]),
+               (prixlm.link_prefix(vocab, ids, names[1], b, a), names[0])]
+    for prefix, obj in pairs:
+      seq = prefix + prixlm.object_ids(vocab, ids, obj) + [vocab.eos_id]
+      yield np.asarray(seq, np.int32), None, len(prefix)
+    return
+  tokens, roles, mentions, sentences = segments.tokenize_segments(
+      vocab, sample.segments, sample.roles, sample.sentence_ids)
+  yield tokens, (roles, mentions, sentences), sample.cycle
+
+
+def _to_arrays(examples, with_roles: bool) -> dict[str, np.ndarray]:
+  tokens, extras, aux = [], [], []
+  for t, extra, a in examples:
+    tokens.append(t)
+    extras.append(extra)
+    aux.append(a)
+  lengths = np.asarray([len(t) for t in tokens], np.int64)
+  out = {"tokens": np.concatenate(tokens).astype(np.int32) if tokens else np.zeros(0, np.int32),
+         "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+         "aux": np.asarray(aux, np.int16)}
+  if with_roles:
+    for i, name in enumerate(("roles", "mentions", "sentences")):
+      parts = [e[i] for e in extras]
+      out[name] = (np.concatenate(parts) if parts else np.zeros(0)).astype(TOKEN_ARRAYS[name])
+  return out
+
+
+# ---------------------------------------------------------------- build
+
+
+def _merge(parts_dir: Path, source: str, indices: list[int], target: Path) -> None:
+  """Concatenates the arrays of one source's units (`indices`), in unit order."""
+  target.mkdir(parents=True)
+  names = ["tokens", "offsets", "aux"] + (["roles", "mentions", "sentences"]
+                                          if _with_roles(source) else [])
+  for name in names:
+    parts = [np.load(parts_dir / f"{source}.{i:05d}.{name}.npy", mmap_mode="r")
+             for i in indices]
+    if name == "offsets":
+      base = np.cumsum([0] + [int(p[-1]) for p in parts[:-1]])
+      parts = [parts[0][:1]] + [p[1:] + b for p, b in zip(parts, base)]
+    total = sum(len(p) for p in parts)
+    dtype = parts[0].dtype
+    out = np.lib.format.open_memmap(target / f"{name}.npy", "w+", dtype, (total,))
+    at = 0
+    for p in parts:
+      out[at:at + len(p)] = p
+      at += len(p)
+    out.flush()
+    del out
+
+
+def build(cache_dir: Path | str, spec: CacheSpec, sources: list[str], *, runner: str = "direct",
+          beam_options: str = "", progress: bool = True) -> dict:
+  """Builds the missing `sources` into `cache_dir` (created if needed); returns cache.json."""
+  cache_dir = Path(cache_dir)
+  meta = _check_or_new(cache_dir, spec)
+  missing = [s for s in sources if s not in meta["sources"]]
+  if not missing:
+    return meta
+  units = plan_units(spec, missing)
+  cache_dir.mkdir(parents=True, exist_ok=True)
+  with tempfile.TemporaryDirectory(prefix=".parts-", dir=cache_dir) as parts:
+    if runner == "beam":
+      from kmlm_jax.data.cache_beam import run_units
+      results = run_units(spec, units, parts, beam_options)
+    else:
+      results = _run_in_process(spec, units, parts, progress)
+    for source in missing:
+      picked = [i for i, u in enumerate(units) if u[0] == source]
+      staging = Path(parts) / f"merged-{source}"
+      _merge(Path(parts), source, picked, staging)
+      target = cache_dir / source
+      if target.exists():
+        shutil.rmtree(target)
+      os.replace(staging, target)
+      meta["sources"][source] = _source_entry(source, [units[i] for i in picked],
+                                              [results[i] for i in picked])
+  _write_json(cache_dir / "cache.json", meta)
+  return meta
+
+
+def _run_in_process(spec: CacheSpec, units: list[tuple], parts: str, progress: bool) -> list:
+  """`run_unit` over every unit, in worker processes when there are several units and cores."""
+  from tqdm.auto import tqdm
+  workers = min(len(units), os.cpu_count() or 1)
+  bar = tqdm(total=len(units), desc="tokenizing", unit="unit", disable=not progress)
+  if workers <= 1:
+    results = []
+    for i, u in enumerate(units):
+      results.append(run_unit(spec, u, parts, i))
+      bar.update(1)
+    bar.close()
+    return results
+  context = multiprocessing.get_context("spawn")  # the caller may hold JAX/TF threads
+  with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+    futures = [pool.submit(run_unit, spec, u, parts, i) for i, u in enumerate(units)]
+    for f in concurrent.futures.as_completed(futures):
+      f.result()
+      bar.update(1)
+  bar.close()
+  return [f.result() for f in futures]
+
+
+def _source_entry(source: str, units: list[tuple], results: list[dict]) -> dict:
+  skipped: dict = {}
+  for r in results:
+    for k, v in r["skipped"].items():
+      skipped[k] = skipped.get(k, 0) + v
+  return {"rule": RULE_NAMES[rule_of(source)],
+          "examples": sum(r["examples"] for r in results),
+          "tokens": sum(r["tokens"] for r in results),
+          "lines": sum(r["lines"] for r in results),
+          "skipped": dict(sorted(skipped.items())),
+          "inputs": sorted({u[1] for u in units})}
+
+
+def _write_json(path: Path, value: dict) -> None:
+  tmp = path.with_suffix(".json.tmp")
+  tmp.write_text(json.dumps(value, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+  os.replace(tmp, path)
+
+
+def _check_or_new(cache_dir: Path, spec: CacheSpec) -> dict:
+  if (cache_dir / "cache.json").exists():
+    meta = read_meta(cache_dir)
+    check_matches(cache_dir, meta, spec.vocab, spec.seq_length)
+    return meta
+  from kmlm_jax.text.vocab import load_vocab
+  vocab = load_vocab(spec.vocab)
+  return {"format": FORMAT, "seq_length": spec.seq_length,
+          "vocab": {"path": str(spec.vocab), "sha256": vocab_fingerprint(spec.vocab),
+                    "size": int(vocab.vocab_size),
+                    "special": dataclasses.asdict(SpecialIds.of(vocab))},
+          "sources": {}}
+
+
+# ---------------------------------------------------------------- read
+
+
+def read_meta(cache_dir: Path | str) -> dict:
+  path = Path(cache_dir) / "cache.json"
+  if not path.exists():
+    raise CorpusError(f"{cache_dir}: not a token cache (no cache.json); build one with "
+                      "`kmlm-jax data cache`")
+  try:
+    meta = json.loads(path.read_text(encoding="utf-8"))
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise CorpusError(f"{path}: unreadable ({e})") from None
+  if meta.get("format") != FORMAT:
+    raise CorpusError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+  return meta
+
+
+def check_matches(cache_dir, meta: dict, vocab: str | None, seq_length: int | None) -> None:
+  """Raises `CacheMismatchError` unless the cache was built with this vocabulary and T."""
+  if seq_length is not None and int(meta["seq_length"]) != int(seq_length):
+    raise CacheMismatchError(
+        f"{cache_dir}: built for seq_length={meta['seq_length']}, the run asks for "
+        f"data.seq_length={seq_length}; build another cache (or set data.seq_length)")
+  if vocab is not None and vocab_fingerprint(vocab) != meta["vocab"]["sha256"]:
+    raise CacheMismatchError(
+        f"{cache_dir}: built with the vocabulary {meta['vocab']['path']} (sha256 "
+        f"{meta['vocab']['sha256'][:12]}), the run uses {vocab}; build another cache")
+
+
+class Source:
+  """One source of a cache, memory-mapped; `gather` reads examples by index."""
+
+  def __init__(self, cache_dir: Path, name: str, entry: dict):
+    self.name, self.rule = name, rule_of(name)
+    self.num_examples = int(entry["examples"])
+    self._dir = cache_dir / name
+    self._arrays: dict[str, np.ndarray] = {}
+
+  def _array(self, name: str) -> np.ndarray | None:
+    if name not in self._arrays:
+      path = self._dir / f"{name}.npy"
+      self._arrays[name] = np.load(path, mmap_mode="r") if path.exists() else None
+    return self._arrays[name]
+
+  def gather(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+    """Examples `ids` back to back: tokens/roles/mentions/sentences [N], lengths/aux [E]."""
+    offsets = self._array("offsets")
+    begins = offsets[ids]
+    lengths = offsets[ids + 1] - begins
+    out_starts = np.cumsum(lengths) - lengths
+    flat = np.repeat(begins - out_starts, lengths) + np.arange(int(lengths.sum()))
+    out = {"lengths": lengths, "aux": np.asarray(self._array("aux")[ids], np.int64)}
+    for name in TOKEN_ARRAYS:
+      a = self._array(name)
+      if a is not None:
+        out[name] = a[flat]
+      else:
+        out[name] = np.full(len(flat), -1 if name != "roles" else 0, TOKEN_ARRAYS[name])
+    return out
+
+
+class TokenCache:
+  """A cache directory opened for reading, checked against the run's vocabulary and T."""
+
+  def __init__(self, cache_dir: Path | str, vocab: str | None = None,
+               seq_length: int | None = None):
+    self.path = Path(cache_dir)
+    self.meta = read_meta(self.path)
+    check_matches(self.path, self.meta, vocab, seq_length)
+    self.seq_length = int(self.meta["seq_length"])
+    self.special = SpecialIds(**self.meta["vocab"]["special"])
+    self.sources = {n: Source(self.path, n, e) for n, e in self.meta["sources"].items()}
+
+  def source(self, name: str) -> Source:
+    if name not in self.sources:
+      raise CorpusError(f"{self.path}: the token cache has no source {name!r} (it has "
+                        f"{sorted(self.sources)})")
+    return self.sources[name]
