@@ -1,103 +1,149 @@
-"""Input pipeline throughput per stream, against what a training step consumes.
+"""Input throughput per stream: packed rows per CPU-second, against the former pipeline.
 
-For each seqio task (text, code-switched, parallel, reasoning) on the
-embedded sample corpora: examples per second of wall time and per CPU
-second (one core's worth: process CPU time, all threads), and packed rows
-(T=128) per CPU second. Then one training step of the Flax encoder on the
-same machine (B=8 rows, T=128, P=32; tiny and 2-layer base dimensions),
-and the ratio of rows the pipeline makes per CPU second to rows the step
-consumes per second. A ratio above 1 means one core of input keeps up with
-that step.
+For each stream of the embedded sample (text, code-switched, parallel,
+reasoning, Prix-LM triples) at T=128, P=20:
+  - the input of `kmlm_jax.data.input` in the training process: packed rows
+    per CPU-second (process CPU time, all threads) over at least 20,000 rows
+    after warm-up, and the packing efficiency (real tokens / row slots);
+  - the same with 2 worker processes: rows per wall-second and rows per
+    CPU-second counting the CPU time of the main process and both workers;
+  - the former pipeline (seqio tasks tokenizing and masking each example in
+    Python, then the per-example first-fit packer; `bench/old_pipeline/`) in
+    the same process, over fewer rows (it is slow): its rows per CPU-second
+    and the ratio.
 
-  python bench/data_pipeline.py [--examples 3000]
+  python bench/data_pipeline.py [--rows 20000] [--old-rows 1000]
+
+The token caches are built first if missing (not timed).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import tempfile
 import time
+from pathlib import Path
 
-import jax
 import numpy as np
-import seqio
+import psutil
 
-import tasks  # noqa: F401  (registers the tasks)
-from kmlm_jax import sharding
-from kmlm_jax.config import DEFAULT_RULES, MeshConfig, preset
-from kmlm_jax.text import packing
-from kmlm_jax.training.step import sharded_value_and_grad
+from kmlm_jax.config import DataConfig
+from kmlm_jax.data import packing
+from kmlm_jax.data.input import Batches
+from kmlm_jax.kg.corpus_dir import CorpusDir
+from kmlm_jax.kg.sample import KMLM_LANGUAGES
+from kmlm_jax.text import prixlm
+from kmlm_jax.text.vocab import add_tokens_to_tokenizer_json, default_vocab_path
+from kmlm_jax.training.data import prepare_input, udhr_pattern
 
-LENGTHS = {"input_ids": 128, "targets": 128}
-TASKS = ("cc100", "kmlm_knowledge_cs", "kmlm_knowledge_parallel", "kmlm_reasoning")
-B, T, P = 8, 128, 32
+T, P, B = 128, 20, 64
+STREAMS = {"text": ("cc100", "old_cc100"),
+           "code-switched": ("kmlm_knowledge_cs", "old_kmlm_knowledge_cs"),
+           "parallel": ("kmlm_knowledge_parallel", "old_kmlm_knowledge_parallel"),
+           "reasoning": ("kmlm_reasoning", "old_kmlm_reasoning"),
+           "Prix-LM triples": ("prixlm_triples", "old_prixlm_triples")}
 
 
-def pipeline_rate(task: str, n: int) -> dict:
-  ds = seqio.get_mixture_or_task(task).get_dataset(LENGTHS, split="train", shuffle=True, seed=0)
-  it = ds.as_numpy_iterator()
-  for _ in range(200):  # warm-up: shuffle buffers, tokenizer load
+def _cpu(processes) -> float:
+  total = 0.0
+  for p in processes:
+    try:
+      t = p.cpu_times()
+      total += t.user + t.system
+    except psutil.NoSuchProcess:
+      pass
+  return total
+
+
+def new_rate(config: DataConfig, rows: int, workers: int) -> dict:
+  spec = prepare_input(config, progress=False)
+  it = Batches(spec, workers=workers)
+  for _ in range(4):  # warm-up: the first block, worker start-up
     next(it)
-  wall, cpu = time.perf_counter(), time.process_time()
-  examples = [next(it) for _ in range(n)]
-  wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-  stats = {}
-  spec = packing.PackSpec(T, P, pad_id=1, position_offset=2, pad_position=1)
-  t = time.process_time()
-  rows = list(packing.pack(({"input_ids": e["input_ids"], "targets": e["targets"],
-                             "loss_mask": e["loss_mask"].astype(bool), "stream": int(e["stream"])}
-                            for e in examples), spec, stats))
-  cpu += time.process_time() - t
-  return dict(examples_per_s=n / wall, examples_per_cpu_s=n / cpu,
-              rows_per_cpu_s=len(rows) / cpu, efficiency=packing.efficiency(stats, T))
+  packed0 = it.stats["rows"]
+  me = psutil.Process()
+  children = me.children(recursive=True)
+  cpu0, wall0 = _cpu([me] + children), time.perf_counter()
+  steps = math.ceil(rows / B)
+  for _ in range(steps):
+    next(it)
+  cpu, wall = _cpu([me] + children) - cpu0, time.perf_counter() - wall0
+  it.close()
+  assert it.stats["rows"] - packed0 >= steps * B * 0.9, "the window must pack what it consumes"
+  return {"rows": steps * B, "rows_per_cpu_s": steps * B / cpu, "rows_per_s": steps * B / wall,
+          "efficiency": packing.efficiency(it.stats, T), "processes": 1 + len(children)}
 
 
-def step_rows_per_s(name: str, **dims) -> float:
-  config = preset("tiny", max_position_embeddings=T + 2, dropout_rate=0.0, **dims)
-  from flax import nnx
-  from kmlm_jax.models.encoder import Encoder
-  model = Encoder(config, rngs=nnx.Rngs(0))
-  rng = np.random.default_rng(0)
-  batch = dict(input_ids=rng.integers(4, config.vocab_size, (B, T)).astype(np.int32),
-               segment_ids=np.ones((B, T), np.int32),
-               mlm_positions=np.sort(rng.integers(0, T, (B, P))).astype(np.int32),
-               mlm_targets=rng.integers(4, config.vocab_size, (B, P)).astype(np.int32),
-               mlm_weights=np.ones((B, P), np.float32))
-  mesh = sharding.make_mesh(MeshConfig(shape=(1, 1, 1)), devices=jax.devices()[:1])
-  step = sharded_value_and_grad(model, mesh, DEFAULT_RULES, batch)
-  gb = sharding.host_local_to_global(batch, mesh, DEFAULT_RULES)
-  jax.block_until_ready(step(gb))
-  times = []
-  for _ in range(3):
-    t = time.perf_counter()
-    jax.block_until_ready(step(gb))
-    times.append(time.perf_counter() - t)
-  return B / float(np.median(times))
+def old_rate(task: str, rows: int) -> dict:
+  import seqio
+  from old_pipeline import packing as old_packing
+  ds = seqio.get_mixture_or_task(task).get_dataset({"input_ids": T, "targets": T},
+                                                   split="train", shuffle=True, seed=0)
+  it = ds.as_numpy_iterator()
+  for _ in range(200):  # warm-up: shuffle buffer, tokenizer load
+    next(it)
+  spec = old_packing.PackSpec(T, P, pad_id=1, position_offset=2, pad_position=1)
+  packer, made = old_packing.Packer(spec), 0
+  cpu0 = time.process_time()
+  while made < rows:
+    e = next(it)
+    made += len(packer.add({"input_ids": e["input_ids"], "targets": e["targets"],
+                            "loss_mask": e["loss_mask"].astype(bool),
+                            "stream": int(e["stream"])}))
+  return {"rows": made, "rows_per_cpu_s": made / (time.process_time() - cpu0)}
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("--examples", type=int, default=3000)
+  parser.add_argument("--rows", type=int, default=20000)
+  parser.add_argument("--old-rows", type=int, default=1000)
+  parser.add_argument("--workdir", default=None, help="where the Prix-LM vocabulary is written")
   args = parser.parse_args()
-  print("| task | examples/s (wall) | examples per CPU-s | packed rows per CPU-s | "
-        "packing efficiency |")
-  print("|---|---|---|---|---|")
-  rates = {}
-  for task in TASKS:
-    r = pipeline_rate(task, args.examples)
-    rates[task] = r
-    print(f"| {task} | {r['examples_per_s']:,.0f} | {r['examples_per_cpu_s']:,.0f} | "
-          f"{r['rows_per_cpu_s']:,.1f} | {r['efficiency']:.1%} |", flush=True)
-  steps = {"tiny": step_rows_per_s("tiny", vocab_size=250002),
-           "base-2layer": step_rows_per_s("base", vocab_size=250002, hidden_size=768,
-                                          num_heads=12, intermediate_size=3072)}
-  print("\n| train step (this CPU) | rows/s consumed | slowest stream's rows per CPU-s / step rows/s |")
-  print("|---|---|---|")
-  slowest = min(r["rows_per_cpu_s"] for r in rates.values())
-  for name, rows in steps.items():
-    print(f"| {name} (B={B}, T={T}) | {rows:,.1f} | {slowest / rows:.1f}x |")
-  line = " ".join(f"{t}_examples_per_cpu_s={r['examples_per_cpu_s']:.0f}" for t, r in rates.items())
-  print(line + " " + " ".join(f"ratio_vs_{n.replace('-', '_')}_step={slowest / v:.2f}"
-                              for n, v in steps.items()))
+  work = Path(args.workdir or tempfile.mkdtemp(prefix="kmlm-bench-"))
+  corpus = CorpusDir.sample()
+  pvocab = work / "prixlm" / "tokenizer.json"
+  pvocab.parent.mkdir(parents=True, exist_ok=True)
+  add_tokens_to_tokenizer_json(default_vocab_path(), prixlm.added_tokens(corpus.languages),
+                               pvocab)
+  import old_pipeline.tasks as old_tasks
+  old_tasks.register(str(corpus.path), udhr_pattern(), default_vocab_path(), KMLM_LANGUAGES, T,
+                     prixlm_vocab=str(pvocab))
+
+  print("| stream | rows/CPU-s (1 process) | packing efficiency | rows/s (2 workers) | "
+        "rows/CPU-s (2 workers, all processes) | former pipeline rows/CPU-s | speed-up |")
+  print("|---|---|---|---|---|---|---|")
+  figures = {}
+  for label, (task, old_task) in STREAMS.items():
+    vocab = str(pvocab) if task.startswith("prixlm") else None
+    # One input shard: every block is packed inside the measured window (with many
+    # shards, the first blocks of all of them would be packed during warm-up).
+    config = DataConfig(mixture=task, seq_length=T, max_predictions=P, batch_size=B, vocab=vocab,
+                        input_shards=1)
+    inline = new_rate(config, args.rows, workers=0)
+    pooled = new_rate(config, args.rows, workers=2)
+    old = old_rate(old_task, args.old_rows)
+    ratio = inline["rows_per_cpu_s"] / old["rows_per_cpu_s"]
+    figures[label] = (inline, pooled, old, ratio)
+    print(f"| {label} | {inline['rows_per_cpu_s']:,.0f} | {inline['efficiency']:.1%} | "
+          f"{pooled['rows_per_s']:,.0f} | {pooled['rows_per_cpu_s']:,.0f} "
+          f"({pooled['processes']} processes) | {old['rows_per_cpu_s']:,.0f} | {ratio:,.0f}x |",
+          flush=True)
+  # Prix-LM's loss covers about a fifth of its tokens (object and [EOS]): at P=20 the
+  # prediction budget, not T, fills a row. Its efficiency with P=32 (the configs' value):
+  wide = new_rate(DataConfig(mixture="prixlm_triples", seq_length=T, max_predictions=32,
+                             batch_size=B, vocab=str(pvocab), input_shards=1), 2000, workers=0)
+  print(f"\nPrix-LM triples with P=32: packing efficiency {wide['efficiency']:.1%}")
+  print(f"(new input: {args.rows:,}+ rows per measurement after warm-up; former pipeline: "
+        f"{args.old_rows:,} rows)")
+  slowest = min(f[0]["rows_per_cpu_s"] for f in figures.values())
+  keys = {"text": "text", "code-switched": "cs", "parallel": "parallel",
+          "reasoning": "reasoning", "Prix-LM triples": "triples"}
+  line = " ".join(f"{keys[k]}_rows_per_cpu_s={f[0]['rows_per_cpu_s']:.0f}"
+                  for k, f in figures.items())
+  print(f"{line} min_speedup={min(f[3] for f in figures.values()):.0f} "
+        f"min_efficiency={min(f[0]['efficiency'] for f in figures.values()):.3f} "
+        f"min_rows_per_cpu_s={slowest:.0f}")
 
 
 if __name__ == "__main__":

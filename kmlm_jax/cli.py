@@ -54,6 +54,38 @@ def _add_kg(sub):
   st.add_argument("dir", metavar="DIR")
 
 
+def _add_data(sub):
+  p = sub.add_parser("data", help="the token cache the training input reads")
+  data = p.add_subparsers(dest="data_command", required=True)
+  c = data.add_parser("cache", help="tokenize the corpora of a config's data once (offline)")
+  c.add_argument("--config", required=True, metavar="FILE", help="configs/*.py with get_config()")
+  c.add_argument("--runner", choices=("direct", "beam"), default="direct",
+                 help="direct: worker processes on this machine; beam: an Apache Beam pipeline")
+  c.add_argument("--beam-options", default="",
+                 help="extra Beam pipeline options, e.g. '--runner=DataflowRunner --project=P'")
+  c.add_argument("overrides", nargs="*", metavar="key=value",
+                 help="config overrides, e.g. data.cache_dir=/data/cache data.seq_length=128")
+
+
+def _data(args) -> int:
+  import json
+
+  from kmlm_jax.data import cache
+  from kmlm_jax.experiment import load_config
+  from kmlm_jax.training import data as data_lib
+  config = load_config(args.config, args.overrides)
+  spec, sources = data_lib.cache_spec(config.data)
+  target = config.data.cache_dir or data_lib.default_cache_dir(spec)
+  if not config.data.corpus_dir and any(not s.startswith("text.") for s in sources):
+    from kmlm_jax.kg.corpus_dir import CorpusDir
+    CorpusDir.sample()
+  meta = cache.build(target, spec, sources, runner=args.runner, beam_options=args.beam_options)
+  print(json.dumps({s: {k: meta["sources"][s][k] for k in ("examples", "tokens", "skipped")}
+                    for s in sources}, indent=1))
+  print(f"cache_dir={target}")
+  return 0
+
+
 def _add_train(sub):
   p = sub.add_parser("train", help="KMLM pretraining from a config file")
   p.add_argument("--config", required=True, metavar="FILE", help="configs/*.py with get_config()")
@@ -97,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
   _add_convert(sub)
   _add_init(sub)
   _add_kg(sub)
+  _add_data(sub)
   _add_train(sub)
   _add_adapters(sub)
   _add_eval(sub)
@@ -205,11 +238,11 @@ def main(argv=None) -> int:
   from kmlm_jax.convert.commands import VerifyError
   from kmlm_jax.experiment import ConfigError
   from kmlm_jax.kg.errors import KGInputError
-  from kmlm_jax.text.errors import CorpusError  # not .pipeline: that imports TensorFlow
+  from kmlm_jax.text.errors import CorpusError
   from kmlm_jax.text.tokenizers import TokenizerError
   from kmlm_jax.training.loop import NonFiniteLoss, WorkdirError
   try:
-    return {"convert": _convert, "init": _init, "kg": _kg, "train": _train,
+    return {"convert": _convert, "init": _init, "kg": _kg, "data": _data, "train": _train,
             "adapters": _adapters, "eval": _eval}[args.command](args)
   except NonFiniteLoss as e:
     print(f"kmlm-jax {args.command}: error: {e}", file=sys.stderr)

@@ -104,16 +104,17 @@ def evaluate(config, workdir: Path, corpus: Path, quick: bool) -> dict:
 
   from kmlm_jax import model_checkpoint as mc
   from kmlm_jax.evaluation import zero_shot
-  from kmlm_jax.kg.graph import KnowledgeGraph
+  from kmlm_jax.kg.corpus_dir import CorpusDir
   from kmlm_jax.text.vocab import load_vocab
   _, flat, _ = mc.load_model_checkpoint(workdir / "model")
   model = mc.build_model(config.model.replace(dropout_rate=0.0, attention_dropout_rate=0.0), flat)
   graphdef, state = nnx.split(model, nnx.Param)
   params = nnx.to_pure_dict(state)
-  graph = KnowledgeGraph.load(corpus / "graph.npz")
+  corpus = CorpusDir(corpus)
+  graph = corpus.graph()
   vocab = load_vocab(config.data.vocab)
   read = lambda p: [json.loads(l) for l in p.read_text(encoding="utf-8").splitlines()]
-  probes, xlr = read(corpus / "eval/probes.jsonl"), read(corpus / "eval/xlr/test.jsonl")
+  probes, xlr = read(corpus.eval_path("probes.jsonl")), read(corpus.eval_path("xlr", "test.jsonl"))
   if quick:
     probes, xlr = probes[::40], xlr[::20]
   # Probe sentences are short; XLR items hold up to five sentences.

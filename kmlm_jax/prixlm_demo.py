@@ -44,6 +44,7 @@ def main(argv=None) -> int:
   from kmlm_jax.evaluation import lp_eval
   from kmlm_jax.evaluation import link_prediction as lp
   from kmlm_jax.experiment import load_config
+  from kmlm_jax.kg.corpus_dir import CorpusDir
   from kmlm_jax.kg.sample import KMLM_LANGUAGES
   from kmlm_jax.models.kge import KGEConfig
   from kmlm_jax.text import prixlm
@@ -58,14 +59,15 @@ def main(argv=None) -> int:
   if not args.corpus:
     print("1/4 building the sample KG corpora ...", flush=True)
     build_corpora(corpus)
-  langs = list(json.loads((corpus / "manifest.json").read_text())["languages"])
+  langs = list(CorpusDir(corpus).languages)
 
   print("2/4 trimming the tokenizer and adding the Prix-LM tokens ...", flush=True)
 
   def texts():
     yield from corpus_texts(corpus, [l for l in langs if l in KMLM_LANGUAGES])
     for lang in langs:
-      for name, _ in lp_eval.read_tsv(corpus / "eval" / "lp" / f"{lang}.entities.tsv", 2):
+      for name, _ in lp_eval.read_tsv(CorpusDir(corpus).eval_path("lp", f"{lang}.entities.tsv"),
+                                      2):
         yield name
 
   trim_tokenizer_json(default_vocab_path(), texts(), out / "vocab" / "trimmed.json")

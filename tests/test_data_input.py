@@ -256,3 +256,20 @@ def test_seqio_tasks_read_the_token_cache(small):
     assert sum(rates.values()) == pytest.approx(1.0)
   finally:
     tasks.register()
+
+
+def test_cli_refuses_a_cache_of_another_vocabulary(small, tmp_path):
+  root, _ = small
+  config = tmp_path / "cfg.py"
+  config.write_text(f"""
+from kmlm_jax.config import *
+def get_config():
+  return ExperimentConfig("c", preset("tiny"), DataConfig(mixture="kmlm_mix",
+      corpus_dir="{root / 'kg'}", cache_dir="{root / 'cache'}", seq_length=64))
+""")
+  proc = subprocess.run([sys.executable, "-m", "kmlm_jax.cli", "data", "cache", "--config",
+                         str(config)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("kmlm-jax data: error:") and "built with the vocabulary" in last
+  assert "Traceback" not in proc.stderr

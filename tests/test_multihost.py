@@ -76,3 +76,77 @@ def test_two_processes_equal_one(tmp_path):
   ref = [h["loss"] for h in single["history"]]
   assert len(multi) == len(ref) == 3
   np.testing.assert_allclose(multi, ref, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- resume on another host count
+
+
+def real_config(steps: int) -> ExperimentConfig:
+  """Tiny model on the sample's KMLM-Mix input (8 input shards: 1 or 2 processes)."""
+  return ExperimentConfig(
+      "elastic", preset("tiny", vocab_size=250002, hidden_size=32, num_heads=2,
+                        intermediate_size=64, num_layers=1, max_position_embeddings=130),
+      DataConfig(mixture="kmlm_mix", seq_length=128, max_predictions=20, batch_size=8,
+                 input_shards=8, block_examples=64),
+      TrainConfig(steps=steps, warmup_steps=1, learning_rate=1e-3, checkpoint_every=2,
+                  log_every=1, async_checkpointing=False),
+      MeshConfig(shape=(2, 2, 2)))
+
+
+RESUME_WORKER = """
+import sys
+import jax
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=2,
+                           process_id=int(sys.argv[2]))
+from tests.test_multihost import real_config
+from kmlm_jax.training import loop
+loop.train(real_config(int(sys.argv[4])), sys.argv[3], resume=True, progress=False)
+"""
+
+
+def _two_processes(tmp_path, workdir, steps: int) -> None:
+  address = f"127.0.0.1:{_free_port()}"
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+         "JAX_PLATFORMS": "cpu"}
+  logs = [tmp_path / f"{workdir.name}-err{i}.txt" for i in range(2)]
+  workers = [subprocess.Popen([sys.executable, "-c", RESUME_WORKER, address, str(i),
+                               str(workdir), str(steps)], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+             for i, log in enumerate(logs)]
+  try:
+    for w in workers:
+      w.wait(timeout=300)
+  finally:
+    for w in workers:
+      w.kill()
+  for w, log in zip(workers, logs):
+    assert w.returncode == 0, log.read_text()[-3000:]
+
+
+def _input_state(workdir, step: int) -> list:
+  meta = workdir / "checkpoints" / str(step) / "meta" / "metadata"
+  return json.loads(meta.read_text())["input"]["blocks"]
+
+
+def _params(workdir) -> dict:
+  from kmlm_jax import model_checkpoint as mc
+  return mc.load_model_checkpoint(workdir / "model")[1]
+
+
+def test_resume_on_another_number_of_processes(tmp_path):
+  """2 processes -> 1 and 1 -> 2: the same global input order as one uninterrupted process."""
+  from kmlm_jax.training.data import prepare_input
+  prepare_input(real_config(4).data, progress=False)  # the token cache, before any process
+  assert jax.device_count() == 8
+  loop.train(real_config(4), tmp_path / "full", progress=False)
+  _two_processes(tmp_path, tmp_path / "two_then_one", 2)
+  loop.train(real_config(4), tmp_path / "two_then_one", resume=True, progress=False)
+  loop.train(real_config(2), tmp_path / "one_then_two", progress=False)
+  _two_processes(tmp_path, tmp_path / "one_then_two", 4)
+  for run in ("two_then_one", "one_then_two"):
+    for step in (2, 4):  # the input state saved by either process count is the same
+      assert _input_state(tmp_path / run, step) == _input_state(tmp_path / "full", step), run
+    a, b = _params(tmp_path / "full"), _params(tmp_path / run)
+    for name in a:
+      np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=f"{run} {name}")

@@ -91,13 +91,20 @@ def _final_params(workdir):
   return params
 
 
-def _write_config(tmp_path, steps=8, every=2):
+REAL_DATA = ('preset("tiny", vocab_size=250002, hidden_size=32, num_heads=2, '
+             'intermediate_size=64, max_position_embeddings=130), DataConfig(mixture="kmlm_mix", '
+             'seq_length=128, max_predictions=20, batch_size=8, block_examples=64)')
+
+
+def _write_config(tmp_path, steps=8, every=2, real=False):
   path = tmp_path / "cfg.py"
+  model_and_data = REAL_DATA if real else (
+      'preset("tiny", vocab_size=1000, max_position_embeddings=66), '
+      'DataConfig(mixture="synthetic", seq_length=64, max_predictions=16, batch_size=8)')
   path.write_text(f"""
 from kmlm_jax.config import *
 def get_config():
-  return ExperimentConfig("kill", preset("tiny", vocab_size=1000, max_position_embeddings=66),
-      DataConfig(mixture="synthetic", seq_length=64, max_predictions=16, batch_size=8),
+  return ExperimentConfig("kill", {model_and_data},
       TrainConfig(steps={steps}, warmup_steps=2, learning_rate=1e-3, checkpoint_every={every},
                   log_every=1), MeshConfig(shape=(1, 1, 1)))
 """)
@@ -112,7 +119,11 @@ def _cli(*args, **popen):
 
 
 def test_sigkill_and_resume_is_bit_identical(tmp_path):
-  config = _write_config(tmp_path, steps=8, every=2)
+  """On the real input (the sample's KMLM-Mix token cache): the input state resumes exactly."""
+  from kmlm_jax.experiment import load_config
+  from kmlm_jax.training.data import prepare_input
+  config = _write_config(tmp_path, steps=8, every=2, real=True)
+  prepare_input(load_config(config).data, progress=False)  # build the cache outside the timing
   full = _cli("--config", config, "--workdir", tmp_path / "full")
   assert full.wait(timeout=300) == 0, full.stderr.read()[-2000:]
 

@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from kmlm_jax.evaluation import link_prediction as lp
+from kmlm_jax.kg.corpus_dir import CorpusDir
 
 
 class LinkPredictionInputError(ValueError):
@@ -44,15 +45,17 @@ def prixlm_ranks(model, vocab, corpus: Path, lang: str, *, num_beams: int = 50,
   from kmlm_jax.decoding.trie import build_trie
   from kmlm_jax.text import prixlm
   ids = prixlm.PrixLMIds.of(vocab)
-  entities = [name for name, _ in read_tsv(corpus / "eval" / "lp" / f"{lang}.entities.tsv", 2)]
+  corpus = CorpusDir(corpus)
+  entities_path = corpus.eval_path("lp", f"{lang}.entities.tsv")
+  entities = [name for name, _ in read_tsv(entities_path, 2)]
   if len(set(entities)) != len(entities):
-    raise LinkPredictionInputError(f"{corpus}/eval/lp/{lang}.entities.tsv: duplicate names")
+    raise LinkPredictionInputError(f"{entities_path}: duplicate names")
   index = {name: i for i, name in enumerate(entities)}
   trie = build_trie([vocab.encode(n) for n in entities], ids.end, duplicates="first")
-  test_path = corpus / "eval" / "lp" / f"{lang}.test.tsv"
+  test_path = corpus.eval_path("lp", f"{lang}.test.tsv")
   queries = read_tsv(test_path, 4)[:max_queries]
   true_tails = collections.defaultdict(set)
-  for h, r, t, _ in read_tsv(corpus / "eval" / "lp" / f"{lang}.filter.tsv", 4):
+  for h, r, t, _ in read_tsv(corpus.eval_path("lp", f"{lang}.filter.tsv"), 4):
     true_tails[(h, r)].add(t)
   missing = [t for _, _, t, _ in queries if t not in index]
   if missing:
@@ -94,12 +97,12 @@ def kge_ranks(corpus: Path, langs: Sequence[str], config) -> dict[str, np.ndarra
   The queries of LANG are the test rows whose three items are labelled in
   LANG, i.e. the rows of `LANG.test.tsv`.
   """
-  from kmlm_jax.kg.graph import KnowledgeGraph
   from kmlm_jax.kg.sentences import labelled
   from kmlm_jax.models import kge
-  graph = KnowledgeGraph.load(corpus / "graph.npz")
-  train_rows = np.load(corpus / "eval" / "lp" / "train_rows.npy")
-  test_rows = np.load(corpus / "eval" / "lp" / "test_rows.npy")
+  corpus = CorpusDir(corpus)
+  graph = corpus.graph()
+  train_rows = np.load(corpus.eval_path("lp", "train_rows.npy"))
+  test_rows = np.load(corpus.eval_path("lp", "test_rows.npy"))
   params, _ = kge.train(config, graph.triples[train_rows], graph.num_entities,
                         graph.num_relations)
   ranks = kge.filtered_ranks(config, params, graph.triples[test_rows], graph.triples)

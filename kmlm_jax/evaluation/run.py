@@ -29,6 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from kmlm_jax.evaluation.finetune import FinetuneConfig
+from kmlm_jax.kg.corpus_dir import CorpusDir
 
 TASKS = ("xlr", "probe", "probe_rank", "ner", "relx", "lp")
 
@@ -76,11 +77,11 @@ def evaluate_checkpoint(config: EvalConfig, ckpt: Path, tasks: Sequence[str],
   from kmlm_jax.models.task_heads import TaskModel
   model_config, flat, _ = mc.load_model_checkpoint(ckpt)
   vocab = _vocab_for(config, ckpt)
-  corpus = Path(config.corpus_dir)
+  corpus = CorpusDir(config.corpus_dir)
   out = {}
   if "xlr" in tasks:
-    items = [i for s in ("train", "dev", "test") for i in _read_jsonl(corpus / "eval" / "xlr" /
-                                                                       f"{s}.jsonl")]
+    items = [i for s in ("train", "dev", "test")
+             for i in _read_jsonl(corpus.eval_path("xlr", f"{s}.jsonl"))]
 
     def model_fn(seed):
       encoder = mc.build_model(model_config, flat)
@@ -93,21 +94,20 @@ def evaluate_checkpoint(config: EvalConfig, ckpt: Path, tasks: Sequence[str],
     model = mc.build_model(model_config.replace(dropout_rate=0.0, attention_dropout_rate=0.0),
                            flat)
     graphdef, state = nnx.split(model, nnx.Param)
-    probes = _read_jsonl(corpus / "eval" / "probes.jsonl")[:config.max_probes]
+    probes = _read_jsonl(corpus.eval_path("probes.jsonl"))[:config.max_probes]
     t = time.perf_counter()
     cloze = probing.ClozeModel(graphdef, nnx.to_pure_dict(state), vocab)
     out["probe"] = probing.accuracy(cloze, probes, config.probe_max_tokens, config.probe_method)
     out["probe"]["seconds"] = time.perf_counter() - t
   if "probe_rank" in tasks:
     from kmlm_jax.evaluation import zero_shot
-    from kmlm_jax.kg.graph import KnowledgeGraph
     model = mc.build_model(model_config.replace(dropout_rate=0.0, attention_dropout_rate=0.0),
                            flat)
     graphdef, state = nnx.split(model, nnx.Param)
     scorer = zero_shot.Scorer(graphdef, nnx.to_pure_dict(state), vocab, length=48, batch=128)
-    probes = _read_jsonl(corpus / "eval" / "probes.jsonl")[:config.max_probes]
+    probes = _read_jsonl(corpus.eval_path("probes.jsonl"))[:config.max_probes]
     out["probe_rank"] = {"by_language": zero_shot.probe_accuracy(
-        scorer, KnowledgeGraph.load(corpus / "graph.npz"), probes, max_distractors=10)}
+        scorer, corpus.graph(), probes, max_distractors=10)}
     out["probe_rank"]["by_language"].pop("avg", None)
   if "ner" in tasks or "relx" in tasks:
     out.update(_classification(config, tasks, model_config, flat, vocab, devices))
@@ -116,9 +116,9 @@ def evaluate_checkpoint(config: EvalConfig, ckpt: Path, tasks: Sequence[str],
     from kmlm_jax.evaluation import lp_eval
     model = mc.build_model(model_config.replace(dropout_rate=0.0, attention_dropout_rate=0.0),
                            flat)
-    langs = json.loads((corpus / "manifest.json").read_text())["languages"]
-    ranks = {l: lp_eval.prixlm_ranks(model, vocab, corpus, l, num_beams=config.lp_beams)[0]
-             for l in langs}
+    ranks = {l: lp_eval.prixlm_ranks(model, vocab, corpus.path, l,
+                                     num_beams=config.lp_beams)[0]
+             for l in corpus.languages}
     out["lp"] = {"by_language": {l: lp.metrics(r) for l, r in ranks.items()}}
   return out
 

@@ -27,6 +27,7 @@ from typing import Callable, Iterator
 
 import jax
 import numpy as np
+import psutil
 from flax import nnx
 from jax.experimental import multihost_utils
 
@@ -148,6 +149,7 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
     bar = tqdm(total=config.train.steps, initial=first_step, desc=config.name, unit="step")
   t_last, step_last = time.perf_counter(), first_step
   status = "completed"
+  startup_s = None
 
   def flush(step):
     nonlocal pending, t_last, step_last
@@ -180,6 +182,9 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
       tokens = int((host["segment_ids"] > 0).sum()) * jax.process_count()
       state, metrics = trainer.step_fn(state, ts.global_batch(trainer, host))
       pending.append(_Pending(step, metrics, tokens))
+      if step == first_step + 1:  # start-up cost: process start to the first step done
+        jax.block_until_ready(metrics)
+        startup_s = time.time() - psutil.Process().create_time()
       if bar is not None:
         bar.update(1)
       last = step == config.train.steps
@@ -210,7 +215,7 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
     if jax.process_index() == 0:
       _export_model(config, params, workdir / "model")
   summary = {"status": status, "steps": final_step, "first_step": first_step,
-             "history": history, "workdir": str(workdir)}
+             "seconds_to_first_step": startup_s, "history": history, "workdir": str(workdir)}
   if jax.process_index() == 0:
     (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
   return summary
@@ -257,6 +262,7 @@ def _periodic_eval(trainer, config, state, writer, step) -> None:
     m = jax.device_get(trainer.eval_fn(state.params, ts.global_batch(trainer, next(it))))
     totals += np.stack([m["stream_loss"], m["stream_accuracy"]]) * m["count"]
     counts += m["count"]
+  it.close()
   if writer is not None:
     for i, name in enumerate(STREAM_NAMES):
       if counts[i]:
