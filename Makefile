@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench venv
+.PHONY: demo test test-fast bench venv
 
 $(STAMP): requirements.txt requirements-assets.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q tests
+
+# The developer loop: everything but the slow end-to-end and multi-process tests.
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -m "not slow" tests
 
 bench: $(STAMP)
 	for f in bench/*.py; do $(VENV)/bin/python $$f || exit 1; done

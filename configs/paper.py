@@ -11,8 +11,12 @@ one epoch of the 260M CC100 sentences at 9,600 per update.
 
 Convert the starting checkpoint first, e.g.
   kmlm-jax convert --from-hf /path/to/xlm-roberta-base --to checkpoints/xlm-roberta-base
-and point KMLM_CORPUS_DIR / KMLM_TEXT_PATTERN (or the data fields) at the
-`kmlm-jax kg build` output and the CC100 text.
+point data.corpus_dir / data.text_pattern at the `kmlm-jax kg build`
+output and the CC100 text, and build the token cache once before the
+launch (shared storage, one directory per vocabulary and length):
+  kmlm-jax data cache --config configs/xlmr_base_kmlm_mix.py data.corpus_dir=... \
+      data.text_pattern='/data/cc100/{lang}/*.txt' data.cache_dir=/shared/cache [--runner beam]
+XLM-R sampled CC100 languages with alpha = 0.3: data.language_temperature=3.33.
 """
 
 from kmlm_jax.config import DataConfig, ExperimentConfig, MeshConfig, TrainConfig, preset

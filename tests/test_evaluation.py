@@ -69,6 +69,7 @@ def test_informative_input_is_learned():
   assert out["accuracy"]["en"] > 0.8, out
 
 
+@pytest.mark.slow
 def test_finetune_on_8_devices_equals_one():
   items = [xlr.encode_item(Vocab(), i, 16) for i in _items(64, True, 3)]
   results = []
@@ -143,6 +144,7 @@ def test_span_f1_and_macro_f1_by_hand():
       pytest.approx(np.mean([1.0, 2 / 3, 2 / 3]))
 
 
+@pytest.mark.slow
 def test_ner_and_relx_runs_on_reader_fixtures():
   from kmlm_jax.evaluation import classification as cl
   from kmlm_jax.evaluation import readers

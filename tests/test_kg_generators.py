@@ -159,6 +159,7 @@ def _stream_samples(out, stream):
   return [records.from_example(r.numpy()) for r in tf.data.TFRecordDataset(files)]
 
 
+@pytest.mark.slow
 def test_held_out_facts_never_reach_pretraining(sample_build):
   graph, out, manifest = sample_build
   held = set(evalsets.pair_keys(graph)[~np.isin(evalsets.pair_keys(graph), [])].tolist())

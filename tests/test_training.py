@@ -118,6 +118,7 @@ def _cli(*args, **popen):
                           text=True, **popen)
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_is_bit_identical(tmp_path):
   """On the real input (the sample's KMLM-Mix token cache): the input state resumes exactly."""
   from kmlm_jax.experiment import load_config
@@ -145,6 +146,7 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
     np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_exits_zero(tmp_path):
   config = _write_config(tmp_path, steps=400, every=1000)
   run = _cli("--config", config, "--workdir", tmp_path / "t")

@@ -38,6 +38,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from kmlm_jax.kg.corpus_dir import CorpusDir
 from kmlm_jax.kg.errors import KGInputError
 from kmlm_jax.kg.graph import KnowledgeGraph
 from kmlm_jax.kg.sentences import SOURCE_LANG
@@ -84,11 +85,12 @@ class AdapterCorpus:
   @classmethod
   def load(cls, directory: Path | str) -> "AdapterCorpus":
     directory = Path(directory)
-    for name in ("graph.npz", "eval/lp/train_rows.npy", "eval/lp/test_rows.npy"):
-      if not (directory / name).exists():
-        raise KGInputError(f"{directory / name}: missing (not a `kmlm-jax kg build` output "
-                           "directory)")
-    graph = KnowledgeGraph.load(directory / "graph.npz")
+    corpus = CorpusDir(directory)
+    rows = [corpus.eval_path("lp", f"{split}_rows.npy") for split in ("train", "test")]
+    for path in [corpus.graph_path] + rows:
+      if not path.exists():
+        raise KGInputError(f"{path}: missing (not a `kmlm-jax kg build` output directory)")
+    graph = corpus.graph()
     index = {e: i for i, e in enumerate(graph.entity_ids)}
     held = {}
     for lang in graph.languages:
@@ -97,8 +99,7 @@ class AdapterCorpus:
         for row in read_alignment(directory, lang, split, missing_ok=lang == SOURCE_LANG):
           mask[index[row["id"]]] = True
       held[lang] = mask
-    return cls(graph, np.load(directory / "eval/lp/train_rows.npy"),
-               np.load(directory / "eval/lp/test_rows.npy"), held, directory)
+    return cls(graph, np.load(rows[0]), np.load(rows[1]), held, directory)
 
   def usable(self, lang: str, hold_out: bool = True) -> np.ndarray:
     """[E] bool: entities whose `lang` label a training pair may use."""
@@ -108,7 +109,7 @@ class AdapterCorpus:
 
 def read_alignment(directory: Path, lang: str, split: str, missing_ok: bool = False) -> list[dict]:
   """Rows {"id", "en", lang} of eval/alignment/LANG.SPLIT.jsonl."""
-  path = Path(directory) / "eval" / "alignment" / f"{lang}.{split}.jsonl"
+  path = CorpusDir(directory).eval_path("alignment", f"{lang}.{split}.jsonl")
   if not path.exists():
     if missing_ok:
       return []

@@ -40,6 +40,7 @@ from kmlm_jax.adapters.config import AdapterExperimentConfig, AdapterTrainConfig
 from kmlm_jax.adapters.losses import info_nce, mean_pool, normalize
 from kmlm_jax.config import ModelConfig, TrainConfig
 from kmlm_jax.experiment import ConfigError
+from kmlm_jax.kg.corpus_dir import CorpusDir
 from kmlm_jax.models.adapters import (FUSION, AdaptedEncoder, AdapterConfig, AdapterFusion,
                                       KnowledgeAdapters)
 from kmlm_jax.models.encoder import Encoder
@@ -99,7 +100,7 @@ def resolve(config: AdapterExperimentConfig, workdir: Path | str) -> Setup:
     raise ConfigError(f"the tokenizer {vocab_path} has {vocab.vocab_size} ids but the model "
                       f"only {model_config.vocab_size} embeddings")
   corpus_dir = Path(config.data.corpus_dir) if config.data.corpus_dir else workdir / "kg"
-  if not config.data.corpus_dir and not (corpus_dir / "graph.npz").exists():
+  if not config.data.corpus_dir and not CorpusDir(corpus_dir).graph_path.exists():
     build_sample_corpus(corpus_dir, streams=False)
   return Setup(config, model_config, base_params, base, vocab, vocab_path,
                data_lib.AdapterCorpus.load(corpus_dir))

@@ -34,6 +34,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import struct
 import tempfile
 from pathlib import Path
 
@@ -172,11 +173,21 @@ def _count_lines(path: str, end: int) -> int:
     return f.read(end).count(b"\n")
 
 
-def _corpus_examples(vocab, spec: CacheSpec, source: str, path: str, stats: dict):
-  import tensorflow as tf
+def _tfrecords(path: str):
+  """The records of a TFRecord file (length, length CRC, data, data CRC; CRCs unchecked:
+  a damaged record fails to parse)."""
+  with open(path, "rb") as f:
+    while header := f.read(12):
+      (size,) = struct.unpack("<Q", header[:8])
+      data = f.read(size)
+      if len(data) != size or len(f.read(4)) != 4:
+        raise CorpusError(f"{path}: truncated TFRecord file")
+      yield data
 
+
+def _corpus_examples(vocab, spec: CacheSpec, source: str, path: str, stats: dict):
   from kmlm_jax.kg import records
-  for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
+  for raw in _tfrecords(path):
     sample = records.from_example(raw)
     stats["lines"] += 1
     for tokens, extra, aux in _sample_examples(vocab, source, sample):

@@ -50,7 +50,7 @@ class PackSpec:
   max_predictions: int  # P, loss positions per row
   pad_id: int
   pack: bool = True  # False: exactly one example per row, in input order
-  lookahead: int = 64  # window, in examples from the first unplaced one, searched per row
+  lookahead: int = 128  # window, in examples from the first unplaced one, searched per row
 
 
 def _segment_starts(counts: np.ndarray) -> np.ndarray:
