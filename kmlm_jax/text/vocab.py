@@ -139,12 +139,15 @@ class XLMRSentencePiece:
   def encode_with_offsets(self, text: str):
     # For a str input, sentencepiece reports offsets in characters of `text`.
     # The serialized proto parsed by protobuf is ~2x faster to walk than the
-    # immutable proto's per-piece accessors.
+    # immutable proto's per-piece accessors; its offsets are in UTF-8 bytes.
     from sentencepiece import sentencepiece_pb2
     pieces = sentencepiece_pb2.SentencePieceText.FromString(
         self._sp.EncodeAsSerializedProto(text)).pieces
     ids = [p.id + 1 if p.id != 0 else self.unk_id for p in pieces]
-    return ids, [p.begin for p in pieces], [p.end for p in pieces]
+    begins, ends = [p.begin for p in pieces], [p.end for p in pieces]
+    if not text.isascii():
+      begins, ends = _bytes_to_chars(text, begins, ends)
+    return ids, begins, ends
 
   def encode(self, text: str) -> list[int]:
     return [i + 1 if i != 0 else self.unk_id for i in self._sp.encode(text)]
@@ -153,6 +156,15 @@ class XLMRSentencePiece:
     specials = {self.bos_id, self.pad_id, self.eos_id}
     return self._sp.decode([int(i) - 1 if i != self.unk_id else 0 for i in ids
                             if int(i) not in specials and int(i) < self.mask_id])
+
+
+def _bytes_to_chars(text: str, begins: list[int], ends: list[int]) -> tuple[list[int], list[int]]:
+  """UTF-8 byte offsets of `text` as character offsets (begins inclusive, ends exclusive)."""
+  points = np.frombuffer(text.encode("utf-32-le"), np.uint32)
+  sizes = 1 + (points >= 0x80).astype(np.int64) + (points >= 0x800) + (points >= 0x10000)
+  starts = np.cumsum(sizes) - sizes  # byte offset where each character starts
+  return ((np.searchsorted(starts, begins, side="right") - 1).tolist(),
+          np.searchsorted(starts, ends, side="left").tolist())
 
 
 def add_tokens_to_tokenizer_json(source: Path | str, tokens, target: Path | str) -> list[int]:
