@@ -70,16 +70,11 @@ def _add_data(sub):
 def _data(args) -> int:
   import json
 
-  from kmlm_jax.data import cache
   from kmlm_jax.experiment import load_config
   from kmlm_jax.training import data as data_lib
   config = load_config(args.config, args.overrides)
-  spec, sources = data_lib.cache_spec(config.data)
-  target = config.data.cache_dir or data_lib.default_cache_dir(spec)
-  if not config.data.corpus_dir and any(not s.startswith("text.") for s in sources):
-    from kmlm_jax.kg.corpus_dir import CorpusDir
-    CorpusDir.sample()
-  meta = cache.build(target, spec, sources, runner=args.runner, beam_options=args.beam_options)
+  target, meta, sources = data_lib.build_cache(config.data, runner=args.runner,
+                                               beam_options=args.beam_options)
   print(json.dumps({s: {k: meta["sources"][s][k] for k in ("examples", "tokens", "skipped")}
                     for s in sources}, indent=1))
   print(f"cache_dir={target}")

@@ -47,9 +47,6 @@ class CorpusDir:
                          f"manifest.json are missing, e.g. {missing[0]}")
     return paths
 
-  def num_samples(self, stream: str) -> int:
-    return int(self.manifest["streams"][stream]["samples"])
-
   @property
   def graph_path(self) -> Path:
     return self.path / "graph.npz"

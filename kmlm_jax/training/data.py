@@ -10,7 +10,6 @@ Input states are small JSON-able dicts saved in every checkpoint:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from importlib import resources
@@ -55,15 +54,26 @@ def default_cache_dir(spec: cache.CacheSpec) -> Path:
   return Path.home() / ".cache" / "kmlm_jax" / "token_cache" / digest
 
 
+def build_cache(config: DataConfig, *, runner: str = "direct", beam_options: str = "",
+                progress: bool = True) -> tuple[Path, dict, list[str]]:
+  """Builds the cache sources the data config needs that are missing; returns
+  (cache directory, cache.json, sources)."""
+  spec, sources = cache_spec(config)
+  cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir(spec)
+  if not config.corpus_dir and any(not s.startswith("text.") for s in sources):
+    from kmlm_jax.kg.corpus_dir import CorpusDir
+    CorpusDir.sample()  # builds the embedded sample's corpora on first use
+  meta = cache.build(cache_dir, spec, sources, runner=runner, beam_options=beam_options,
+                     progress=progress)
+  return cache_dir, meta, sources
+
+
 def prepare_input(config: DataConfig, *, build: bool = True, progress: bool = True) -> InputSpec:
   """Builds the missing cache sources (if `build`) and returns the run's `InputSpec`."""
   spec, sources = cache_spec(config)
   cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir(spec)
   if build:
-    if not config.corpus_dir and any(not s.startswith("text.") for s in sources):
-      from kmlm_jax.kg.corpus_dir import CorpusDir
-      CorpusDir.sample()  # builds the embedded sample's corpora on first use
-    cache.build(cache_dir, spec, sources, progress=progress)
+    build_cache(config, progress=progress)
   opened = cache.TokenCache(cache_dir, spec.vocab, config.seq_length)
   counts = {s: opened.source(s).num_examples for s in sources}
   weights = mixtures.source_weights(
@@ -162,6 +172,3 @@ def make_batches(config: DataConfig, vocab_size: int, process_index: int, proces
   spec = spec or prepare_input(config, build=process_index == 0)
   return CacheBatches(spec, process_index, process_count, state, config.workers)
 
-
-def with_seed(config: DataConfig, seed: int) -> DataConfig:
-  return dataclasses.replace(config, seed=seed)
