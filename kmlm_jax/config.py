@@ -183,6 +183,23 @@ class DataConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+  """AdamW of every trainer (`kmlm_jax.training.optimizer`): `schedule` "linear"
+  warms up over `warmup_steps` then decays linearly to 0 at `steps`; "constant"
+  keeps `learning_rate`. Weight decay applies to matrices only."""
+
+  learning_rate: float
+  steps: int
+  warmup_steps: int = 0
+  weight_decay: float = 0.0
+  adam_b1: float = 0.9
+  adam_b2: float = 0.999
+  adam_eps: float = 1e-8
+  grad_clip_norm: float = 1.0
+  schedule: Literal["linear", "constant"] = "linear"
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """Optimisation and bookkeeping of a pretraining run (paper: KMLM A.1)."""
 
@@ -206,6 +223,10 @@ class TrainConfig:
   eval_batches: int = 4
   # Peak FLOP/s of one device for MFU; 0: look it up from the device kind.
   peak_flops_per_device: float = 0.0
+
+  def optimizer(self) -> OptimizerConfig:
+    return OptimizerConfig(self.learning_rate, self.steps, self.warmup_steps, self.weight_decay,
+                           self.adam_b1, self.adam_b2, self.adam_eps, self.grad_clip_norm)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -78,13 +78,9 @@ def stream_accuracy(config, params, batches: int) -> dict[str, float]:
   import jax
   from flax import nnx
 
-  from kmlm_jax import sharding
-  from kmlm_jax.models.encoder import Encoder
-  from kmlm_jax.training import train_state as ts
   from kmlm_jax.training.data import make_batches
-  mesh = sharding.make_mesh(config.mesh)
-  trainer = ts.make_trainer(config, mesh, nnx.eval_shape(
-      lambda: Encoder(config.model, rngs=nnx.Rngs(0))))
+  from kmlm_jax.training.loop import pretraining_trainer
+  trainer = pretraining_trainer(config)
   params = jax.device_put(params, trainer.state_shardings.params)
   out = {}
   for label, task in STREAM_TASKS.items():
@@ -92,7 +88,7 @@ def stream_accuracy(config, params, batches: int) -> dict[str, float]:
     it = make_batches(data, config.model.vocab_size, 0, 1)
     correct = total = 0.0
     for _ in range(batches):
-      m = jax.device_get(trainer.eval_fn(params, ts.global_batch(trainer, next(it))))
+      m = jax.device_get(trainer.evaluate(params, next(it)))
       correct += float((m["stream_accuracy"] * m["count"]).sum())
       total += float(m["count"].sum())
     out[label] = correct / max(total, 1.0)

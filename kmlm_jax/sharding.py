@@ -1,18 +1,24 @@
-"""Device mesh, logical axis rules and sharding helpers.
+"""Device mesh, logical axis rules and the `Partitioner`.
 
-Parameters carry logical axis names in their `logical_axes` metadata
-(`("vocab", "embed")`, ...). `MeshConfig.rules` maps each logical name onto
-zero or more mesh axes. A dimension that the mapped mesh axes do not divide
-evenly is replicated instead (e.g. XLM-R's 250,002-row vocabulary over a
-tensor axis of 4), so every preset runs on every mesh.
+Parameters carry logical axis names in Flax's own `out_sharding` metadata
+(`nnx.Param(x, out_sharding=("vocab", "embed"))`, so `nnx.get_partition_spec`
+under `nnx.logical_axis_rules` reads them too). `MeshConfig.rules` maps each
+logical name onto zero or more mesh axes. A dimension that the mapped mesh
+axes do not divide evenly is replicated instead (e.g. XLM-R's 250,002-row
+vocabulary over a tensor axis of 4), so every preset runs on every mesh.
+
+`Partitioner` is the one place that turns these into shardings: of any
+abstract state (`shardings`), of host batches (`put_batch`), and of jitted
+functions that trace with the model's activation constraints (`jit`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import threading
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -86,20 +92,17 @@ def _is_variable(x) -> bool:
 
 
 def state_shardings(state: Any, mesh: Mesh, rules) -> Any:
-  """NamedShardings for an `nnx.State`, from each Variable's `logical_axes`."""
+  """NamedShardings of a tree: a Variable's from its `out_sharding` logical axes (the
+  result is then a pure dict), any other leaf replicated."""
 
   def one(v):
     if _is_variable(v):
-      axes = v.get_metadata().get("logical_axes")
-      return v.replace(NamedSharding(mesh, logical_to_spec(axes, rules, mesh, v.shape)))
+      axes = v.get_metadata().get("out_sharding")
+      return NamedSharding(mesh, logical_to_spec(axes, rules, mesh, v.shape))
     return NamedSharding(mesh, PartitionSpec())
 
-  return jax.tree.map(one, state, is_leaf=_is_variable)
-
-
-def shard_state(state: Any, mesh: Mesh, rules) -> Any:
-  """Places every array of `state` on the mesh according to its logical axes."""
-  return jax.device_put(state, state_shardings(state, mesh, rules))
+  out = jax.tree.map(one, state, is_leaf=_is_variable)
+  return nnx.to_pure_dict(out) if isinstance(out, nnx.State) else out
 
 
 def batch_sharding(mesh: Mesh, rules, ndim: int) -> NamedSharding:
@@ -132,13 +135,65 @@ def constrain(x: jax.Array, logical_axes: LogicalAxes) -> jax.Array:
   return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
-def host_local_to_global(batch: dict[str, np.ndarray], mesh: Mesh, rules) -> dict[str, jax.Array]:
-  """Assembles per-process batches into global arrays sharded on the batch axes."""
-  out = {}
-  for name, array in batch.items():
-    sharding = batch_sharding(mesh, rules, np.ndim(array))
-    if jax.process_count() == 1:
-      out[name] = jax.device_put(array, sharding)
-    else:
-      out[name] = jax.make_array_from_process_local_data(sharding, array)
-  return out
+@dataclasses.dataclass(frozen=True)
+class Partitioner:
+  """A mesh and its logical rules: shardings, batch placement and jit (t5x's
+  BasePartitioner, MaxText's logical rules)."""
+
+  mesh: Mesh
+  rules: Any
+
+  @classmethod
+  def from_config(cls, config: MeshConfig, devices: Sequence[jax.Device] | None = None):
+    return cls(make_mesh(config, devices), config.rules)
+
+  @property
+  def replicated(self) -> NamedSharding:
+    return NamedSharding(self.mesh, PartitionSpec())
+
+  def shardings(self, tree: Any) -> Any:
+    """NamedShardings of an abstract or concrete tree (Variables by their metadata)."""
+    return state_shardings(tree, self.mesh, self.rules)
+
+  def batch_ways(self) -> int:
+    """Devices a batch is split over (the product of the batch rule's mesh axes)."""
+    axes = dict(self.rules).get("batch") or ()
+    axes = (axes,) if isinstance(axes, str) else tuple(axes)
+    return math.prod(self.mesh.shape[a] for a in axes)
+
+  def check_batch(self, batch_size: int, name: str, accum: int = 1) -> None:
+    """Fails before compiling when a global batch cannot be split as asked."""
+    ways = self.batch_ways()
+    if batch_size % accum:
+      raise ValueError(f"{name}={batch_size} is not divisible by the {accum} micro-batches "
+                       "of gradient accumulation")
+    if (batch_size // accum) % ways:
+      raise ValueError(
+          f"the micro-batch of {batch_size // accum} rows ({name}"
+          f"{f' / {accum} accumulation steps' if accum > 1 else ''}) cannot be split over "
+          f"the {ways} devices of the batch axes (mesh {dict(self.mesh.shape)}); make "
+          f"{name} a multiple of {ways * accum} or change mesh.shape")
+    if batch_size % jax.process_count():
+      raise ValueError(f"{name}={batch_size} is not divisible by the {jax.process_count()} "
+                       "hosts")
+
+  def put_batch(self, batch: dict) -> dict:
+    """This host's rows ({name: [b, ...] numpy}) -> global arrays split over the batch
+    axes (the hosts' rows in process order)."""
+    out = {}
+    for name, array in batch.items():
+      target = batch_sharding(self.mesh, self.rules, np.ndim(array))
+      out[name] = (jax.device_put(array, target) if jax.process_count() == 1 else
+                   jax.make_array_from_process_local_data(target, array))
+    return out
+
+  def jit(self, fn: Callable, **jit_kwargs) -> Callable:
+    """`jax.jit(fn, **jit_kwargs)` that traces with this mesh's activation constraints."""
+    jitted = jax.jit(fn, **jit_kwargs)
+
+    def call(*args):
+      with activation_sharding(self.mesh, self.rules):
+        return jitted(*args)
+
+    call.jitted = jitted
+    return call

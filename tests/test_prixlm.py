@@ -18,7 +18,7 @@ from kmlm_jax.data import masking, packing
 from kmlm_jax.text import prixlm
 from kmlm_jax.text.vocab import XLMRSentencePiece, add_tokens_to_tokenizer_json, load_vocab
 from kmlm_jax.training import losses
-from kmlm_jax.training.train_state import _forward
+from kmlm_jax.training.pretraining import forward
 
 LANGS = ("en", "fr", "ja")
 
@@ -105,7 +105,7 @@ def test_training_loss_equals_decoding_scores():
                                packing.PackSpec(128, 32, 1))
   rows = [dict(zip(rows, r)) for r in zip(*rows.values())]
   batch = {k: jnp.asarray(np.stack([r[k] for r in rows])) for k in packing.ROW_KEYS}
-  nll, _ = _forward(graphdef, nnx.to_pure_dict(params), batch, None)
+  nll, _ = forward(nnx.merge(graphdef, params), batch, None)
   nll = np.asarray(nll) * np.asarray(batch["mlm_weights"])
   seg = np.take_along_axis(np.asarray(batch["segment_ids"]), np.asarray(batch["mlm_positions"]), 1)
   got, k = [], 0

@@ -8,7 +8,8 @@ from flax import nnx
 from kmlm_jax import sharding
 from kmlm_jax.config import DEFAULT_RULES, MeshConfig, preset
 from kmlm_jax.models.encoder import Encoder
-from kmlm_jax.training.step import sharded_value_and_grad
+from kmlm_jax.config import DataConfig, ExperimentConfig
+from kmlm_jax.training.pretraining import PretrainingTask
 
 
 def _batch(config, batch=8, length=32, predictions=6, seed=0):
@@ -21,16 +22,22 @@ def _batch(config, batch=8, length=32, predictions=6, seed=0):
   return dict(input_ids=ids.astype(np.int32), segment_ids=seg,
               mlm_positions=pos.astype(np.int32),
               mlm_targets=rng.integers(4, config.vocab_size, (batch, predictions)).astype(np.int32),
-              mlm_weights=(rng.random((batch, predictions)) < 0.8).astype(np.float32))
+              mlm_weights=(rng.random((batch, predictions)) < 0.8).astype(np.float32),
+              prefix_mask=np.zeros_like(seg), mlm_streams=np.zeros((batch, predictions), np.int32))
 
 
 def _grad_on(mesh_shape, devices, config, batch):
-  mesh = sharding.make_mesh(MeshConfig(shape=mesh_shape), devices=devices)
-  model = Encoder(config, rngs=nnx.Rngs(0))
-  step = sharded_value_and_grad(model, mesh, DEFAULT_RULES, batch)
-  global_batch = sharding.host_local_to_global(batch, mesh, DEFAULT_RULES)
-  (loss, acc), grads = step(global_batch)
-  return float(loss), float(acc), jax.tree.map(np.asarray, nnx.to_pure_dict(grads)), step
+  """The production loss (PretrainingTask) and its gradient, jitted by the Partitioner."""
+  partitioner = sharding.Partitioner.from_config(MeshConfig(shape=mesh_shape), devices)
+  task = PretrainingTask(ExperimentConfig("t", config, DataConfig(batch_size=8)))
+  shardings = partitioner.shardings(task.abstract_params())
+  params = jax.device_put(nnx.to_pure_dict(nnx.state(Encoder(config, rngs=nnx.Rngs(0)),
+                                                     nnx.Param)), shardings)
+  grad = jax.value_and_grad(lambda p, b: task.loss_fn(p, b, None, task.context(b)), has_aux=True)
+  (loss, sums), grads = partitioner.jit(grad, out_shardings=(None, shardings))(
+      params, partitioner.put_batch(batch))
+  acc = float(sums["correct_sum"][0]) / float(batch["mlm_weights"].sum())
+  return float(loss), acc, jax.tree.map(np.asarray, grads), (params, partitioner.mesh)
 
 
 @pytest.fixture(scope="module")
@@ -44,17 +51,17 @@ def reference():
 @pytest.mark.parametrize("mesh_shape", [(8, 1, 1), (2, 2, 2), (1, 2, 4), (1, 1, 8), (2, 4, 1)])
 def test_sharded_matches_single_device(mesh_shape, reference):
   config, batch, (loss1, acc1, grads1, _) = reference
-  loss8, acc8, grads8, step = _grad_on(mesh_shape, jax.devices(), config, batch)
+  loss8, acc8, grads8, (params, mesh) = _grad_on(mesh_shape, jax.devices(), config, batch)
   assert abs(loss8 - loss1) <= 1e-5 * abs(loss1)
   assert acc8 == acc1
   flat1, flat8 = jax.tree.leaves(grads1), jax.tree.leaves(grads8)
   for g1, g8 in zip(flat1, flat8):
     np.testing.assert_allclose(g8, g1, atol=1e-5, rtol=1e-4)
   # The parameters really are split: the tensor axis shards the MLP kernel.
-  kernel = step.params["layers"]["mlp_in_kernel"]
-  tensor = dict(zip(step.mesh.axis_names, step.mesh.devices.shape))["tensor"]
-  fsdp = dict(zip(step.mesh.axis_names, step.mesh.devices.shape))["fsdp"]
-  shard = kernel.get_value().addressable_shards[0].data.shape
+  kernel = params["layers"]["mlp_in_kernel"]
+  tensor = dict(zip(mesh.axis_names, mesh.devices.shape))["tensor"]
+  fsdp = dict(zip(mesh.axis_names, mesh.devices.shape))["fsdp"]
+  shard = kernel.addressable_shards[0].data.shape
   assert shard == (config.num_layers, config.hidden_size // fsdp,
                    config.intermediate_size // tensor)
 

@@ -17,7 +17,8 @@ from flax import nnx
 from kmlm_jax import sharding
 from kmlm_jax.config import DataConfig, ExperimentConfig, MeshConfig, TrainConfig, preset
 from kmlm_jax.models.encoder import Encoder
-from kmlm_jax.training import loop, train_state as ts
+from kmlm_jax.training import loop
+from kmlm_jax.training.trainer import to_host
 from kmlm_jax.training.data import SyntheticBatches
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,16 +36,14 @@ def _config(**train):
 
 def _losses(config, mesh_shape, devices, steps=3):
   config = dataclasses.replace(config, mesh=MeshConfig(shape=mesh_shape))
-  mesh = sharding.make_mesh(config.mesh, devices)
-  trainer = ts.make_trainer(config, mesh, nnx.eval_shape(
-      lambda: Encoder(config.model, rngs=nnx.Rngs(0))))
-  state = ts.init_state(trainer)
+  trainer = loop.pretraining_trainer(config, devices)
+  state = trainer.init_state()
   batches = SyntheticBatches(config.data, config.model.vocab_size)
   out = []
   for _ in range(steps):
-    state, m = trainer.step_fn(state, ts.global_batch(trainer, next(batches)))
+    state, m = trainer.step(state, next(batches))
     out.append(float(m["loss"]))
-  return np.array(out), ts.to_host(state.params)
+  return np.array(out), to_host(state.params)
 
 
 @pytest.fixture(scope="module")

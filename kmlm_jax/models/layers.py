@@ -10,11 +10,12 @@ from flax import nnx
 
 
 def param(init, rngs: nnx.Rngs, shape: Sequence[int], logical_axes: Sequence[str | None]):
-  """An fp32 `nnx.Param` with its logical axis names as metadata."""
+  """An fp32 `nnx.Param` with its logical axis names as Flax's `out_sharding` metadata
+  (resolved against a mesh by `kmlm_jax.sharding`, not eagerly)."""
   if len(shape) != len(logical_axes):
     raise ValueError(f"shape {tuple(shape)} and logical axes {tuple(logical_axes)} differ in rank")
   return nnx.Param(init(rngs.params(), tuple(shape), jnp.float32),
-                   logical_axes=tuple(logical_axes))
+                   out_sharding=tuple(logical_axes), eager_sharding=False)
 
 
 def layer_norm(x, scale, bias, eps: float):

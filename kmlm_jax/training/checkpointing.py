@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from kmlm_jax.training.train_state import TrainState
+from kmlm_jax.training.trainer import TrainState
 
 log = logging.getLogger("kmlm_jax.training")
 

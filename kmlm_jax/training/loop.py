@@ -1,7 +1,7 @@
 """The train loop: init or resume, step, log, checkpoint, stop cleanly.
 
 `train(config, workdir)` runs `config.train.steps` steps of the jitted
-step of `train_state.py` on the mesh of `config.mesh`, feeding host
+step of `trainer.py` (the `PretrainingTask`) on the mesh of `config.mesh`, feeding host
 batches from `data.make_batches`. Every `checkpoint_every` steps (and at
 the end, and on SIGTERM) it saves the state and the input state (a few
 integers per input shard, `kmlm_jax.data.input`); `resume=True` continues
@@ -33,10 +33,11 @@ from jax.experimental import multihost_utils
 
 from kmlm_jax import sharding
 from kmlm_jax.config import ExperimentConfig
-from kmlm_jax.models.encoder import Encoder
-from kmlm_jax.training import checkpointing, flops, train_state as ts
+from kmlm_jax.training import checkpointing, flops
 from kmlm_jax.training import data as data_lib
 from kmlm_jax.training.losses import STREAM_NAMES
+from kmlm_jax.training.pretraining import PretrainingTask
+from kmlm_jax.training.trainer import Trainer, make_trainer, to_host
 
 log = logging.getLogger("kmlm_jax.training")
 
@@ -97,6 +98,15 @@ def load_init_params(config: ExperimentConfig) -> dict | None:
   return nnx.to_pure_dict(nnx.state(mc.build_model(config.model, flat), nnx.Param))
 
 
+def pretraining_trainer(config: ExperimentConfig, devices=None) -> Trainer:
+  """The jitted, sharded pretraining step of `config` (checked before compiling)."""
+  partitioner = sharding.Partitioner.from_config(config.mesh, devices)
+  partitioner.check_batch(config.data.batch_size, "data.batch_size",
+                          config.train.grad_accum_steps)
+  return make_trainer(PretrainingTask(config), partitioner, config.train.optimizer(),
+                      grad_accum_steps=config.train.grad_accum_steps, seed=config.train.seed)
+
+
 def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False,
           progress: bool = True,
           batch_source: Callable[[int], Iterator[dict]] | None = None) -> dict:
@@ -105,9 +115,7 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
   `batch_source(start_position)` replaces the configured input (tests).
   """
   workdir = Path(workdir)
-  mesh = sharding.make_mesh(config.mesh)
-  trainer = ts.make_trainer(config, mesh, nnx.eval_shape(
-      lambda: Encoder(config.model, rngs=nnx.Rngs(0))))
+  trainer = pretraining_trainer(config)
   ckpt = checkpointing.Checkpointer(workdir / "checkpoints", config.train.keep_checkpoints,
                                     config.train.async_checkpointing)
   input_state = None
@@ -116,7 +124,7 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
     if not resume:
       raise WorkdirError(f"{workdir} already holds checkpoints (steps {ckpt.steps()}); pass "
                          "--resume to continue, or use another --workdir")
-    shapes = jax.eval_shape(lambda: ts.init_state(trainer))
+    shapes = jax.eval_shape(trainer.init_state)
     restored = ckpt.restore_latest(checkpointing.abstract_like(shapes, trainer.state_shardings))
     if restored is None:
       raise WorkdirError(f"{workdir}/checkpoints: no checkpoint could be restored")
@@ -126,7 +134,7 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
     log.info("resumed from step %d (input state %s)", int(state.step),
              json.dumps(input_state)[:200])
   else:
-    state = ts.init_state(trainer, load_init_params(config))
+    state = trainer.init_state(load_init_params(config))
   first_step = int(state.step)
 
   batches = _open_batches(config, input_state, batch_source)
@@ -180,7 +188,7 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
     for step in range(first_step + 1, config.train.steps + 1):
       host = next(batches)
       tokens = int((host["segment_ids"] > 0).sum()) * jax.process_count()
-      state, metrics = trainer.step_fn(state, ts.global_batch(trainer, host))
+      state, metrics = trainer.step(state, host)
       pending.append(_Pending(step, metrics, tokens))
       if step == first_step + 1:  # start-up cost: process start to the first step done
         jax.block_until_ready(metrics)
@@ -210,7 +218,7 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
 
   final_step = int(state.step)
   if status == "completed":
-    params = ts.to_host(state.params) if jax.process_count() == 1 else \
+    params = to_host(state.params) if jax.process_count() == 1 else \
         multihost_utils.process_allgather(state.params, tiled=True)
     if jax.process_index() == 0:
       _export_model(config, params, workdir / "model")
@@ -259,7 +267,7 @@ def _periodic_eval(trainer, config, state, writer, step) -> None:
   totals = np.zeros((2, len(STREAM_NAMES)))
   counts = np.zeros(len(STREAM_NAMES))
   for _ in range(config.train.eval_batches):
-    m = jax.device_get(trainer.eval_fn(state.params, ts.global_batch(trainer, next(it))))
+    m = jax.device_get(trainer.evaluate(state.params, next(it)))
     totals += np.stack([m["stream_loss"], m["stream_accuracy"]]) * m["count"]
     counts += m["count"]
   it.close()

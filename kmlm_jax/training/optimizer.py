@@ -5,11 +5,13 @@ from __future__ import annotations
 import jax
 import optax
 
-from kmlm_jax.config import TrainConfig
+from kmlm_jax.config import OptimizerConfig
 
 
-def learning_rate_schedule(config: TrainConfig) -> optax.Schedule:
-  """0 -> peak over `warmup_steps`, then linearly to 0 at `steps`."""
+def learning_rate_schedule(config: OptimizerConfig) -> optax.Schedule:
+  """0 -> peak over `warmup_steps`, then linearly to 0 at `steps` (or constant)."""
+  if config.schedule == "constant":
+    return optax.constant_schedule(config.learning_rate)
   warmup = max(0, min(config.warmup_steps, config.steps))
   return optax.join_schedules(
       [optax.linear_schedule(0.0, config.learning_rate, max(warmup, 1)),
@@ -22,7 +24,7 @@ def _decay_mask(params):
   return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
-def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
+def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
   chain = []
   if config.grad_clip_norm > 0:
     chain.append(optax.clip_by_global_norm(config.grad_clip_norm))
