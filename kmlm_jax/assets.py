@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from kmlm_jax.errors import InputError
 
-class AssetError(FileNotFoundError):
+
+class AssetError(InputError, FileNotFoundError):
   pass
 
 

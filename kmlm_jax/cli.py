@@ -227,31 +227,22 @@ def _adapters(args) -> int:
 
 
 def main(argv=None) -> int:
+  """Runs one subcommand; every user error ends in one line and its exit code
+  (`kmlm_jax.errors`: 1 verification failed, 2 bad input, 3 non-finite loss)."""
   args = build_parser().parse_args(argv)
-  from kmlm_jax.assets import AssetError
-  from kmlm_jax.convert.hf import ConversionError
   from kmlm_jax.convert.commands import VerifyError
-  from kmlm_jax.experiment import ConfigError
-  from kmlm_jax.kg.errors import KGInputError
-  from kmlm_jax.text.errors import CorpusError
-  from kmlm_jax.text.tokenizers import TokenizerError
-  from kmlm_jax.training.loop import NonFiniteLoss, WorkdirError
+  from kmlm_jax.errors import KmlmError
   try:
     return {"convert": _convert, "init": _init, "kg": _kg, "data": _data, "train": _train,
             "adapters": _adapters, "eval": _eval}[args.command](args)
-  except NonFiniteLoss as e:
-    print(f"kmlm-jax {args.command}: error: {e}", file=sys.stderr)
-    return 3
-  except VerifyError as e:
-    print("\n".join(e.report.lines))
+  except KmlmError as e:
+    if isinstance(e, VerifyError):
+      print("\n".join(e.report.lines))
     print(f"kmlm-jax {args.command}: error: {e}", file=sys.stderr)
     sys.stderr.flush()
-    print(f"max_abs_diff={e.report.max_abs_diff:.3g}")
-    return 1
-  except (ConversionError, TokenizerError, AssetError, KGInputError, ConfigError, CorpusError,
-          WorkdirError) as e:
-    print(f"kmlm-jax {args.command}: error: {e}", file=sys.stderr)
-    return 2
+    if isinstance(e, VerifyError):
+      print(f"max_abs_diff={e.report.max_abs_diff:.3g}")
+    return e.exit_code
 
 
 if __name__ == "__main__":

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Sequence
 
 from kmlm_jax.config import ExperimentConfig, override
+from kmlm_jax.errors import InputError
 
 
-class ConfigError(ValueError):
-  pass
+class ConfigError(InputError):
+  """A config that cannot run; names the file or key."""
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = (), expected=ExperimentConfig):

@@ -26,6 +26,8 @@ class Report:
 class VerifyError(hf.ConversionError):
   """The converted model disagrees with transformers; nothing was written."""
 
+  exit_code = 1
+
   def __init__(self, report: Report, what: str):
     super().__init__(f"verify failed: max_abs_diff={report.max_abs_diff:.3g} > "
                      f"{verify_lib.TOLERANCE} ({what}); nothing written")

@@ -23,9 +23,10 @@ import numpy as np
 from kmlm_jax import fileio
 from kmlm_jax.config import ModelConfig
 from kmlm_jax.convert import name_map as nm
+from kmlm_jax.errors import InputError
 
 
-class ConversionError(ValueError):
+class ConversionError(InputError):
   """Bad input to a conversion; the message names the file or tensor."""
 
 

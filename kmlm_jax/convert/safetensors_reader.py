@@ -19,6 +19,8 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
+from kmlm_jax.errors import InputError
+
 DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
     "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8,
@@ -26,7 +28,7 @@ DTYPES = {
 }
 
 
-class SafetensorsError(ValueError):
+class SafetensorsError(InputError):
   pass
 
 

@@ -33,12 +33,14 @@ from typing import Sequence
 
 import numpy as np
 
+from kmlm_jax.errors import InputError
+
 _FORMAT = 1
 _ARRAYS = ("row_ptr", "child_token", "child_state", "terminal_entity", "eos_entity",
            "entity_state")
 
 
-class TrieError(ValueError):
+class TrieError(InputError):
   """Invalid entity names."""
 
 

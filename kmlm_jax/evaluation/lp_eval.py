@@ -19,11 +19,12 @@ from typing import Sequence
 
 import numpy as np
 
+from kmlm_jax.errors import InputError
 from kmlm_jax.evaluation import link_prediction as lp
 from kmlm_jax.kg.corpus_dir import CorpusDir
 
 
-class LinkPredictionInputError(ValueError):
+class LinkPredictionInputError(InputError):
   pass
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import collections
 import dataclasses
 
+from kmlm_jax.errors import InputError
 
-class KGInputError(ValueError):
+
+class KGInputError(InputError):
   """Bad input to a KG reader or builder; the message names file, line and field."""
 
 

@@ -25,6 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
+from kmlm_jax.errors import InputError
+
 PRIXLM_TOKENS = ("[S]", "[P]", "[O]", "[EOS]")
 
 
@@ -57,7 +59,7 @@ class PrixLMIds:
     return cls(*ids, langs)
 
 
-class UnknownRelationError(ValueError):
+class UnknownRelationError(InputError):
   """A relation name the tokenizer cannot represent (empty or with `<unk>` pieces)."""
 
 

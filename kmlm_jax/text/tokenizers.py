@@ -16,10 +16,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kmlm_jax.errors import InputError
+
 XLMR_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
 
 
-class TokenizerError(ValueError):
+class TokenizerError(InputError):
   pass
 
 

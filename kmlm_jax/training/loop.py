@@ -33,6 +33,7 @@ from jax.experimental import multihost_utils
 
 from kmlm_jax import sharding
 from kmlm_jax.config import ExperimentConfig
+from kmlm_jax.errors import InputError, NonFiniteLoss
 from kmlm_jax.training import checkpointing, flops
 from kmlm_jax.training import data as data_lib
 from kmlm_jax.training.losses import STREAM_NAMES
@@ -42,12 +43,8 @@ from kmlm_jax.training.trainer import Trainer, make_trainer, to_host
 log = logging.getLogger("kmlm_jax.training")
 
 
-class NonFiniteLoss(RuntimeError):
-  """The loss or gradient became NaN/inf; the run stopped, checkpoints are intact."""
-
-
-class WorkdirError(ValueError):
-  pass
+class WorkdirError(InputError):
+  """A work directory that does not fit the run (checkpoints present, none readable)."""
 
 
 @dataclasses.dataclass

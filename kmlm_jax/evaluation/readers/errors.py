@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+from kmlm_jax.errors import InputError
 from kmlm_jax.kg.errors import where  # noqa: F401  (the one FILE:LINE: field formatter)
 
 
-class ReaderError(ValueError):
+class ReaderError(InputError):
   """Malformed evaluation data; the message names file, line and field."""
 
 

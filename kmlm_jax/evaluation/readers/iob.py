@@ -27,6 +27,7 @@ import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from kmlm_jax.errors import InputError
 from kmlm_jax.evaluation.readers.errors import ReaderError, error, read_lines
 
 SCHEMES = ("iob2", "iob1", "loose")
@@ -56,7 +57,7 @@ class IOBDataset:
     return tuple(sorted({t[2:] for t in self.labels if t != "O"}))
 
 
-class TagError(ValueError):
+class TagError(InputError):
   """A tag sequence that breaks its scheme; `index` is the faulty tag's position."""
 
   def __init__(self, index: int, message: str):
