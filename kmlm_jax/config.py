@@ -67,6 +67,14 @@ class ModelConfig:
   def replace(self, **changes) -> "ModelConfig":
     return dataclasses.replace(self, **changes)
 
+  def architecture(self) -> dict:
+    """The fields a checkpoint is (its parameters' names and shapes, its function)."""
+    return {k: v for k, v in dataclasses.asdict(self).items() if k not in RUN_SETTINGS}
+
+  def with_run_settings(self, run: "ModelConfig") -> "ModelConfig":
+    """This architecture computed as `run` asks (dtype, remat, scan_layers, dropout)."""
+    return self.replace(**{k: getattr(run, k) for k in RUN_SETTINGS})
+
   def num_params(self) -> int:
     """Parameter count of the encoder plus MLM head (word embeddings tied)."""
     d, f, n = self.hidden_size, self.intermediate_size, self.num_layers
@@ -79,6 +87,9 @@ class ModelConfig:
       total += d * d + d + 2 * d + self.vocab_size
     return total
 
+
+# How a run computes, not what a checkpoint is: any checkpoint accepts any of these.
+RUN_SETTINGS = ("dropout_rate", "attention_dropout_rate", "dtype", "remat", "scan_layers")
 
 _XLMR = dict(flavour="xlmr", vocab_size=250002, max_position_embeddings=514,
              type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5)

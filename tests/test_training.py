@@ -209,3 +209,38 @@ def test_metrics_and_tensorboard(tmp_path):
     assert key in last and np.isfinite(last[key]), key
   assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
   assert json.loads((tmp_path / "summary.json").read_text())["status"] == "completed"
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+  from kmlm_jax import model_checkpoint as mc
+  model = _config().model
+  path = tmp_path_factory.mktemp("ckpt") / "model"
+  mc.save_model_checkpoint(path, model, mc.model_params(Encoder(model, rngs=nnx.Rngs(7))))
+  return path
+
+
+def _first_loss(config, workdir):
+  summary = loop.train(config, workdir, progress=False)
+  assert summary["status"] == "completed"
+  return summary["history"][0]["loss"]
+
+
+@pytest.mark.parametrize("setting,tolerance", [("model.scan_layers=false", 1e-5),
+                                               ("model.remat=true", 1e-5),
+                                               ("model.dtype=bfloat16", 3e-2)])
+def test_init_from_accepts_any_run_setting(tmp_path, tiny_checkpoint, setting, tolerance):
+  from kmlm_jax.config import override
+  config = dataclasses.replace(_config(steps=1, checkpoint_every=1),
+                               init_from=str(tiny_checkpoint))
+  reference = _first_loss(config, tmp_path / "ref")
+  changed = override(config, [setting])
+  assert changed.model != config.model
+  assert abs(_first_loss(changed, tmp_path / "run") - reference) <= tolerance * reference
+
+
+def test_init_from_rejects_another_architecture(tmp_path, tiny_checkpoint):
+  config = dataclasses.replace(_config(steps=1), init_from=str(tiny_checkpoint))
+  config = dataclasses.replace(config, model=config.model.replace(num_layers=3))
+  with pytest.raises(loop.WorkdirError, match=r"num_layers=2 \(run: 3\)"):
+    loop.train(config, tmp_path, progress=False)

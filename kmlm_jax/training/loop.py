@@ -81,17 +81,18 @@ def _scalars(step, m, lr, tokens_per_s, tflops_per_device, mfu) -> dict:
 
 
 def load_init_params(config: ExperimentConfig) -> dict | None:
-  """The pure-dict params of `config.init_from`, or None for a random start."""
+  """The pure-dict params of `config.init_from`, or None for a random start. The
+  checkpoint fixes the architecture; the run's settings (dtype, remat, scan_layers,
+  dropout) apply to any checkpoint."""
   if not config.init_from:
     return None
   from kmlm_jax import model_checkpoint as mc
   model_config, flat, _ = mc.load_model_checkpoint(config.init_from)
-  if dataclasses.replace(model_config, dtype=config.model.dtype, remat=config.model.remat,
-                         dropout_rate=config.model.dropout_rate,
-                         attention_dropout_rate=config.model.attention_dropout_rate) != \
-      config.model:
-    raise WorkdirError(f"init_from {config.init_from}: its model config differs from the "
-                       f"run's ({model_config} vs {config.model})")
+  if model_config.architecture() != config.model.architecture():
+    theirs, ours = model_config.architecture(), config.model.architecture()
+    diff = ", ".join(f"{k}={theirs[k]!r} (run: {ours[k]!r})" for k in theirs if theirs[k] != ours[k])
+    raise WorkdirError(f"init_from {config.init_from}: its architecture differs from "
+                       f"model's: {diff}")
   return nnx.to_pure_dict(nnx.state(mc.build_model(config.model, flat), nnx.Param))
 
 
