@@ -1,10 +1,6 @@
 """KMLM paper run: mbert base kmlm cs (mbert-base, mixture kmlm_cs). See configs/paper.py."""
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-from paper import paper_run  # noqa: E402
+from configs.paper import paper_run
 
 
 def get_config():

