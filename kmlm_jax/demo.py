@@ -33,14 +33,6 @@ STREAM_TASKS = {"mlm": "cc100", "knowledge (code-switched)": "kmlm_knowledge_cs"
                 "knowledge (parallel)": "kmlm_knowledge_parallel", "reasoning": "kmlm_reasoning"}
 
 
-def build_corpora(out: Path) -> dict:
-  from kmlm_jax.kg import build
-  from kmlm_jax.kg.sample import read_sample
-  graph, stats, info = read_sample()
-  return build.build(graph, out, build.BuildOptions(), read_stats=stats, read_info=info,
-                     source={"sample": "kmlm_jax/kg/data/sample_wikidata.json"}, overwrite=True)
-
-
 def corpus_texts(corpus: Path, languages):
   import tensorflow as tf
 
@@ -158,7 +150,7 @@ def main(argv=None) -> int:
   logging.basicConfig(level=logging.WARNING)
   from kmlm_jax.convert import commands
   from kmlm_jax.experiment import load_config
-  from kmlm_jax.kg.sample import KMLM_LANGUAGES
+  from kmlm_jax.kg.sample import KMLM_LANGUAGES, build_sample_corpora
   from kmlm_jax.training.loop import train
 
   start = time.perf_counter()
@@ -167,7 +159,7 @@ def main(argv=None) -> int:
   out.mkdir(parents=True)
   timings = {}
   print("1/5 building the sample KG corpora ...", flush=True)
-  manifest = build_corpora(out / "kg")
+  manifest = build_sample_corpora(out / "kg", overwrite=True)
   timings["corpora_s"] = time.perf_counter() - start
   print("2/5 trimming the XLM-R tokenizer to the corpora ...", flush=True)
   vocab_size = trim_vocab(out / "kg", out / "vocab", KMLM_LANGUAGES)

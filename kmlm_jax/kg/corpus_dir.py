@@ -70,12 +70,9 @@ class CorpusDir:
     """The embedded sample KG's corpora, built into `sample_path(cache_root)` unless there."""
     directory = cls.sample_path(cache_root)
     if not (directory / "manifest.json").exists():
-      from kmlm_jax.kg import build
-      from kmlm_jax.kg.sample import read_sample
-      graph, stats, info = read_sample()
+      from kmlm_jax.kg.sample import build_sample_corpora
       try:
-        build.build(graph, directory, build.BuildOptions(), read_stats=stats, read_info=info,
-                    source={"sample": "kmlm_jax/kg/data/sample_wikidata.json"})
+        build_sample_corpora(directory)
       except FileExistsError:  # another process built it meanwhile
         if not (directory / "manifest.json").exists():
           raise
