@@ -50,7 +50,7 @@ def make_batch(vocab: int, seed: int = 0):
   ids[np.arange(B)[:, None], pos] = vocab - 1  # <mask>
   return dict(input_ids=ids, segment_ids=np.ones((B, T), np.int32),
               mlm_positions=pos.astype(np.int32), mlm_targets=targets,
-              mlm_weights=np.ones((B, P), np.float32), mlm_streams=np.zeros((B, P), np.int32),
+              mlm_weights=np.ones((B, P), np.float32), mlm_terms=np.zeros((B, P), np.int32),
               prefix_mask=np.ones((B, T), np.int32))  # MLM rows: every key visible
 
 
@@ -62,7 +62,7 @@ def full_head(batch: dict) -> dict:
   targets[rows, batch["mlm_positions"]] = batch["mlm_targets"]
   weights[rows, batch["mlm_positions"]] = 1.0
   return {**batch, "mlm_positions": positions, "mlm_targets": targets, "mlm_weights": weights,
-          "mlm_streams": np.zeros((B, T), np.int32)}
+          "mlm_terms": np.zeros((B, T), np.int32)}
 
 
 def timed(fn, steps: int) -> tuple[float, object]:

@@ -131,7 +131,7 @@ def test_mixture_rates_and_language_temperature(small):
   for shard in range(4):
     rows, _ = __import__("kmlm_jax.data.input", fromlist=["x"]).make_block(spec, shard, 0)
     for r in range(len(rows["input_ids"])):
-      streams = rows["mlm_streams"][r][rows["mlm_weights"][r] > 0]
+      streams = rows["mlm_terms"][r][rows["mlm_weights"][r] > 0]
       segs = rows["segment_ids"][r][rows["mlm_positions"][r][rows["mlm_weights"][r] > 0]]
       for s in np.unique(segs):
         seen[int(streams[segs == s][0])] += 1

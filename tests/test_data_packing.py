@@ -44,13 +44,13 @@ def _block(case: str, count: int, seed: int = 0) -> dict[str, np.ndarray]:
       "loss": loss,
       "prefix": within < np.repeat(prefix_len, lengths),
       "lengths": lengths,
-      "streams": rng.integers(0, 4, count).astype(np.int32),
+      "terms": rng.integers(0, 4, count).astype(np.int32),
   }
 
 
 def _pack(block: dict[str, np.ndarray], spec: packing.PackSpec = SPEC):
   return packing.pack_block(block["inputs"], block["targets"], block["loss"], block["prefix"],
-                            block["lengths"], block["streams"], spec)
+                            block["lengths"], block["terms"], spec)
 
 
 def _kept_loss(loss: np.ndarray, limit: int) -> np.ndarray:
@@ -60,7 +60,7 @@ def _kept_loss(loss: np.ndarray, limit: int) -> np.ndarray:
 def _expected(block: dict[str, np.ndarray], limit: int = P) -> list[tuple]:
   """Each example as (inputs, prefix, loss positions, their targets, stream)."""
   out, start = [], 0
-  for n, stream in zip(block["lengths"].tolist(), block["streams"].tolist()):
+  for n, stream in zip(block["lengths"].tolist(), block["terms"].tolist()):
     sl = slice(start, start + n)
     where = np.flatnonzero(_kept_loss(block["loss"][sl], limit))
     out.append((tuple(block["inputs"][sl].tolist()),
@@ -88,13 +88,13 @@ def _segments(rows: dict[str, np.ndarray], spec: packing.PackSpec = SPEC) -> lis
     assert (np.diff(pos) > 0).all() and (seg[pos] > 0).all()
     assert (rows["mlm_positions"][r, m:] == 0).all()
     assert (rows["mlm_targets"][r, m:] == spec.pad_id).all()
-    assert (rows["mlm_streams"][r, m:] == 0).all()
+    assert (rows["mlm_terms"][r, m:] == 0).all()
     examples = []
     for s in range(1, int(seg.max()) + 1):
       where = np.flatnonzero(seg == s)
       lo = where[0]
       hits = (seg[pos] == s)
-      streams = set(rows["mlm_streams"][r, :m][hits].tolist())
+      streams = set(rows["mlm_terms"][r, :m][hits].tolist())
       assert len(streams) <= 1
       examples.append((tuple(rows["input_ids"][r, where].tolist()),
                        tuple(rows["prefix_mask"][r, where].tolist()),

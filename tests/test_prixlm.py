@@ -113,7 +113,7 @@ def test_training_loss_equals_decoding_scores():
     for s in range(1, int(np.asarray(batch["segment_ids"])[r].max()) + 1):
       got.append(float(nll[r][(seg[r] == s) & (np.asarray(batch["mlm_weights"])[r] > 0)].sum()))
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
-  assert losses.STREAM_NAMES[masking.RULE_CAUSAL] == "causal"
+  assert losses.TERM_NAMES[masking.RULE_CAUSAL] == "causal"
 
 
 def test_extended_checkpoint_exports_to_transformers(tmp_path, vocab):

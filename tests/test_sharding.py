@@ -23,7 +23,7 @@ def _batch(config, batch=8, length=32, predictions=6, seed=0):
               mlm_positions=pos.astype(np.int32),
               mlm_targets=rng.integers(4, config.vocab_size, (batch, predictions)).astype(np.int32),
               mlm_weights=(rng.random((batch, predictions)) < 0.8).astype(np.float32),
-              prefix_mask=np.zeros_like(seg), mlm_streams=np.zeros((batch, predictions), np.int32))
+              prefix_mask=np.zeros_like(seg), mlm_terms=np.zeros((batch, predictions), np.int32))
 
 
 def _grad_on(mesh_shape, devices, config, batch):

@@ -3,7 +3,7 @@
 A block holds E examples, N tokens in all, stored flat and back to back:
 `inputs`, `targets` int32 [N], `loss`, `prefix` bool [N] (True where the key
 is visible to every query of its example), `lengths` int32 [E] (sum N, each
->= 1) and `streams` int32 [E] (loss bucket, 0..3). `pack_block` turns it into
+>= 1) and `terms` int32 [E] (loss term, 0..3). `pack_block` turns it into
 R rows of T = spec.length tokens and P = spec.max_predictions loss slots:
 
   input_ids     [R, T] int32    pad_id after the row's last example
@@ -12,7 +12,7 @@ R rows of T = spec.length tokens and P = spec.max_predictions loss slots:
   mlm_positions [R, P] int32    index in the row of each loss token, in row order; 0 on padding
   mlm_targets   [R, P] int32    target ids there; pad_id on padding
   mlm_weights   [R, P] float32  1 real, 0 padding
-  mlm_streams   [R, P] int32    stream of the example; 0 on padding
+  mlm_terms   [R, P] int32    loss term of the example; 0 on padding
 
 Positions are not stored: the model restarts them at each segment. Within a
 row the examples are contiguous, so a packed row computes what each of its
@@ -41,7 +41,7 @@ import dataclasses
 import numpy as np
 
 ROW_KEYS = ("input_ids", "segment_ids", "prefix_mask", "mlm_positions", "mlm_targets",
-            "mlm_weights", "mlm_streams")
+            "mlm_weights", "mlm_terms")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +125,7 @@ def _empty_rows(rows: int, spec: PackSpec) -> dict[str, np.ndarray]:
       "mlm_positions": np.zeros(p, np.int32),
       "mlm_targets": np.full(p, spec.pad_id, np.int32),
       "mlm_weights": np.zeros(p, np.float32),
-      "mlm_streams": np.zeros(p, np.int32),
+      "mlm_terms": np.zeros(p, np.int32),
   }
 
 
@@ -151,7 +151,7 @@ def _fill_predictions(out: dict[str, np.ndarray], dest: np.ndarray, block: dict[
   """The mlm_* arrays from the loss tokens, whose flat row index is `dest`."""
   rows = len(out["input_ids"])
   hits = block["loss"].nonzero()[0]
-  streams = np.repeat(block["streams"], block["predictions"])  # of each hit
+  terms = np.repeat(block["terms"], block["predictions"])  # of each hit
   grid = np.zeros(rows * spec.length, np.int64)  # hit number + 1 at each loss cell
   grid[dest[hits]] = np.arange(1, len(hits) + 1)
   cells = grid.nonzero()[0]  # loss cells in row-major order
@@ -161,7 +161,7 @@ def _fill_predictions(out: dict[str, np.ndarray], dest: np.ndarray, block: dict[
   out["mlm_positions"].reshape(-1)[slot] = cells - row * spec.length
   out["mlm_targets"].reshape(-1)[slot] = block["targets"][hits[hit]]
   out["mlm_weights"].reshape(-1)[slot] = 1.0
-  out["mlm_streams"].reshape(-1)[slot] = streams[hit]
+  out["mlm_terms"].reshape(-1)[slot] = terms[hit]
 
 
 def _check(lengths: np.ndarray, tokens: int, spec: PackSpec) -> None:
@@ -175,7 +175,7 @@ def _check(lengths: np.ndarray, tokens: int, spec: PackSpec) -> None:
 
 
 def pack_block(inputs: np.ndarray, targets: np.ndarray, loss: np.ndarray, prefix: np.ndarray,
-               lengths: np.ndarray, streams: np.ndarray,
+               lengths: np.ndarray, terms: np.ndarray,
                spec: PackSpec) -> tuple[dict[str, np.ndarray], dict[str, int]]:
   """Rows (see module docstring; rows[k] is [R, T], or [R, P] for mlm_* keys) and
   stats {"examples", "rows", "tokens", "predictions_dropped"} of one block."""
@@ -190,7 +190,7 @@ def pack_block(inputs: np.ndarray, targets: np.ndarray, loss: np.ndarray, prefix
   rows = _empty_rows(len(counts), spec)
   block = {"inputs": np.asarray(inputs), "targets": np.asarray(targets), "loss": kept,
            "prefix": np.asarray(prefix, bool), "lengths": lengths, "starts": starts,
-           "predictions": predictions, "streams": np.asarray(streams)}
+           "predictions": predictions, "terms": np.asarray(terms)}
   _fill_rows(rows, order, counts, block, spec)
   stats = {"examples": len(lengths), "rows": len(counts), "tokens": len(inputs),
            "predictions_dropped": int((found - predictions).sum())}

@@ -36,7 +36,7 @@ from kmlm_jax.config import ExperimentConfig
 from kmlm_jax.errors import InputError, NonFiniteLoss
 from kmlm_jax.training import checkpointing, flops
 from kmlm_jax.training import data as data_lib
-from kmlm_jax.training.losses import STREAM_NAMES
+from kmlm_jax.training.losses import TERM_NAMES
 from kmlm_jax.training.pretraining import PretrainingTask
 from kmlm_jax.training.trainer import Trainer, make_trainer, to_host
 
@@ -73,10 +73,10 @@ def _scalars(step, m, lr, tokens_per_s, tflops_per_device, mfu) -> dict:
          "tokens_per_s": tokens_per_s, "tflops_per_device": tflops_per_device}
   if mfu is not None:
     out["mfu"] = mfu
-  for i, name in enumerate(STREAM_NAMES):
+  for i, name in enumerate(TERM_NAMES):
     if float(m["count"][i]) > 0:
-      out[f"{name}/loss"] = float(m["stream_loss"][i])
-      out[f"{name}/accuracy"] = float(m["stream_accuracy"][i])
+      out[f"{name}/loss"] = float(m["term_loss"][i])
+      out[f"{name}/accuracy"] = float(m["term_accuracy"][i])
   return out
 
 
@@ -259,18 +259,18 @@ def _open_batches(config: ExperimentConfig, input_state: dict | None, batch_sour
 
 
 def _periodic_eval(trainer, config, state, writer, step) -> None:
-  """MLM loss and accuracy per stream on fixed batches (seed + 1) of the training mixture."""
+  """MLM loss and accuracy per loss term on fixed batches (seed + 1) of the training mixture."""
   it = data_lib.make_batches(dataclasses.replace(config.data, seed=config.data.seed + 1),
                             config.model.vocab_size, jax.process_index(), jax.process_count())
-  totals = np.zeros((2, len(STREAM_NAMES)))
-  counts = np.zeros(len(STREAM_NAMES))
+  totals = np.zeros((2, len(TERM_NAMES)))
+  counts = np.zeros(len(TERM_NAMES))
   for _ in range(config.train.eval_batches):
     m = jax.device_get(trainer.evaluate(state.params, next(it)))
-    totals += np.stack([m["stream_loss"], m["stream_accuracy"]]) * m["count"]
+    totals += np.stack([m["term_loss"], m["term_accuracy"]]) * m["count"]
     counts += m["count"]
   it.close()
   if writer is not None:
-    for i, name in enumerate(STREAM_NAMES):
+    for i, name in enumerate(TERM_NAMES):
       if counts[i]:
         writer.add_scalar(f"eval/{name}/loss", totals[0, i] / counts[i], step)
         writer.add_scalar(f"eval/{name}/accuracy", totals[1, i] / counts[i], step)

@@ -4,7 +4,7 @@ Batches are packed rows (`kmlm_jax.data.packing.ROW_KEYS`: [B, T] token
 arrays and [B, P] gathered loss slots). The attention mask is prefix-causal
 per packed segment (bidirectional for the MLM rows, causal after the prefix
 for Prix-LM rows). The loss is `L_MLM + alpha * (L_K + L_L)` (+ Prix-LM's
-causal loss), each stream's mean NLL taken over the whole batch's loss
+causal loss), each loss term's mean NLL taken over the whole batch's loss
 positions (the `context`), so accumulated micro-batches add up exactly.
 """
 
@@ -51,15 +51,15 @@ class PretrainingTask(Task):
     return nnx.merge(self.graphdef, params)
 
   def context(self, batch):
-    return losses.stream_counts(batch["mlm_weights"], batch["mlm_streams"])
+    return losses.term_counts(batch["mlm_weights"], batch["mlm_terms"])
 
   def loss_fn(self, params, batch, rng, counts):
     nll, correct = forward(self.model(params), batch, rng)
-    loss, sums = losses.kmlm_loss(nll, correct, batch["mlm_weights"], batch["mlm_streams"],
+    loss, sums = losses.kmlm_loss(nll, correct, batch["mlm_weights"], batch["mlm_terms"],
                                   counts, self.config.train.alpha)
     return loss, sums
 
   def report(self, sums, counts):
     return {"count": counts,
-            "stream_loss": sums["nll_sum"] / jnp.maximum(counts, 1.0),
-            "stream_accuracy": sums["correct_sum"] / jnp.maximum(counts, 1.0)}
+            "term_loss": sums["nll_sum"] / jnp.maximum(counts, 1.0),
+            "term_accuracy": sums["correct_sum"] / jnp.maximum(counts, 1.0)}
