@@ -77,8 +77,8 @@ def test_finetune_on_8_devices_equals_one():
                          (jax.devices(), (2, 2, 2))):
     config = dataclasses.replace(FT, mesh=MeshConfig(shape=shape))
     tuner = finetune.make_finetuner(_model_fn(0), config, devices)
-    losses = [float(tuner.step(b, jax.random.key(k))["loss"])
-              for k, b in enumerate(finetune.batches(items, 32, 0, tuple(items[0])))]
+    losses = [float(tuner.step(b)["loss"])
+              for b in finetune.batches(items, 32, 0, tuple(items[0]))]
     scores = tuner.predict(next(finetune.batches(items, 32, None, tuple(items[0]))))
     results.append((np.array(losses), scores))
   # Choice scores are compared up to a shift per item: the softmax over choices

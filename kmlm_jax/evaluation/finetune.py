@@ -1,11 +1,10 @@
-"""Jitted, sharded fine-tuning of a `TaskModel` (zero-shot cross-lingual protocol).
+"""Fine-tuning of a `TaskModel` (zero-shot cross-lingual protocol) as a `Task`.
 
 Fine-tune on English training data, keep the parameters that score best on
 the English dev set (checked every `eval_every` steps), then test on every
-language. The step is a pure function of (params, optimizer state, batch,
-key) under `jax.jit` with the shardings of `kmlm_jax.sharding` (parameters
-by their logical axes, batches over the batch axes), and reuses the
-pretraining optimizer (`training/optimizer.py`).
+language. The step is `training.trainer.make_trainer`'s jitted, sharded step
+(parameters by their logical axes, batches over the batch axes, the
+non-finite guard) on a `FinetuneTask`; prediction is `Partitioner.jit`ted.
 
 Batches are dicts of numpy arrays: `input_ids` and `attention_mask`
 ([B, T], or [B, C, T] for multiple choice) and `labels` ([B], or [B, T]
@@ -20,13 +19,13 @@ from typing import Callable, Iterable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
-from kmlm_jax import sharding
-from kmlm_jax.config import MeshConfig, TrainConfig
+from kmlm_jax.config import MeshConfig, OptimizerConfig
+from kmlm_jax.errors import NonFiniteLoss
 from kmlm_jax.models.task_heads import TaskModel
-from kmlm_jax.training.optimizer import make_optimizer
+from kmlm_jax.sharding import Partitioner
+from kmlm_jax.training.trainer import Task, Trainer, TrainState, make_trainer
 
 IGNORE = -100
 
@@ -43,73 +42,85 @@ class FinetuneConfig:
   max_length: int = 128
   mesh: MeshConfig = MeshConfig(shape=(-1, 1, 1))
 
+  def optimizer(self) -> OptimizerConfig:
+    return OptimizerConfig(self.learning_rate, self.steps, self.warmup_steps, self.weight_decay)
 
-def loss_and_accuracy(logits, labels):
-  """Mean cross-entropy and accuracy over labels != IGNORE."""
+
+def label_count(labels):
+  return jnp.maximum((labels != IGNORE).sum(), 1)
+
+
+def loss_and_accuracy(logits, labels, count=None):
+  """Cross-entropy and accuracy summed over labels != IGNORE, divided by `count`
+  (default: this batch's label count, i.e. the means)."""
   valid = labels != IGNORE
   safe = jnp.where(valid, labels, 0)
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
   nll = -jnp.take_along_axis(logp, safe[..., None], -1)[..., 0]
-  count = jnp.maximum(valid.sum(), 1)
+  count = label_count(labels) if count is None else count
   correct = (logits.argmax(-1) == labels) & valid
   return (nll * valid).sum() / count, correct.sum() / count
 
 
 @dataclasses.dataclass
+class FinetuneTask(Task):
+  """A `TaskModel`'s cross-entropy, averaged over the whole batch's labels (`context`)."""
+
+  graphdef: nnx.GraphDef
+  abstract: nnx.State  # the model's nnx.Params as ShapeDtypeStructs
+
+  def abstract_params(self):
+    return self.abstract
+
+  def model(self, params) -> TaskModel:
+    return nnx.merge(self.graphdef, params)
+
+  def context(self, batch):
+    return label_count(batch["labels"])
+
+  def loss_fn(self, params, batch, rng, count):
+    logits = self.model(params)(batch["input_ids"], batch["attention_mask"], rng)
+    loss, accuracy = loss_and_accuracy(logits, batch["labels"], count)
+    return loss, {"accuracy": accuracy}
+
+
+@dataclasses.dataclass
 class Finetuner:
-  """Compiled train and predict functions of one TaskModel on a mesh."""
+  """A fine-tuning run's trainer, its state and the compiled prediction."""
 
-  graphdef: object
-  params: dict
-  opt_state: object
-  train_fn: Callable
+  trainer: Trainer
+  state: TrainState
   predict_fn: Callable
-  batch_sharding: Callable
 
-  def step(self, batch: dict, key) -> dict:
-    self.params, self.opt_state, metrics = self.train_fn(
-        self.params, self.opt_state, self._put(batch), key)
+  @property
+  def params(self) -> dict:
+    return self.state.params
+
+  def step(self, batch: dict) -> dict:
+    self.state, metrics = self.trainer.step(self.state, batch)
     return metrics
 
   def predict(self, batch: dict) -> np.ndarray:
-    return np.asarray(jax.device_get(self.predict_fn(self.params, self._put(batch))))
-
-  def _put(self, batch):
-    return {k: jax.device_put(v, self.batch_sharding(np.ndim(v))) for k, v in batch.items()}
+    batch = self.trainer.partitioner.put_batch(batch)
+    return np.asarray(jax.device_get(self.predict_fn(self.state.params, batch)))
 
 
-def make_finetuner(model: TaskModel, config: FinetuneConfig, devices=None) -> Finetuner:
-  mesh = sharding.make_mesh(config.mesh, devices)
-  rules = config.mesh.rules
-  graphdef, state = nnx.split(model, nnx.Param)
-  shardings = nnx.to_pure_dict(sharding.state_shardings(state, mesh, rules))
-  params = jax.device_put(nnx.to_pure_dict(state), shardings)
-  tx = make_optimizer(TrainConfig(steps=config.steps, learning_rate=config.learning_rate,
-                                  warmup_steps=config.warmup_steps,
-                                  weight_decay=config.weight_decay))
-  opt_state = tx.init(params)
-  batch_sharding = lambda ndim: sharding.batch_sharding(mesh, rules, ndim)
-
-  def loss_fn(params, batch, key):
-    logits = nnx.merge(graphdef, params)(batch["input_ids"], batch["attention_mask"], key)
-    return loss_and_accuracy(logits, batch["labels"])
-
-  def train(params, opt_state, batch, key):
-    (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, key)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, {"loss": loss, "accuracy": acc}
+def make_finetuner(model: TaskModel, config: FinetuneConfig, devices=None,
+                   seed: int = 0) -> Finetuner:
+  """`model`'s fine-tuning step and prediction on `config.mesh` (checked before compiling);
+  dropout keys derive from `seed`."""
+  partitioner = Partitioner.from_config(config.mesh, devices)
+  partitioner.check_batch(config.batch_size, "batch_size")
+  graphdef, params = nnx.split(model, nnx.Param)
+  task = FinetuneTask(graphdef, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                                             params))
+  trainer = make_trainer(task, partitioner, config.optimizer(), seed=seed)
 
   def predict(params, batch):
-    return nnx.merge(graphdef, params)(batch["input_ids"], batch["attention_mask"])
+    return task.model(params)(batch["input_ids"], batch["attention_mask"])
 
-  def in_mesh(fn):
-    def call(*args):
-      with sharding.activation_sharding(mesh, rules):
-        return fn(*args)
-    return call
-
-  return Finetuner(graphdef, params, opt_state, in_mesh(jax.jit(train)), in_mesh(jax.jit(predict)),
-                   batch_sharding)
+  return Finetuner(trainer, trainer.init_state(nnx.to_pure_dict(params)),
+                   partitioner.jit(predict, out_shardings=partitioner.replicated))
 
 
 def batches(examples: Sequence[dict], batch_size: int, seed: int | None, pad: dict) -> Iterable[dict]:
@@ -136,27 +147,41 @@ def evaluate(tuner: Finetuner, examples: Sequence[dict], batch_size: int, keys) 
   return np.concatenate(out)[:len(examples)]
 
 
+def _check_finite(pending: list, seed: int) -> None:
+  """Raises at the first of the (step, finite flag) pairs that is False."""
+  for step, finite in zip([s for s, _ in pending], jax.device_get([f for _, f in pending])):
+    if not finite:
+      raise NonFiniteLoss(f"fine-tuning (seed {seed}): the loss or gradient is not finite at "
+                          f"step {step}; lower the learning rate or check the data")
+  pending.clear()
+
+
 def finetune_and_select(model_fn: Callable[[int], TaskModel], train: Sequence[dict],
                         dev: Sequence[dict], config: FinetuneConfig, seed: int,
                         score: Callable[[np.ndarray, Sequence[dict]], float],
                         devices=None) -> tuple[Finetuner, dict]:
-  """Trains with `seed`, keeps the parameters best on `dev`; returns (tuner, log)."""
+  """Trains with `seed`, keeps the parameters best on `dev`; returns (tuner, log).
+
+  Raises `NonFiniteLoss` (checked at every dev evaluation) if a step diverged.
+  """
   keys = tuple(train[0])
-  tuner = make_finetuner(model_fn(seed), config, devices)
-  best, best_params, history = -1.0, tuner.params, []
-  rng = jax.random.key(seed)
+  tuner = make_finetuner(model_fn(seed), config, devices, seed)
+  copy = lambda params: jax.tree.map(jnp.copy, params)  # the step donates the state
+  best, best_params, history, pending = -1.0, copy(tuner.params), [], []
   step, epoch = 0, 0
   while step < config.steps:
     for batch in batches(train, config.batch_size, seed * 1000 + epoch, keys):
       step += 1
-      metrics = tuner.step(batch, jax.random.fold_in(rng, step))
+      metrics = tuner.step(batch)
+      pending.append((step, metrics["finite"]))
       if step % config.eval_every == 0 or step == config.steps:
+        _check_finite(pending, seed)
         dev_score = score(evaluate(tuner, dev, config.batch_size, keys), dev)
         history.append({"step": step, "loss": float(metrics["loss"]), "dev": dev_score})
         if dev_score > best:
-          best, best_params = dev_score, jax.tree.map(lambda x: x, tuner.params)
+          best, best_params = dev_score, copy(tuner.params)
       if step >= config.steps:
         break
     epoch += 1
-  tuner.params = best_params
+  tuner.state = dataclasses.replace(tuner.state, params=best_params)
   return tuner, {"best_dev": best, "history": history}
