@@ -56,11 +56,11 @@ def test_8_devices_equal_one(kind, shape):
 
 
 def test_non_finite_loss_stops_the_run():
-  """lr=inf: step 1's update makes the parameters NaN, so step 2's loss is not
-  finite; the check at the dev evaluation (step 3) names step 2."""
+  """lr=inf: step 1's update is not finite, so it is not applied; the check at the
+  dev evaluation (step 3) names step 1."""
   examples = _examples(16)
   score = lambda predicted, dev: float(np.mean(predicted == [e["labels"] for e in dev]))
   config = dataclasses.replace(FT, learning_rate=float("inf"), eval_every=3)
-  with pytest.raises(NonFiniteLoss, match=r"seed 0\).* at step 2;"):
+  with pytest.raises(NonFiniteLoss, match=r"seed 0\).* at step 1;"):
     finetune.finetune_and_select(_model_fn, examples, examples, config, 0, score,
                                  jax.devices()[:1])

@@ -13,8 +13,8 @@ jitted step:
   `context`, so the micro-batches' results add up to one step on the batch;
 - freezing through the optimizer: gradients, optimizer moments and updates
   exist only for the trainable parameters (`Task.trainable`);
-- the non-finite guard: a step whose loss or gradient is not finite leaves
-  the state unchanged and reports `finite = False` (callers stop the run);
+- the non-finite guard: a step whose loss, gradient or update is not finite
+  leaves the state unchanged and reports `finite = False` (callers stop the run);
 - the state is donated, parameters and moments stay sharded by their
   logical axes, metrics come back replicated.
 
@@ -183,8 +183,9 @@ def make_trainer(task: Task, partitioner: Partitioner, optimizer: OptimizerConfi
                            (shapes[0][0], shapes[0][1], shapes[1]))
       (loss, metrics, grads), _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
     grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state.opt_state, train)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(
+        optax.tree.norm(updates))
     new_train = task.constrain_update(optax.apply_updates(train, updates), train, batch)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     params = merge_params(keep(new_train, train), frozen)
