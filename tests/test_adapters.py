@@ -213,13 +213,11 @@ def test_each_stage_moves_only_its_own_parameters_on_a_mesh(corpus_dir):
   spec = params["encoder"]["embeddings"]["word"].sharding.spec
   assert spec == jax.sharding.PartitionSpec("tensor", "fsdp")  # sharded like the encoder
   for kind, index in (("adapter", 1), ("fusion", 0)):
-    init, step = trainer.stage(kind, 2)
-    state = init(params, jax.random.PRNGKey(0))
+    stage = trainer.trainer("adapters" if kind == "adapter" else "fusion")
+    state = stage.init_state(params)
     for s in range(2):
       source = "tp" if kind == "adapter" else config.adapters.names[s]
-      batch = {k: jax.device_put(v, trainer.batch_shardings[k])
-               for k, v in batches[source].batch(s).items()}
-      state, metrics = step(state, batch, np.int32(index))
+      state, metrics = stage.step(state, train_lib.stage_batch(batches[source].batch(s), index))
       assert bool(metrics["finite"]) and np.isfinite(float(metrics["loss"]))
     params = state.params
     after = jax.tree.map(np.asarray, params)

@@ -112,7 +112,7 @@ def embed(trainer: train_lib.AdapterTrainer, params, active, texts: list[str],
   """
   unique = list(dict.fromkeys(texts))
   fn = trainer.encoder(active)
-  ways = train_lib.batch_ways(trainer.mesh, trainer.config.mesh.rules)
+  ways = trainer.partitioner.batch_ways()
   batch_size = -(-batch_size // ways) * ways
   arrays = encoder.encode_texts(unique + [""])
   pad_row = {k: v[-1] for k, v in arrays.items()}

@@ -2,14 +2,15 @@
 
 Parameters are one pure-dict tree `{"encoder", "adapters", "fusion"}` (the
 `nnx.Param` state of `AdaptedEncoder`), placed on the mesh by their logical
-axes. Each stage freezes through the optimizer: `optax.multi_transform`
-gives the trained group AdamW (warm-up + linear decay, clipping) and every
-other group `set_to_zero`, and the step writes back the frozen groups
-unchanged (gradients are taken only for the trained group). An adapter
-stage trains one slice of the [L, A, ...] adapter stack -- the adapter's
-index is a traced argument, so all adapter stages share one compiled step
--- and keeps the other slices as they were. The fusion stage trains the
-fusion layer on the data of all adapters, one source per step in turn.
+axes. Each stage is an `AdapterTask` run by the one trainer
+(`kmlm_jax.training.trainer`): it freezes through the optimizer (gradients
+and Adam moments exist only for the trained group; AdamW with warm-up +
+linear decay and clipping), and a non-finite step stops the run with
+`NonFiniteLoss`. An adapter stage trains one slice of the [L, A, ...]
+adapter stack -- the adapter's index is a traced batch value, so all
+adapter stages share one compiled step -- and keeps the other slices as
+they were. The fusion stage trains the fusion layer on the data of all
+adapters, one source per step in turn.
 
 Outputs in WORKDIR: adapters/ (params.npz + adapter_config.json, rewritten
 after each stage), tb/ (TensorBoard), config.json, summary.json, and kg/
@@ -30,25 +31,25 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from kmlm_jax import fileio, sharding
 from kmlm_jax.adapters import data as data_lib
 from kmlm_jax.adapters.config import AdapterExperimentConfig, AdapterTrainConfig
 from kmlm_jax.adapters.losses import info_nce, mean_pool, normalize
-from kmlm_jax.config import ModelConfig, TrainConfig
+from kmlm_jax.config import ModelConfig, OptimizerConfig
+from kmlm_jax.errors import NonFiniteLoss
 from kmlm_jax.experiment import ConfigError
 from kmlm_jax.kg.corpus_dir import CorpusDir
 from kmlm_jax.models.adapters import (FUSION, AdaptedEncoder, AdapterConfig, AdapterFusion,
                                       KnowledgeAdapters)
 from kmlm_jax.models.encoder import Encoder
-from kmlm_jax.training.optimizer import learning_rate_schedule
-from kmlm_jax.training.train_state import TrainState
+from kmlm_jax.sharding import Partitioner
+from kmlm_jax.training.trainer import Task, Trainer
+from kmlm_jax.training.trainer import make_trainer as make_step_trainer
 
 log = logging.getLogger("kmlm_jax.adapters")
-GROUPS = ("encoder", "adapters", "fusion")
 
 
 # ---------------------------------------------------------------- resolving inputs
@@ -75,10 +76,11 @@ def resolve(config: AdapterExperimentConfig, workdir: Path | str) -> Setup:
   tokenizer_dir = None
   if config.init_from:
     ckpt_config, flat, _ = mc.load_model_checkpoint(config.init_from)
+    # The checkpoint is the architecture; how to compute it is the run's.
+    run = config.model
     model_config = ckpt_config.replace(
-        dtype=config.model.dtype, remat=config.model.remat,
-        dropout_rate=config.model.dropout_rate,
-        attention_dropout_rate=config.model.attention_dropout_rate)
+        dtype=run.dtype, remat=run.remat, scan_layers=run.scan_layers,
+        dropout_rate=run.dropout_rate, attention_dropout_rate=run.attention_dropout_rate)
     flat = {k: v for k, v in flat.items() if not k.startswith("mlm_head.")}
     base_params = mc.nest_tree(flat)
     base = f"checkpoint {config.init_from}"
@@ -178,130 +180,114 @@ def fingerprint(tree: dict) -> str:
   return h.hexdigest()
 
 
-# ---------------------------------------------------------------- the steps
+# ---------------------------------------------------------------- the tasks
 
 
-def stage_optimizer(train: AdapterTrainConfig, steps: int, trained: str,
-                    params: dict) -> optax.GradientTransformation:
-  """AdamW on group `trained` ("adapters" / "fusion") of `params` (a tree of arrays or
-  shapes), `set_to_zero` elsewhere."""
-  schedule = learning_rate_schedule(TrainConfig(steps=steps, learning_rate=train.learning_rate,
-                                                warmup_steps=train.warmup_steps))
-  chain = []
-  if train.grad_clip_norm > 0:
-    chain.append(optax.clip_by_global_norm(train.grad_clip_norm))
-  chain.append(optax.adamw(schedule, weight_decay=train.weight_decay,
-                           mask=lambda p: jax.tree.map(lambda x: x.ndim >= 2, p)))
-  labels = {g: jax.tree.map(lambda _: "train" if g == trained else "frozen", sub)
-            for g, sub in params.items()}
-  return optax.multi_transform({"train": optax.chain(*chain), "frozen": optax.set_to_zero()},
-                               labels)
+def optimizer_config(train: AdapterTrainConfig, steps: int) -> OptimizerConfig:
+  """AdamW of one stage of `steps` steps: warm-up + linear decay, clipping, weight decay."""
+  return OptimizerConfig(train.learning_rate, steps, train.warmup_steps, train.weight_decay,
+                         grad_clip_norm=train.grad_clip_norm)
 
 
 @dataclasses.dataclass
-class AdapterTrainer:
-  """Jitted, sharded steps and encoders of one run."""
+class AdapterTask(Task):
+  """InfoNCE of pairs through the adapted encoder, training one group: "adapters" (the
+  adapter named by the batch's "adapter" index [B], a traced value, so every adapter
+  stage shares one compiled step) or "fusion" (the fusion layer over all adapters)."""
 
   setup: Setup
-  mesh: Mesh
-  graphdef: Any
-  param_shardings: dict
-  batch_shardings: dict
-  replicated: NamedSharding
-  abstract_params: dict  # ShapeDtypeStructs of the parameter tree
-  _steps: dict = dataclasses.field(default_factory=dict)
-  _encoders: dict = dataclasses.field(default_factory=dict)
+  group: str  # "adapters" or "fusion"
+  accumulates = False  # in-batch negatives couple the rows of a batch
 
-  @property
-  def config(self) -> AdapterExperimentConfig:
-    return self.setup.config
+  def __post_init__(self):
+    model = abstract_model(self.setup.model_config, self.setup.config.adapters)
+    self.graphdef, self.abstract = nnx.split(model, nnx.Param)
 
-  def place(self, params: dict) -> dict:
-    return jax.device_put(jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params),
-                          self.param_shardings)
+  def abstract_params(self):
+    return self.abstract
 
-  def forward_loss(self, params, batch, active, rng):
-    """(loss, accuracy) of a batch of pairs; both sides go through one encoder call."""
-    c = self.config
+  def init_params(self) -> dict:
+    s = self.setup
+    return init_params(s.model_config, s.config.adapters, s.config.train.seed, s.base_params)
+
+  def trainable(self, path) -> bool:
+    return path[0] == self.group
+
+  def loss_fn(self, params, batch, rng, context):
+    """(loss, {"accuracy"}) of a batch of pairs; both sides go through one encoder call."""
+    c = self.setup.config.train
+    active = FUSION if self.group == FUSION else batch["adapter"][0]
+    if rng is not None and self.group != FUSION:
+      rng = jax.random.fold_in(rng, active)  # each adapter stage draws its own dropout
     model = nnx.merge(self.graphdef, params)
     cat = lambda k: jnp.concatenate([batch[f"left_{k}"], batch[f"right_{k}"]])
     hidden = model(cat("ids"), attention_mask=cat("mask"), active=active,
                    dropout_rng=rng).hidden
     emb = mean_pool(hidden, cat("pool"))
     b = batch["keys"].shape[0]
-    loss, accuracy = info_nce(emb[:b], emb[b:], batch["keys"], c.train.temperature,
-                              c.train.symmetric)
-    if isinstance(active, str) and active == FUSION and c.train.fusion_value_l2 > 0:
+    loss, accuracy = info_nce(emb[:b], emb[b:], batch["keys"], c.temperature, c.symmetric)
+    if self.group == FUSION and c.fusion_value_l2 > 0:
       v = params["fusion"]["value_kernel"]
-      loss = loss + c.train.fusion_value_l2 * jnp.sum(jnp.square(v - jnp.eye(v.shape[-1])))
-    return loss, accuracy
+      loss = loss + c.fusion_value_l2 * jnp.sum(jnp.square(v - jnp.eye(v.shape[-1])))
+    return loss, {"accuracy": accuracy}
 
-  def _state_shardings(self, tx) -> TrainState:
-    """Adam moments are sharded like the parameters they follow (matched by the
-    parameter path at the end of their own path); the rest is replicated."""
-    abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, jnp.float32),
-                            self.abstract_params)
-    keys = lambda path: tuple(k.key for k in path if isinstance(k, jax.tree_util.DictKey))
-    by_path = {keys(p): (tuple(a.shape), s) for (p, a), s in zip(
-        jax.tree_util.tree_flatten_with_path(abstract)[0], jax.tree.leaves(self.param_shardings))}
+  def constrain_update(self, new, old, batch):
+    """Only the batch's adapter's slice of the [L, A, ...] stack moves."""
+    if self.group == FUSION:
+      return new
+    own = jnp.arange(len(self.setup.config.adapters.names)) == batch["adapter"][0]
+    return jax.tree.map(
+        lambda n, o: jnp.where(own.reshape((1, -1) + (1,) * (n.ndim - 2)), n, o), new, old)
 
-    def one(path, leaf):
-      k = keys(path)
-      for i in range(len(k)):
-        shape, spec = by_path.get(k[i:], (None, None))
-        if shape == tuple(leaf.shape):
-          return spec
-      return self.replicated
 
-    opt = jax.tree_util.tree_map_with_path(one, jax.eval_shape(tx.init, abstract))
-    return TrainState(self.param_shardings, opt, self.replicated, self.replicated)
+def stage_batch(pairs: dict, index: int) -> dict:
+  """This host's rows of a batch of pairs (every host draws the whole batch) and the
+  active adapter's index as an int32 [rows] array."""
+  n, i = jax.process_count(), jax.process_index()
+  b = len(pairs["keys"])
+  rows = slice(i * b // n, (i + 1) * b // n)
+  return {**{k: v[rows] for k, v in pairs.items()},
+          "adapter": np.full(b // n, index, np.int32)}
 
-  def stage(self, kind: str, steps: int) -> tuple[Callable, Callable]:
-    """For kind "adapter" or "fusion": (init(params, key) -> TrainState,
-    step(state, batch, index) -> (state, metrics)); `index` is the adapter's."""
-    cache_key = (kind, steps)
-    if cache_key in self._steps:
-      return self._steps[cache_key]
-    trained = "fusion" if kind == FUSION else "adapters"
-    tx = stage_optimizer(self.config.train, steps, trained, self.abstract_params)
-    shardings = self._state_shardings(tx)
-    num_adapters = len(self.config.adapters.names)
 
-    def init(params, key):
-      return TrainState(params, tx.init(params), jnp.zeros((), jnp.int32), key)
+@dataclasses.dataclass
+class AdapterTrainer:
+  """The adapted encoder of a run on a mesh: parameter placement, one `Trainer` per
+  trained group and the (jitted, sharded) encoders."""
 
-    def step(state: TrainState, batch, index):
-      active = FUSION if kind == FUSION else index
-      rng = jax.random.fold_in(state.rng, state.step)
-      frozen = {g: v for g, v in state.params.items() if g != trained}
-      loss_fn = lambda train_part: self.forward_loss({**frozen, trained: train_part}, batch,
-                                                     active, rng)
-      (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-          state.params[trained])
-      full = {g: grads if g == trained else jax.tree.map(jnp.zeros_like, v)
-              for g, v in state.params.items()}
-      updates, opt_state = tx.update(full, state.opt_state, state.params)
-      new = optax.apply_updates(state.params, updates)[trained]
-      if kind != FUSION:
-        # Only this adapter's slice of the [L, A, ...] stack moves.
-        own = jnp.arange(num_adapters) == index
-        new = jax.tree.map(lambda n, o: jnp.where(own.reshape((1, -1) + (1,) * (n.ndim - 2)),
-                                                  n, o), new, state.params[trained])
-      finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
-      keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(finite, x, y), a, b)
-      params = {**state.params, trained: keep(new, state.params[trained])}
-      new_state = TrainState(params, keep(opt_state, state.opt_state), state.step + 1, state.rng)
-      return new_state, {"loss": loss, "accuracy": accuracy, "finite": finite,
-                         "grad_norm": optax.tree.norm(grads)}
+  setup: Setup
+  partitioner: Partitioner
+  _trainers: dict = dataclasses.field(default_factory=dict)
+  _encoders: dict = dataclasses.field(default_factory=dict)
 
-    rules = self.config.mesh.rules
-    init_fn = jax.jit(init, in_shardings=(self.param_shardings, self.replicated),
-                      out_shardings=shardings, donate_argnums=0)
-    step_fn = jax.jit(step, in_shardings=(shardings, self.batch_shardings, self.replicated),
-                      out_shardings=(shardings, self.replicated), donate_argnums=0)
-    wrapped = (init_fn, _with_activation_sharding(step_fn, self.mesh, rules))
-    self._steps[cache_key] = wrapped
-    return wrapped
+  def __post_init__(self):
+    self.tasks = {g: AdapterTask(self.setup, g) for g in ("adapters", FUSION)
+                  if g != FUSION or self.config.adapters.fusion}
+    task = self.tasks["adapters"]
+    self.graphdef = task.graphdef
+    self.param_shardings = self.partitioner.shardings(task.abstract)
+    self.abstract_params = nnx.to_pure_dict(task.abstract)
+
+  @property
+  def config(self) -> AdapterExperimentConfig:
+    return self.setup.config
+
+  @property
+  def mesh(self) -> Mesh:
+    return self.partitioner.mesh
+
+  def place(self, params: dict) -> dict:
+    return jax.device_put(jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params),
+                          self.param_shardings)
+
+  def trainer(self, group: str) -> Trainer:
+    """The jitted step training `group` ("adapters": every adapter stage; "fusion")."""
+    if group not in self._trainers:
+      c = self.config.train
+      steps = c.fusion_steps if group == FUSION else c.adapter_steps
+      self._trainers[group] = make_step_trainer(self.tasks[group], self.partitioner,
+                                                optimizer_config(c, steps), seed=c.seed)
+    return self._trainers[group]
 
   def encoder(self, active) -> Callable:
     """`encode(params, ids, mask, pool) -> [N, D]` unit-norm fp32 embeddings for mode
@@ -312,40 +298,21 @@ class AdapterTrainer:
         hidden = model(ids, attention_mask=mask, active=active).hidden
         return normalize(mean_pool(hidden, pool))
 
-      b = sharding.batch_sharding(self.mesh, self.config.mesh.rules, 2)
-      fn = jax.jit(encode, in_shardings=(self.param_shardings, b, b, b),
-                   out_shardings=self.replicated)
-      self._encoders[active] = _with_activation_sharding(fn, self.mesh, self.config.mesh.rules)
+      p = self.partitioner
+      rows = sharding.batch_sharding(p.mesh, p.rules, 2)
+      self._encoders[active] = p.jit(encode, in_shardings=(self.param_shardings, rows, rows, rows),
+                                     out_shardings=p.replicated)
     return self._encoders[active]
 
 
-def _with_activation_sharding(fn, mesh, rules):
-  def call(*args):
-    with sharding.activation_sharding(mesh, rules):
-      return fn(*args)
-  return call
-
-
-def make_trainer(setup: Setup, mesh: Mesh | None = None) -> AdapterTrainer:
-  c = setup.config
-  mesh = mesh or sharding.make_mesh(c.mesh)
-  ways = batch_ways(mesh, c.mesh.rules)
-  if (2 * c.train.batch_size) % ways or c.train.batch_size % ways:
-    raise ConfigError(f"train.batch_size={c.train.batch_size} cannot be split over the "
-                      f"{ways} devices of the batch axes; use a multiple of {ways}")
-  graphdef, abstract = nnx.split(abstract_model(setup.model_config, c.adapters), nnx.Param)
-  param_shardings = nnx.to_pure_dict(sharding.state_shardings(abstract, mesh, c.mesh.rules))
-  row = sharding.batch_sharding(mesh, c.mesh.rules, 2)
-  batch_shardings = {k: row for k in data_lib.BATCH_KEYS if k != "keys"}
-  batch_shardings["keys"] = sharding.batch_sharding(mesh, c.mesh.rules, 1)
-  return AdapterTrainer(setup, mesh, graphdef, param_shardings, batch_shardings,
-                        NamedSharding(mesh, PartitionSpec()), nnx.to_pure_dict(abstract))
-
-
-def batch_ways(mesh: Mesh, rules) -> int:
-  axes = dict(rules).get("batch") or ()
-  axes = (axes,) if isinstance(axes, str) else tuple(axes)
-  return int(np.prod([mesh.shape[a] for a in axes]))
+def make_trainer(setup: Setup, devices=None) -> AdapterTrainer:
+  """The run's trainer on the mesh of `config.mesh` over `devices` (None: all)."""
+  partitioner = Partitioner.from_config(setup.config.mesh, devices)
+  try:
+    partitioner.check_batch(setup.config.train.batch_size, "train.batch_size")
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  return AdapterTrainer(setup, partitioner)
 
 
 # ---------------------------------------------------------------- saving
@@ -384,18 +351,19 @@ def load_adapters(path: Path | str) -> tuple[dict, dict]:
 
 
 def train(config: AdapterExperimentConfig, workdir: Path | str, *, progress: bool = True,
-          mesh: Mesh | None = None) -> dict:
-  """Runs `config.train.stages` in order; returns the summary (also WORKDIR/summary.json)."""
+          devices=None) -> dict:
+  """Runs `config.train.stages` in order on `devices` (None: all); returns the summary
+  (also WORKDIR/summary.json)."""
   from tqdm.auto import tqdm
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   setup = resolve(config, workdir)
-  trainer = make_trainer(setup, mesh)
+  run = make_trainer(setup, devices)
   batches = make_sources(setup)
   c = config.train
   params = init_params(setup.model_config, config.adapters, c.seed, setup.base_params)
-  check_structure(params, trainer.abstract_params)
-  params = trainer.place(params)
+  check_structure(params, run.abstract_params)
+  params = run.place(params)
   base_before = fingerprint(params["encoder"])
   writer = None
   if jax.process_index() == 0:
@@ -405,27 +373,25 @@ def train(config: AdapterExperimentConfig, workdir: Path | str, *, progress: boo
   names = config.adapters.names
   history, done, started = [], [], time.perf_counter()
   global_step = 0
-  for stage_index, stage in enumerate(c.stages):
+  for stage in c.stages:
     steps = c.fusion_steps if stage == FUSION else c.adapter_steps
-    init_fn, step_fn = trainer.stage(FUSION if stage == FUSION else "adapter", steps)
-    state = init_fn(params, jax.random.PRNGKey(c.seed + 100 + stage_index))
-    index = np.int32(names.index(stage) if stage != FUSION else 0)
+    trainer = run.trainer(FUSION if stage == FUSION else "adapters")
+    state = trainer.init_state(params)  # fresh optimizer and schedule
+    index = 0 if stage == FUSION else names.index(stage)
     bar = tqdm(total=steps, desc=f"{config.name}:{stage}", unit="step", disable=not progress)
     t0 = time.perf_counter()
-    skipped = jnp.zeros((), jnp.int32)  # steps whose update was not applied (non-finite)
+    bad = jnp.zeros((), jnp.int32)  # the first step whose update was not applied, 0: none
     for s in range(steps):
       source = stage if stage != FUSION else names[s % len(names)]
       local = s if stage != FUSION else s // len(names)
-      host = batches[source].batch(local)
-      batch = {k: jax.device_put(v, trainer.batch_shardings[k]) for k, v in host.items()}
-      state, metrics = step_fn(state, batch, index)
-      skipped = skipped + (~metrics["finite"]).astype(jnp.int32)
+      state, metrics = trainer.step(state, stage_batch(batches[source].batch(local), index))
+      bad = jnp.where((bad == 0) & ~metrics["finite"], s + 1, bad)
       if (s + 1) % c.log_every == 0 or s + 1 == steps:
         m = jax.device_get(metrics)
-        if int(skipped):
-          from kmlm_jax.training.loop import NonFiniteLoss
-          raise NonFiniteLoss(f"stage {stage} step {s + 1}: the loss or gradient is not finite; "
-                              "the update was not applied (lower train.learning_rate)")
+        if int(bad):
+          raise NonFiniteLoss(f"adapters stage {stage} step {int(bad)}: the loss or gradient "
+                              "is not finite; the update was not applied (lower "
+                              "train.learning_rate)")
         record = {"stage": stage, "step": s + 1, "loss": float(m["loss"]),
                   "accuracy": float(m["accuracy"]), "grad_norm": float(m["grad_norm"])}
         history.append(record)
