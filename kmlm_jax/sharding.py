@@ -26,6 +26,7 @@ from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from kmlm_jax.config import MeshConfig
+from kmlm_jax.errors import InputError
 
 LogicalAxes = Sequence[str | None]
 
@@ -34,18 +35,18 @@ def resolve_mesh_shape(shape: Sequence[int], num_devices: int) -> tuple[int, ...
   """Fills in a single -1 and checks that the mesh uses exactly `num_devices`."""
   shape = tuple(int(s) for s in shape)
   if shape.count(-1) > 1:
-    raise ValueError(f"mesh shape {shape}: at most one axis may be -1")
+    raise InputError(f"mesh shape {shape}: at most one axis may be -1")
   known = math.prod(s for s in shape if s != -1)
   if any(s == 0 or s < -1 for s in shape):
-    raise ValueError(f"mesh shape {shape}: axis sizes must be positive or -1")
+    raise InputError(f"mesh shape {shape}: axis sizes must be positive or -1")
   if -1 in shape:
     if num_devices % known:
-      raise ValueError(
+      raise InputError(
           f"mesh shape {shape} does not fit {num_devices} devices: {num_devices} is not "
           f"divisible by {known}; change mesh.shape")
     shape = tuple(num_devices // known if s == -1 else s for s in shape)
   if math.prod(shape) != num_devices:
-    raise ValueError(
+    raise InputError(
         f"mesh shape {shape} needs {math.prod(shape)} devices but {num_devices} are "
         f"available; change mesh.shape so its product is {num_devices}")
   return shape
@@ -165,16 +166,16 @@ class Partitioner:
     """Fails before compiling when a global batch cannot be split as asked."""
     ways = self.batch_ways()
     if batch_size % accum:
-      raise ValueError(f"{name}={batch_size} is not divisible by the {accum} micro-batches "
+      raise InputError(f"{name}={batch_size} is not divisible by the {accum} micro-batches "
                        "of gradient accumulation")
     if (batch_size // accum) % ways:
-      raise ValueError(
+      raise InputError(
           f"the micro-batch of {batch_size // accum} rows ({name}"
           f"{f' / {accum} accumulation steps' if accum > 1 else ''}) cannot be split over "
           f"the {ways} devices of the batch axes (mesh {dict(self.mesh.shape)}); make "
           f"{name} a multiple of {ways * accum} or change mesh.shape")
     if batch_size % jax.process_count():
-      raise ValueError(f"{name}={batch_size} is not divisible by the {jax.process_count()} "
+      raise InputError(f"{name}={batch_size} is not divisible by the {jax.process_count()} "
                        "hosts")
 
   def put_batch(self, batch: dict) -> dict:

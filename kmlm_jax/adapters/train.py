@@ -77,10 +77,7 @@ def resolve(config: AdapterExperimentConfig, workdir: Path | str) -> Setup:
   if config.init_from:
     ckpt_config, flat, _ = mc.load_model_checkpoint(config.init_from)
     # The checkpoint is the architecture; how to compute it is the run's.
-    run = config.model
-    model_config = ckpt_config.replace(
-        dtype=run.dtype, remat=run.remat, scan_layers=run.scan_layers,
-        dropout_rate=run.dropout_rate, attention_dropout_rate=run.attention_dropout_rate)
+    model_config = ckpt_config.with_run_settings(config.model)
     flat = {k: v for k, v in flat.items() if not k.startswith("mlm_head.")}
     base_params = mc.nest_tree(flat)
     base = f"checkpoint {config.init_from}"
@@ -308,10 +305,7 @@ class AdapterTrainer:
 def make_trainer(setup: Setup, devices=None) -> AdapterTrainer:
   """The run's trainer on the mesh of `config.mesh` over `devices` (None: all)."""
   partitioner = Partitioner.from_config(setup.config.mesh, devices)
-  try:
-    partitioner.check_batch(setup.config.train.batch_size, "train.batch_size")
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
+  partitioner.check_batch(setup.config.train.batch_size, "train.batch_size")
   return AdapterTrainer(setup, partitioner)
 
 
