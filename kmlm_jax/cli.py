@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from kmlm_jax.errors import InputError, KmlmError
+
 
 def _add_convert(sub):
   p = sub.add_parser("convert", help="convert between transformers and kmlm-jax checkpoints")
@@ -70,9 +72,10 @@ def _add_data(sub):
 def _data(args) -> int:
   import json
 
-  from kmlm_jax.experiment import load_config
+  from kmlm_jax.experiment import check_paths, load_config
   from kmlm_jax.training import data as data_lib
   config = load_config(args.config, args.overrides)
+  check_paths(config, model=False)
   target, meta, sources = data_lib.build_cache(config.data, runner=args.runner,
                                                beam_options=args.beam_options)
   print(json.dumps({s: {k: meta["sources"][s][k] for k in ("examples", "tokens", "skipped")}
@@ -135,12 +138,12 @@ def _convert(args) -> int:
   from kmlm_jax.convert import commands
   if args.from_hf:
     if not args.to or args.to_hf:
-      raise SystemExit("kmlm-jax convert: --from-hf needs --to CKPT")
+      raise InputError("--from-hf needs --to CKPT (and no --to-hf)")
     report = commands.hf_to_checkpoint(args.from_hf, args.to, verify=args.verify,
                                        overwrite=args.overwrite)
   else:
     if not args.to_hf or args.to:
-      raise SystemExit("kmlm-jax convert: --from needs --to-hf DIR")
+      raise InputError("--from needs --to-hf DIR (and no --to)")
     report = commands.checkpoint_to_hf(args.from_ckpt, args.to_hf, verify=args.verify,
                                        overwrite=args.overwrite)
   print("\n".join(report.lines))
@@ -169,11 +172,12 @@ def _train(args) -> int:
   import logging
 
   from kmlm_jax import distributed
-  from kmlm_jax.experiment import load_config
+  from kmlm_jax.experiment import check_paths, load_config
   from kmlm_jax.training.loop import train
+  config = load_config(args.config, args.overrides)
+  check_paths(config)  # bad paths fail here, before devices, models and compiles
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
   distributed.maybe_initialize(force=args.distributed)
-  config = load_config(args.config, args.overrides)
   summary = train(config, args.workdir or f"workdir/{config.name}", resume=args.resume)
   last = summary["history"][-1] if summary["history"] else {}
   print(f"status={summary['status']} steps={summary['steps']} "
@@ -185,7 +189,11 @@ def _eval(args) -> int:
   from kmlm_jax.evaluation import run
   from kmlm_jax.experiment import load_config
   config = load_config(args.config, expected=run.EvalConfig)
-  tasks = args.tasks.split(",") if args.tasks else None
+  tasks = None
+  if args.tasks is not None:
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if not tasks:
+      raise InputError(f"--tasks {args.tasks!r}: no task named (known: {', '.join(run.TASKS)})")
   run.run(config, args.ckpt, args.out, baseline=args.baseline, tasks=tasks)
   print((Path(args.out) / "results.md").read_text())
   print(f"wrote {args.out}/results.json, {args.out}/results.md, {args.out}/plots/")
@@ -196,8 +204,8 @@ def _adapters(args) -> int:
   import logging
 
   from kmlm_jax.adapters.config import load_adapter_config
-  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
   config = load_adapter_config(args.config, args.overrides)
+  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
   workdir = args.workdir or f"workdir/{config.name}"
   if args.adapters_command == "train":
     from kmlm_jax.adapters.train import train
@@ -227,18 +235,19 @@ def _adapters(args) -> int:
 
 
 def main(argv=None) -> int:
-  """Runs one subcommand; every user error ends in one line and its exit code
-  (`kmlm_jax.errors`: 1 verification failed, 2 bad input, 3 non-finite loss)."""
+  """Runs one subcommand; every user error ends in one stderr line
+  `kmlm-jax SUBCOMMAND: error: MESSAGE` and its exit code (`kmlm_jax.errors`: 1
+  verification failed, 2 bad input, 3 non-finite loss; argparse's usage errors: 2)."""
   args = build_parser().parse_args(argv)
   from kmlm_jax.convert.commands import VerifyError
-  from kmlm_jax.errors import KmlmError
   try:
     return {"convert": _convert, "init": _init, "kg": _kg, "data": _data, "train": _train,
             "adapters": _adapters, "eval": _eval}[args.command](args)
   except KmlmError as e:
     if isinstance(e, VerifyError):
       print("\n".join(e.report.lines))
-    print(f"kmlm-jax {args.command}: error: {e}", file=sys.stderr)
+    message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    print(f"kmlm-jax {args.command}: error: {message}", file=sys.stderr)
     sys.stderr.flush()
     if isinstance(e, VerifyError):
       print(f"max_abs_diff={e.report.max_abs_diff:.3g}")

@@ -1,4 +1,12 @@
-"""Loading experiment configs: a Python file whose `get_config()` returns an ExperimentConfig."""
+"""Loading experiment configs: a Python file whose `get_config()` returns an ExperimentConfig.
+
+Every problem with a config file raises `ConfigError` (an `InputError`,
+exit code 2 in the CLI) whose message starts with the file's path: a
+missing or unloadable file, a `get_config()` that fails or returns the
+wrong type, a bad `key=value` override, or a value the config's own
+`validate()` rejects. `check_paths` checks, before any model is built, that
+the files and directories an `ExperimentConfig` names exist.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +23,8 @@ class ConfigError(InputError):
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = (), expected=ExperimentConfig):
+  """`get_config()` of the file at `path`, with `key=value` overrides applied and, when the
+  config has a `validate()` method, validated."""
   path = Path(path)
   if not path.is_file():
     raise ConfigError(f"{path}: no such config file")
@@ -22,15 +32,59 @@ def load_config(path: str | Path, overrides: Sequence[str] = (), expected=Experi
   module = importlib.util.module_from_spec(spec)
   try:
     spec.loader.exec_module(module)
-  except Exception as e:
+  except Exception as e:  # the user's Python file: any error is the file's
     raise ConfigError(f"{path}: cannot be loaded ({type(e).__name__}: {e})") from None
-  if not hasattr(module, "get_config"):
+  if not callable(getattr(module, "get_config", None)):
     raise ConfigError(f"{path}: defines no get_config()")
-  config = module.get_config()
+  try:
+    config = module.get_config()
+  except Exception as e:  # the user's code again (an unknown preset, a bad field value, ...)
+    raise ConfigError(f"{path}: get_config() failed ({type(e).__name__}: {e})") from None
   if not isinstance(config, expected):
     raise ConfigError(f"{path}: get_config() returned {type(config).__name__}, "
                       f"not an {expected.__name__}")
   try:
-    return override(config, overrides)
+    config = override(config, overrides)
   except ValueError as e:
     raise ConfigError(f"{path}: {e}") from None
+  if callable(getattr(config, "validate", None)):
+    try:
+      config = config.validate()
+    except ConfigError as e:
+      raise ConfigError(f"{path}: {e}") from None
+  return config
+
+
+def check_paths(config: ExperimentConfig, *, model: bool = True) -> None:
+  """Raises a `ConfigError` naming the key for what the config names that cannot be
+  used: an unknown `data.mixture`, the `data.corpus_dir` manifest, a missing `data.vocab`,
+  a `data.text_pattern` that is not a `{lang}` pattern and, with `model`, the `init_from`
+  checkpoint's model_config.json. Cheap (no model or tokenizer is built), so a run fails
+  before it compiles."""
+  from kmlm_jax.data import mixtures
+  from kmlm_jax.kg.corpus_dir import CorpusDir
+  data = config.data
+  if data.mixture != "synthetic":
+    try:
+      mixtures.members(data.mixture)
+    except InputError as e:
+      raise ConfigError(f"data.mixture: {e}") from None
+  if data.corpus_dir:
+    try:
+      CorpusDir(data.corpus_dir).manifest  # noqa: B018  (reads and checks manifest.json)
+    except InputError as e:
+      raise ConfigError(f"data.corpus_dir: {e}") from None
+  if data.vocab and not Path(data.vocab).exists():
+    raise ConfigError(f"data.vocab: {data.vocab}: no such tokenizer file or directory")
+  if data.text_pattern:
+    try:
+      data.text_pattern.format(lang="en")
+    except (KeyError, IndexError, ValueError) as e:
+      raise ConfigError(f"data.text_pattern: {data.text_pattern!r} is not a pattern with one "
+                        f"{{lang}} field ({type(e).__name__}: {e})") from None
+  if model and config.init_from:
+    from kmlm_jax.model_checkpoint import read_model_config
+    try:
+      read_model_config(config.init_from)
+    except InputError as e:
+      raise ConfigError(f"init_from: {e}") from None

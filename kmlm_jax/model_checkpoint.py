@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from pathlib import Path
 from typing import Mapping
 
@@ -24,7 +25,7 @@ from flax import nnx
 
 from kmlm_jax.config import ModelConfig
 from kmlm_jax.convert.hf import ConversionError, atomic_directory, copy_tokenizer_files, flatten_state
-from kmlm_jax.models.encoder import Encoder
+from kmlm_jax.models.encoder import Encoder, _activation
 
 
 def abstract_model(config: ModelConfig) -> Encoder:
@@ -107,18 +108,52 @@ def save_model_checkpoint(path: Path | str, config: ModelConfig, params: Mapping
       copy_tokenizer_files(tokenizer_dir, tmp / "tokenizer")
 
 
+_POSITIVE = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+             "max_position_embeddings", "type_vocab_size")
+
+
+def _check_fields(model: dict, config_file: Path) -> None:
+  """Types of the `model` fields (JSON gives any type), and positive dimensions."""
+  hints = typing.get_type_hints(ModelConfig)
+  for name, value in model.items():
+    kind = hints.get(name)
+    ok = {int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          bool: lambda v: isinstance(v, bool),
+          str: lambda v: isinstance(v, str)}.get(kind, lambda v: True)(value)
+    if not ok:
+      raise ConversionError(f"{config_file}: field 'model.{name}': expected "
+                            f"{kind.__name__}, got {json.dumps(value)[:40]}")
+    if name in _POSITIVE and value < 1:
+      raise ConversionError(f"{config_file}: field 'model.{name}': must be at least 1, "
+                            f"got {value}")
+
+
 def read_model_config(path: Path | str) -> tuple[ModelConfig, dict]:
+  """(model config, metadata) of CKPT/model_config.json; `ConversionError` names the file
+  (and field) of a missing, unparsable or invalid config."""
   path = Path(path)
   config_file = path / "model_config.json"
   if not path.is_dir():
     raise ConversionError(f"{path}: no such checkpoint directory")
-  if not config_file.exists():
+  if not config_file.is_file():
     raise ConversionError(f"{config_file}: missing (not a kmlm-jax model checkpoint)")
   try:
-    raw = json.loads(config_file.read_text())
-    return ModelConfig(**raw["model"]), raw.get("metadata", {})
-  except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+    raw = json.loads(config_file.read_text(encoding="utf-8"))
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ConversionError(f"{config_file}: invalid JSON ({e})") from None
+  if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
+    raise ConversionError(f"{config_file}: expected an object with a 'model' object")
+  metadata = raw.get("metadata") or {}
+  if not isinstance(metadata, dict):
+    raise ConversionError(f"{config_file}: field 'metadata': expected an object")
+  _check_fields(raw["model"], config_file)
+  try:
+    config = ModelConfig(**raw["model"])
+    _activation(config.hidden_act)
+  except (TypeError, ValueError) as e:
     raise ConversionError(f"{config_file}: invalid model config ({e})") from None
+  return config, metadata
 
 
 def load_model_checkpoint(path: Path | str) -> tuple[ModelConfig, dict[str, np.ndarray], dict]:

@@ -48,10 +48,20 @@ def _has_tokenizer(directory: Path) -> bool:
   return any((directory / n).exists() for n in hf.TOKENIZER_FILES)
 
 
+def check_destination(target: Path | str, overwrite: bool) -> None:
+  """The check of `hf.atomic_directory`, made before the (long) read and conversion."""
+  target = Path(target)
+  if target.exists() and not target.is_dir():
+    raise hf.ConversionError(f"{target}: exists and is not a directory")
+  if target.exists() and any(target.iterdir()) and not overwrite:
+    raise hf.ConversionError(f"{target}: already exists and is not empty (pass --overwrite)")
+
+
 def hf_to_checkpoint(source: Path | str, target: Path | str, *, verify: bool = False,
                      overwrite: bool = False) -> Report:
   """transformers directory -> kmlm-jax model checkpoint."""
   source, target = Path(source), Path(target)
+  check_destination(target, overwrite)
   loaded = hf.load_hf_params(source)
   c = loaded.config
   lines = [f"read {source}: {c.flavour} L={c.num_layers} D={c.hidden_size} "
@@ -88,6 +98,7 @@ def checkpoint_to_hf(source: Path | str, target: Path | str, *, verify: bool = F
                      overwrite: bool = False) -> Report:
   """kmlm-jax model checkpoint -> transformers MaskedLM directory."""
   source, target = Path(source), Path(target)
+  check_destination(target, overwrite)
   config, params, metadata = mc.load_model_checkpoint(source)
   tokenizer_dir = mc.tokenizer_dir_of(source)
   lines = [f"read {source}: {config.flavour} L={config.num_layers} D={config.hidden_size}"]
@@ -115,9 +126,16 @@ def init_checkpoint(preset_name: str, target: Path | str, *, seed: int = 0,
   """A randomly initialised checkpoint of a preset (for tests and benchmarks)."""
   from flax import nnx
 
-  from kmlm_jax.config import preset
+  from kmlm_jax.config import PRESETS, preset
   from kmlm_jax.models.encoder import Encoder
-  config = preset(preset_name, **overrides)
+  if preset_name not in PRESETS:
+    raise hf.ConversionError(f"--preset {preset_name!r}: unknown model preset; known: "
+                             f"{', '.join(PRESETS)}")
+  check_destination(target, overwrite)
+  try:
+    config = preset(preset_name, **overrides)
+  except (TypeError, ValueError) as e:
+    raise hf.ConversionError(f"preset {preset_name!r} with {overrides}: {e}") from None
   params = mc.model_params(Encoder(config, rngs=nnx.Rngs(seed)))
   mc.save_model_checkpoint(target, config, params, metadata={"init": preset_name, "seed": seed},
                            overwrite=overwrite)

@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import os
 import tempfile
+import zipfile
 from typing import Sequence
 
 import numpy as np
@@ -115,11 +116,22 @@ class Trie:
 
   @classmethod
   def load(cls, path: str | os.PathLike) -> "Trie":
-    with np.load(os.fspath(path)) as data:
-      if "format" not in data or int(data["format"]) != _FORMAT:
-        raise TrieError(f"{path}: not a trie file of format {_FORMAT}")
-      return cls(**{n: data[n] for n in _ARRAYS}, eos_id=int(data["eos_id"]),
-                 max_len=int(data["max_len"]))
+    """Reads `save`'s file; a missing, truncated or foreign file raises `TrieError`."""
+    try:
+      with np.load(os.fspath(path), allow_pickle=False) as data:
+        if "format" not in data or int(data["format"]) != _FORMAT:
+          raise TrieError(f"{path}: not a trie file of format {_FORMAT}")
+        missing = [n for n in (*_ARRAYS, "eos_id", "max_len") if n not in data]
+        if missing:
+          raise TrieError(f"{path}: trie file without {missing}")
+        return cls(**{n: data[n] for n in _ARRAYS}, eos_id=int(data["eos_id"]),
+                   max_len=int(data["max_len"]))
+    except TrieError:
+      raise
+    except FileNotFoundError:
+      raise TrieError(f"{path}: no such trie file") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+      raise TrieError(f"{path}: damaged trie file ({type(e).__name__}: {e})") from None
 
 
 def flatten_names(names: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -184,7 +196,7 @@ def build_trie_flat(flat: np.ndarray, lengths: np.ndarray, eos_id: int, *,
   Vectorized: one `np.unique` over (parent state, token) pairs per depth.
   """
   if duplicates not in ("error", "first"):
-    raise ValueError(f"duplicates must be 'error' or 'first', got {duplicates!r}")
+    raise TrieError(f"duplicates must be 'error' or 'first', got {duplicates!r}")
   flat = np.asarray(flat, np.int64).reshape(-1)
   lengths = np.asarray(lengths, np.int64).reshape(-1)
   if lengths.shape[0] == 0:
@@ -280,7 +292,10 @@ def build_trie_cached(names: Sequence[Sequence[int]] | tuple[np.ndarray, np.ndar
   digest = names_digest(flat, lengths, eos_id, max_decode_len, duplicates)
   path = os.path.join(os.fspath(cache_dir), f"trie-{digest[:24]}.npz")
   if os.path.exists(path):
-    return Trie.load(path)
+    try:
+      return Trie.load(path)
+    except TrieError:  # a damaged cache entry (e.g. a full disk): build it again
+      pass
   trie = build_trie_flat(flat, lengths, eos_id, max_decode_len=max_decode_len,
                          duplicates=duplicates)
   trie.save(path)

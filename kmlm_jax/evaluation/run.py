@@ -28,10 +28,16 @@ from typing import Sequence
 
 import numpy as np
 
+from kmlm_jax.errors import InputError
 from kmlm_jax.evaluation.finetune import FinetuneConfig
+from kmlm_jax.evaluation.readers.iob import SCHEMES
+from kmlm_jax.experiment import ConfigError
 from kmlm_jax.kg.corpus_dir import CorpusDir
 
 TASKS = ("xlr", "probe", "probe_rank", "ner", "relx", "lp")
+PROBE_METHODS = ("independent", "confidence")
+# Tasks that read the `kmlm-jax kg build` directory `corpus_dir`.
+CORPUS_TASKS = ("xlr", "probe", "probe_rank", "lp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,49 +61,169 @@ class EvalConfig:
   relx_dev: str | None = None
   relx_test: tuple[tuple[str, str], ...] = ()
 
+  def validate(self) -> "EvalConfig":
+    """Raises ConfigError naming the field of a value no run can use."""
+    if isinstance(self.tasks, str):
+      raise ConfigError(f"tasks: expected a tuple of task names, got the string {self.tasks!r}")
+    check_tasks(self.tasks)
+    if self.probe_method not in PROBE_METHODS:
+      raise ConfigError(f"probe_method: {self.probe_method!r} is not one of {PROBE_METHODS}")
+    if self.ner_scheme not in SCHEMES:
+      raise ConfigError(f"ner_scheme: {self.ner_scheme!r} is not one of {SCHEMES}")
+    for name in ("probe_max_tokens", "lp_beams", "max_probes"):
+      value = getattr(self, name)
+      if value is None and name == "max_probes":
+        continue
+      if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name}: expected an integer of at least 1, got {value!r}")
+    for name in ("ner_test", "relx_test"):
+      for pair in getattr(self, name):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2
+                and all(isinstance(x, str) for x in pair)):
+          raise ConfigError(f"{name}: expected (lang, path) pairs, got {pair!r}")
+    return self
 
-def _read_jsonl(path: Path) -> list[dict]:
-  return [json.loads(l) for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
+
+def check_tasks(tasks: Sequence[str], what: str = "tasks") -> tuple[str, ...]:
+  unknown = [t for t in tasks if t not in TASKS]
+  if unknown:
+    raise ConfigError(f"{what}: unknown task(s) {unknown}; known: {', '.join(TASKS)}")
+  if not tasks:
+    raise ConfigError(f"{what}: no task given; known: {', '.join(TASKS)}")
+  return tuple(tasks)
+
+
+def _vocab_path(config: EvalConfig, ckpt: Path) -> Path:
+  if config.vocab:
+    if not Path(config.vocab).exists():
+      raise ConfigError(f"vocab: {config.vocab}: no such tokenizer file or directory")
+    return Path(config.vocab)
+  path = Path(ckpt) / "tokenizer" / "tokenizer.json"
+  if not path.exists():
+    raise ConfigError(f"{ckpt}: no tokenizer/tokenizer.json in the checkpoint; set the eval "
+                      "config's vocab")
+  return path
 
 
 def _vocab_for(config: EvalConfig, ckpt: Path):
   from kmlm_jax.text.vocab import load_vocab
-  path = config.vocab or str(Path(ckpt) / "tokenizer" / "tokenizer.json")
-  if not Path(path).exists():
-    raise ValueError(f"{ckpt}: no tokenizer/tokenizer.json; set the eval config's vocab")
-  return load_vocab(path)
+  return load_vocab(_vocab_path(config, ckpt))
+
+
+def _read_xlr(corpus: CorpusDir) -> list[dict]:
+  """Every split of CORPUS/eval/xlr as the records `xlr.run` reads (checked per line)."""
+  from kmlm_jax.evaluation.readers import read_xlr
+  paths = [corpus.eval_path("xlr", f"{s}.jsonl") for s in ("train", "dev", "test")]
+  items = [i.to_dict() for p in paths for i in read_xlr(p, num_choices=None)]
+  have = {(i["split"], i["lang"]) for i in items}
+  for split in ("train", "dev"):
+    if (split, "en") not in have:
+      raise InputError(f"{corpus.eval_path('xlr', split + '.jsonl')}: no English (en) items; "
+                       "XLR fine-tunes on English train and dev items")
+  counts = {len(i["choices"]) for i in items}
+  if len(counts) > 1:
+    raise InputError(f"{corpus.eval_path('xlr')}: items have different numbers of choices "
+                     f"{sorted(counts)}; XLR needs one")
+  return items
+
+
+def _read_probes(corpus: CorpusDir, limit: int | None) -> list[dict]:
+  """CORPUS/eval/probes.jsonl as the records `probing` reads (checked per line)."""
+  from kmlm_jax.evaluation.readers import read_probes
+  return [q.to_dict() for q in read_probes(corpus.eval_path("probes.jsonl"))[:limit]]
+
+
+def _check_corpus(config: EvalConfig, tasks: Sequence[str]) -> CorpusDir | None:
+  if not any(t in CORPUS_TASKS for t in tasks):
+    return None
+  corpus = CorpusDir(config.corpus_dir)
+  try:
+    corpus.manifest  # noqa: B018  (reads and checks manifest.json)
+  except InputError as e:
+    raise ConfigError(f"corpus_dir: {e}") from None
+  if "probe_rank" in tasks and not corpus.graph_path.is_file():
+    raise ConfigError(f"corpus_dir: {corpus.graph_path}: missing (task probe_rank needs the "
+                      "knowledge graph)")
+  return corpus
+
+
+def check_inputs(config: EvalConfig, ckpts: Sequence[Path | str],
+                 tasks: Sequence[str]) -> None:
+  """Checks, before any model is loaded, what a run reads: the tasks, each checkpoint's
+  model config and tokenizer, the corpus directory and the NER / RELX files named in the
+  config. Raises `InputError` (ConfigError, ConversionError, ReaderError) naming the file."""
+  from kmlm_jax import model_checkpoint as mc
+  check_tasks(tasks)
+  for ckpt in ckpts:
+    mc.read_model_config(ckpt)
+    _vocab_path(config, Path(ckpt))
+  _check_corpus(config, tasks)
+  for task in ("ner", "relx"):
+    if task not in tasks:
+      continue
+    train, dev, test = (getattr(config, f"{task}_{s}") for s in ("train", "dev", "test"))
+    if not (train and dev and test):
+      raise ConfigError(f"task {task} needs {task}_train, {task}_dev and {task}_test files "
+                        "in the eval config")
+    for field, path in [(f"{task}_train", train), (f"{task}_dev", dev),
+                        *((f"{task}_test[{lang}]", p) for lang, p in test)]:
+      if not Path(path).is_file():
+        raise ConfigError(f"{field}: {path}: no such file")
+
+
+def read_task_data(config: EvalConfig, tasks: Sequence[str]) -> dict:
+  """The evaluation sets the tasks read, checked record by record (a malformed file raises
+  `ReaderError` naming FILE:LINE and the field): "xlr" items, "probes", and "ner" / "relx"
+  (train, dev, {lang: test})."""
+  from kmlm_jax.evaluation import readers
+  corpus = _check_corpus(config, tasks)
+  data = {}
+  if "xlr" in tasks:
+    data["xlr"] = _read_xlr(corpus)
+  if "probe" in tasks or "probe_rank" in tasks:
+    data["probes"] = _read_probes(corpus, config.max_probes)
+  if "ner" in tasks:
+    read = lambda p: readers.read_conll(p, scheme=config.ner_scheme, to_iob2=True)
+    data["ner"] = (read(config.ner_train), read(config.ner_dev),
+                   {lang: read(p).sentences for lang, p in config.ner_test})
+  if "relx" in tasks:
+    data["relx"] = (readers.read_relx(config.relx_train), readers.read_relx(config.relx_dev),
+                    {lang: readers.read_relx(p) for lang, p in config.relx_test})
+  return data
 
 
 def evaluate_checkpoint(config: EvalConfig, ckpt: Path, tasks: Sequence[str],
-                        devices=None) -> dict:
+                        devices=None, data: dict | None = None) -> dict:
+  """Results of `tasks` on one checkpoint; `data`: `read_task_data`'s (read when None)."""
   from flax import nnx
 
   from kmlm_jax import model_checkpoint as mc
   from kmlm_jax.evaluation import probing, xlr
   from kmlm_jax.models.task_heads import TaskModel
+  if data is None:
+    check_inputs(config, [ckpt], tasks)
+    data = read_task_data(config, tasks)
+  vocab = _vocab_for(config, ckpt)  # before the (slower) parameters
   model_config, flat, _ = mc.load_model_checkpoint(ckpt)
-  vocab = _vocab_for(config, ckpt)
   corpus = CorpusDir(config.corpus_dir)
   out = {}
   if "xlr" in tasks:
-    items = [i for s in ("train", "dev", "test")
-             for i in _read_jsonl(corpus.eval_path("xlr", f"{s}.jsonl"))]
 
     def model_fn(seed):
       encoder = mc.build_model(model_config, flat)
       return TaskModel(encoder, "multiple_choice", rngs=nnx.Rngs(seed))
 
     t = time.perf_counter()
-    out["xlr"] = xlr.run(model_fn, vocab, items, config.finetune, devices)
+    out["xlr"] = xlr.run(model_fn, vocab, data["xlr"], config.finetune, devices)
     out["xlr"]["seconds"] = time.perf_counter() - t
   if "probe" in tasks:
     model = mc.build_model(model_config.replace(dropout_rate=0.0, attention_dropout_rate=0.0),
                            flat)
     graphdef, state = nnx.split(model, nnx.Param)
-    probes = _read_jsonl(corpus.eval_path("probes.jsonl"))[:config.max_probes]
     t = time.perf_counter()
     cloze = probing.ClozeModel(graphdef, nnx.to_pure_dict(state), vocab)
-    out["probe"] = probing.accuracy(cloze, probes, config.probe_max_tokens, config.probe_method)
+    out["probe"] = probing.accuracy(cloze, data["probes"], config.probe_max_tokens,
+                                    config.probe_method)
     out["probe"]["seconds"] = time.perf_counter() - t
   if "probe_rank" in tasks:
     from kmlm_jax.evaluation import zero_shot
@@ -105,12 +231,11 @@ def evaluate_checkpoint(config: EvalConfig, ckpt: Path, tasks: Sequence[str],
                            flat)
     graphdef, state = nnx.split(model, nnx.Param)
     scorer = zero_shot.Scorer(graphdef, nnx.to_pure_dict(state), vocab, length=48, batch=128)
-    probes = _read_jsonl(corpus.eval_path("probes.jsonl"))[:config.max_probes]
     out["probe_rank"] = {"by_language": zero_shot.probe_accuracy(
-        scorer, corpus.graph(), probes, max_distractors=10)}
+        scorer, corpus.graph(), data["probes"], max_distractors=10)}
     out["probe_rank"]["by_language"].pop("avg", None)
   if "ner" in tasks or "relx" in tasks:
-    out.update(_classification(config, tasks, model_config, flat, vocab, devices))
+    out.update(_classification(config, tasks, model_config, flat, vocab, devices, data))
   if "lp" in tasks:
     from kmlm_jax.evaluation import link_prediction as lp
     from kmlm_jax.evaluation import lp_eval
@@ -123,19 +248,16 @@ def evaluate_checkpoint(config: EvalConfig, ckpt: Path, tasks: Sequence[str],
   return out
 
 
-def _classification(config: EvalConfig, tasks, model_config, flat, vocab, devices) -> dict:
+def _classification(config: EvalConfig, tasks, model_config, flat, vocab, devices,
+                    data: dict) -> dict:
   from flax import nnx
 
   from kmlm_jax import model_checkpoint as mc
-  from kmlm_jax.evaluation import classification, readers
+  from kmlm_jax.evaluation import classification
   from kmlm_jax.models.task_heads import TaskModel
   out = {}
   if "ner" in tasks:
-    if not (config.ner_train and config.ner_dev and config.ner_test):
-      raise ValueError("task ner needs ner_train, ner_dev and ner_test files in the eval config")
-    read = lambda p: readers.read_conll(p, scheme=config.ner_scheme, to_iob2=True)
-    train, dev = read(config.ner_train), read(config.ner_dev)
-    tests = {lang: read(p).sentences for lang, p in config.ner_test}
+    train, dev, tests = data["ner"]
     labels = sorted({t for d in [train, dev] for s in d.sentences for t in s.tags} |
                     {t for s in tests.values() for x in s for t in x.tags},
                     key=lambda t: (t != "O", t))
@@ -144,10 +266,7 @@ def _classification(config: EvalConfig, tasks, model_config, flat, vocab, device
     out["ner"] = classification.run_ner(model_fn, vocab, train.sentences, dev.sentences, tests,
                                         labels, config.finetune, devices)
   if "relx" in tasks:
-    if not (config.relx_train and config.relx_dev and config.relx_test):
-      raise ValueError("task relx needs relx_train, relx_dev and relx_test files in the eval config")
-    train, dev = readers.read_relx(config.relx_train), readers.read_relx(config.relx_dev)
-    tests = {lang: readers.read_relx(p) for lang, p in config.relx_test}
+    train, dev, tests = data["relx"]
     labels = sorted({x.relation for d in [train, dev, *tests.values()] for x in d})
     model_fn = lambda seed: TaskModel(mc.build_model(model_config, flat), "sequence", len(labels),
                                       rngs=nnx.Rngs(seed))
@@ -170,16 +289,18 @@ def run(config: EvalConfig, ckpt: Path | str, out: Path | str, *, baseline: Path
         tasks: Sequence[str] | None = None, names: tuple[str, str] | None = None) -> dict:
   """Evaluates `ckpt` (and `baseline`), writes the report; returns the results."""
   from kmlm_jax.evaluation import report
-  tasks = tuple(tasks or config.tasks)
-  unknown = [t for t in tasks if t not in TASKS]
-  if unknown:
-    raise ValueError(f"unknown tasks {unknown}; known: {', '.join(TASKS)}")
+  tasks = check_tasks(tuple(tasks or config.tasks), "--tasks" if tasks else "tasks")
+  check_inputs(config, [ckpt] + ([baseline] if baseline else []), tasks)
+  data = read_task_data(config, tasks)  # a malformed file fails before any model is loaded
   out = Path(out)
+  if out.exists() and not out.is_dir():
+    raise ConfigError(f"--out {out}: exists and is not a directory")
   (out / "plots").mkdir(parents=True, exist_ok=True)
   runs = {(names or (Path(ckpt).parent.name, ""))[0] or str(ckpt): Path(ckpt)}
   if baseline:
     runs[(names or ("", Path(baseline).parent.name))[1] or str(baseline)] = Path(baseline)
-  results = {name: evaluate_checkpoint(config, path, tasks) for name, path in runs.items()}
+  results = {name: evaluate_checkpoint(config, path, tasks, data=data)
+             for name, path in runs.items()}
   base_name = list(runs)[1] if baseline else None
   tables = []
   titles = {"xlr": "XLR accuracy (%), fine-tuned on English",

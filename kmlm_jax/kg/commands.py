@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+from pathlib import Path
 
 from kmlm_jax.kg import build as build_lib
 from kmlm_jax.kg.errors import KGInputError
@@ -12,8 +13,15 @@ from kmlm_jax.kg.sample import KMLM_LANGUAGES
 
 
 def _languages(args) -> tuple[str, ...]:
-  if args.langs:
-    return tuple(l.strip() for l in args.langs.split(",") if l.strip())
+  if args.langs is not None:
+    from kmlm_jax.kg.wikidata import check_languages
+    langs = tuple(l.strip() for l in args.langs.split(",") if l.strip())
+    if not langs:
+      raise KGInputError(f"--langs {args.langs!r}: no language codes (e.g. --langs en,fr,de)")
+    try:
+      return check_languages(langs)
+    except KGInputError as e:
+      raise KGInputError(f"--langs: {e}") from None
   if args.sample:
     return KMLM_LANGUAGES
   if args.triples_tsv:
@@ -51,8 +59,29 @@ def read_source(args):
   return graph, stats, info, source
 
 
+def check_arguments(args) -> None:
+  """Argument errors that need no input read: raised before the (long) read."""
+  if args.entities_tsv and not args.triples_tsv:
+    raise KGInputError("--entities-tsv goes with --triples-tsv")
+  if args.num_shards < 1:
+    raise KGInputError(f"--num-shards must be at least 1, got {args.num_shards}")
+  for flag, path in (("--wikidata-dump", args.wikidata_dump), ("--triples-tsv", args.triples_tsv),
+                     ("--entities-tsv", args.entities_tsv),
+                     ("--entity-whitelist", args.entity_whitelist),
+                     ("--relation-whitelist", args.relation_whitelist)):
+    if path and "://" not in path and not Path(path).is_file():  # URLs: read by Beam
+      raise KGInputError(f"{flag} {path}: no such file")
+  out = Path(args.out)
+  if out.exists() and not out.is_dir():
+    raise KGInputError(f"--out {out}: exists and is not a directory")
+  if out.exists() and any(out.iterdir()) and not args.overwrite:
+    raise KGInputError(f"{out}: already exists and is not empty (pass --overwrite)")
+
+
 def build(args) -> str:
   """Runs the build; returns the text to print (stats table, timings, manifest path)."""
+  check_arguments(args)
+  _languages(args)  # bad --langs fail before any reading
   start = time.perf_counter()
   writer = None
   if args.runner == "beam":
@@ -73,6 +102,14 @@ def build(args) -> str:
 
 def stats(directory) -> str:
   manifest = build_lib.read_manifest(directory)
+  try:
+    return _stats_text(manifest)
+  except (KeyError, TypeError, AttributeError) as e:
+    raise KGInputError(f"{directory}/manifest.json: damaged (missing or malformed field "
+                       f"{e})") from None
+
+
+def _stats_text(manifest: dict) -> str:
   ev = manifest["eval"]
   lines = [build_lib.stats_table(manifest), "",
            f"held out of pretraining: {manifest['held_out']}",

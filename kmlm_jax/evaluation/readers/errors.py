@@ -40,6 +40,8 @@ def read_lines(path: Path | str, encoding: str = "utf-8") -> Iterator[tuple[int,
         yield number, text.rstrip("\r\n")
   except FileNotFoundError:
     raise ReaderError(f"{path}: no such file") from None
+  except OSError as e:  # a directory, no permission, ...
+    raise ReaderError(f"{path}: cannot be read ({e.strerror or e})") from None
 
 
 def iter_json_records(path: Path | str) -> Iterator[tuple[int, dict]]:
@@ -55,6 +57,8 @@ def iter_json_records(path: Path | str) -> Iterator[tuple[int, dict]]:
     raise ReaderError(f"{path}: no such file") from None
   except UnicodeDecodeError as e:
     raise ReaderError(f"{path}: not valid utf-8 at byte {e.start}") from None
+  except OSError as e:  # a directory, no permission, ...
+    raise ReaderError(f"{path}: cannot be read ({e.strerror or e})") from None
   if text.lstrip().startswith("["):
     yield from _array_records(path, text)
     return

@@ -74,7 +74,7 @@ def check_tags(tags: Sequence[str], scheme: str = "iob2",
                entity_types: Iterable[str] | None = None) -> None:
   """Raises TagError (a ValueError with the tag's position) at the first tag breaking `scheme`."""
   if scheme not in SCHEMES:
-    raise ValueError(f"unknown scheme {scheme!r} (expected one of {SCHEMES})")
+    raise ReaderError(f"unknown scheme {scheme!r} (expected one of {SCHEMES})")
   allowed = None if entity_types is None else set(entity_types)
   prev = "O"
   for i, tag in enumerate(tags):
@@ -113,7 +113,7 @@ def read_conll(path: Path | str, *, scheme: str = "iob2", to_iob2: bool = False,
   `entity_types` (e.g. {"PER", "LOC", "ORG", "MISC"}) rejects other types.
   """
   if scheme not in SCHEMES:
-    raise ValueError(f"unknown scheme {scheme!r} (expected one of {SCHEMES})")
+    raise ReaderError(f"unknown scheme {scheme!r} (expected one of {SCHEMES})")
   path = Path(path)
   types = None if entity_types is None else tuple(entity_types)
   sentences: list[TaggedSentence] = []
