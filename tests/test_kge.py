@@ -3,9 +3,13 @@
 import jax
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec
 
+from kmlm_jax.config import MeshConfig
+from kmlm_jax.errors import NonFiniteLoss
 from kmlm_jax.evaluation.link_prediction import metrics
 from kmlm_jax.models import kge
+from kmlm_jax.sharding import Partitioner
 
 
 def _typed_kg(seed: int = 0):
@@ -85,7 +89,7 @@ def test_learns_synthetic_kg(model, kg, threshold):
 @pytest.mark.parametrize("predict_head", [False, True])
 def test_filtered_ranks_equal_brute_force(model, predict_head):
   triples, num_entities, num_relations = _typed_kg(1)
-  config = kge.KGEConfig(model=model, dim=8, steps=50, steps_per_call=50, margin=2.0)
+  config = kge.KGEConfig(model=model, dim=8, steps=50, margin=2.0)
   params, _ = kge.train(config, triples[20:], num_entities, num_relations)
   queries = triples[:20]
   ranks = kge.filtered_ranks(config, params, queries, triples, predict_head=predict_head,
@@ -94,12 +98,43 @@ def test_filtered_ranks_equal_brute_force(model, predict_head):
       ranks, _brute_force_ranks(config, params, queries, triples, predict_head))
 
 
+@pytest.mark.parametrize("model", ["transe", "rotate"])
+def test_sharded_training_equals_one_device(model):
+  """Data parallel (8, 1, 1) and a sharded entity table (1, 2, 4) train as one device."""
+  triples, num_entities, num_relations = _typed_kg(2)
+  config = kge.KGEConfig(model=model, dim=8, steps=20, batch_size=32, margin=2.0)
+  runs = {}
+  for shape in [(1, 1, 1), (8, 1, 1), (1, 2, 4)]:
+    partitioner = Partitioner.from_config(MeshConfig(shape=shape),
+                                          jax.devices()[:int(np.prod(shape))])
+    params, losses = kge.train(config, triples, num_entities, num_relations,
+                               partitioner=partitioner)
+    runs[shape] = jax.tree.map(np.asarray, params), losses
+    if shape == (1, 2, 4):  # entities over tensor, embedding dims over fsdp
+      assert params["entity"].sharding.spec == PartitionSpec("tensor", "fsdp")
+  (params, losses) = runs[(1, 1, 1)]
+  assert np.isfinite(losses).all() and losses[-1] < losses[0]
+  for shape in [(8, 1, 1), (1, 2, 4)]:
+    np.testing.assert_allclose(runs[shape][1], losses, rtol=1e-5, err_msg=str(shape))
+    for name in params:
+      np.testing.assert_allclose(runs[shape][0][name], params[name], rtol=1e-5, atol=2e-6,
+                                 err_msg=f"{shape} {name}")
+
+
+@pytest.mark.parametrize("learning_rate", [float("inf"), float("nan")])
+def test_non_finite_training_stops(learning_rate):
+  triples, num_entities, num_relations = _typed_kg()
+  config = kge.KGEConfig(steps=5, learning_rate=learning_rate)
+  with pytest.raises(NonFiniteLoss, match=r"KGE transe training: .* not finite at step 1 of 5"):
+    kge.train(config, triples, num_entities, num_relations)
+
+
 def test_bad_inputs():
   with pytest.raises(ValueError, match="model"):
     kge.KGEConfig(model="distmult")
   with pytest.raises(ValueError, match="norm"):
     kge.KGEConfig(norm=3)
-  config = kge.KGEConfig(steps=1, steps_per_call=1)
+  config = kge.KGEConfig(steps=1)
   with pytest.raises(ValueError, match=r"\[N, 3\]"):
     kge.train(config, np.zeros((4, 2), int), 5, 2)
   with pytest.raises(ValueError, match="outside"):

@@ -1,25 +1,10 @@
-"""Filtered link-prediction metrics against hand-computed values."""
+"""Link-prediction metrics and the Table 1 layout against hand-computed values
+(list ranks: tests/test_metrics.py)."""
 
 import numpy as np
 import pytest
 
-from kmlm_jax.evaluation.link_prediction import (filtered_ranks, metrics, metrics_by_language,
-                                                 table1_markdown)
-
-
-def test_filtered_ranks_by_hand():
-  ranked = np.array([
-      [4, 7, 1, -1],   # answer 1 at position 3; 7 is another true object -> rank 2
-      [5, 6, 8, 9],    # answer 9, nothing filtered -> 4
-      [2, 3, -1, -1],  # answer 0 absent -> inf
-      [3, 3, 0, 1],    # repeated 3 counts once -> rank 2
-      [0, 1, 2, 3],    # answer 0 first -> 1 (a known list containing it changes nothing)
-  ])
-  answers = np.array([1, 9, 0, 0, 0])
-  known = np.array([[7, -1], [-1, -1], [2, 3], [-1, -1], [0, 5]])
-  ranks = filtered_ranks(ranked, answers, known)
-  np.testing.assert_array_equal(ranks, [2, 4, np.inf, 2, 1])
-  np.testing.assert_array_equal(filtered_ranks(ranked, answers), [3, 4, np.inf, 2, 1])
+from kmlm_jax.evaluation.link_prediction import metrics, metrics_by_language, table1_markdown
 
 
 def test_metrics_by_hand():
@@ -65,10 +50,6 @@ def test_metrics_by_language_and_table():
 
 
 def test_bad_inputs():
-  with pytest.raises(ValueError, match=r"\[N, K\]"):
-    filtered_ranks(np.array([1, 2]), np.array([1]))
-  with pytest.raises(ValueError, match="known"):
-    filtered_ranks(np.array([[1, 2]]), np.array([1]), np.array([1, 2]))
   with pytest.raises(ValueError, match="languages"):
     metrics_by_language(np.array([1.0, 2.0]), ["en"])
   with pytest.raises(ValueError, match="unknown metrics"):

@@ -21,6 +21,7 @@ import numpy as np
 
 from kmlm_jax.errors import InputError
 from kmlm_jax.evaluation import link_prediction as lp
+from kmlm_jax.evaluation import metrics
 from kmlm_jax.kg.corpus_dir import CorpusDir
 
 
@@ -89,7 +90,7 @@ def prixlm_ranks(model, vocab, corpus: Path, lang: str, *, num_beams: int = 50,
     ranked.append(search(rows, lengths, ex).entities[:len(block)])
   ranked = np.concatenate(ranked) if ranked else np.zeros((0, num_beams), int)
   info = {"queries": len(queries), "entities": len(entities), "trie_states": trie.num_states}
-  return lp.filtered_ranks(ranked, answers, exclude), info
+  return metrics.list_ranks(ranked, answers, exclude), info
 
 
 def kge_ranks(corpus: Path, langs: Sequence[str], config) -> dict[str, np.ndarray]:

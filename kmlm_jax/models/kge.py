@@ -13,10 +13,14 @@ negative sampling loss `-log sigmoid(gamma - d(pos)) - sum_j p_j log
 sigmoid(d(neg_j) - gamma)`, p = softmax(alpha * (gamma - d(neg))) without
 gradient.
 
-Lower distance = more plausible. Training is jitted: `steps_per_call`
-optimiser steps run inside one `lax.scan`. Evaluation ranks every entity
-for each query, filtered (other known true answers skipped), in query
-chunks on device.
+Lower distance = more plausible. Training is a `KGETask` run by the one
+trainer (`kmlm_jax.training.trainer`): Adam at a constant learning rate,
+[B, 3] triples drawn uniformly on the host each step (numpy, seeded from
+`config.seed`), negatives drawn on device from the step's key; the entity
+table carries the logical axes ("vocab", "embed"), so a mesh with tensor
+or fsdp axes shards it. Evaluation scores every entity for each query in
+query chunks on device; ranks, filtering and metrics are
+`kmlm_jax.evaluation.metrics`.
 
 Shapes: E entities, R relations, k embedding dim, N triples (h, r, t) int.
 """
@@ -25,11 +29,18 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
+from flax import nnx
+
+from kmlm_jax.config import MeshConfig, OptimizerConfig
+from kmlm_jax.errors import NonFiniteLoss
+from kmlm_jax.evaluation import metrics
+from kmlm_jax.sharding import Partitioner
+from kmlm_jax.training.trainer import Task, make_trainer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +55,6 @@ class KGEConfig:
   learning_rate: float = 1e-2
   batch_size: int = 256
   steps: int = 1000
-  steps_per_call: int = 100
   seed: int = 0
 
   def __post_init__(self):
@@ -52,8 +62,8 @@ class KGEConfig:
       raise ValueError(f"model must be 'transe' or 'rotate', got {self.model!r}")
     if self.norm not in (1, 2):
       raise ValueError(f"norm must be 1 or 2, got {self.norm}")
-    if min(self.dim, self.num_negatives, self.batch_size, self.steps_per_call) < 1:
-      raise ValueError("dim, num_negatives, batch_size and steps_per_call must be >= 1")
+    if min(self.dim, self.num_negatives, self.batch_size) < 1:
+      raise ValueError("dim, num_negatives and batch_size must be >= 1")
 
 
 def init_params(config: KGEConfig, num_entities: int, num_relations: int, key) -> dict:
@@ -106,36 +116,19 @@ def _corrupt(key, triples, num_entities: int, num_negatives: int):
   return heads, tails
 
 
-def loss_fn(config: KGEConfig, params, triples, key, num_entities: int):
-  """Scalar loss of a [B, 3] batch with `num_negatives` corruptions each."""
+def row_losses(config: KGEConfig, params, triples, key, num_entities: int):
+  """[B] loss of each row of a [B, 3] batch with `num_negatives` corruptions each."""
   h, r, t = triples[:, 0], triples[:, 1], triples[:, 2]
   pos = distance(config, params, h, r, t)  # [B]
   nh, nt = _corrupt(key, triples, num_entities, config.num_negatives)
   neg = distance(config, params, nh, r[:, None], nt)  # [B, n]
   if config.model == "transe":
-    return jax.nn.relu(config.margin + pos[:, None] - neg).mean()
+    return jax.nn.relu(config.margin + pos[:, None] - neg).mean(-1)
   weights = jax.lax.stop_gradient(
       jax.nn.softmax(config.adversarial_temperature * (config.margin - neg), axis=-1))
   pos_term = -jax.nn.log_sigmoid(config.margin - pos)
   neg_term = -(weights * jax.nn.log_sigmoid(neg - config.margin)).sum(-1)
-  return (pos_term + neg_term).mean()
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _train_chunk(config: KGEConfig, optimizer, num_entities: int, params, opt_state, triples,
-                 key):
-  def step(carry, key):
-    params, opt_state = carry
-    kb, kn = jax.random.split(key)
-    batch = triples[jax.random.randint(kb, (config.batch_size,), 0, triples.shape[0])]
-    loss, grads = jax.value_and_grad(loss_fn, argnums=1)(config, params, batch, kn,
-                                                         num_entities)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), opt_state), loss
-
-  keys = jax.random.split(key, config.steps_per_call)
-  (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), keys)
-  return params, opt_state, losses
+  return pos_term + neg_term
 
 
 def _check_triples(triples, num_entities: int, num_relations: int) -> np.ndarray:
@@ -148,20 +141,75 @@ def _check_triples(triples, num_entities: int, num_relations: int) -> np.ndarray
   return triples.astype(np.int32)
 
 
-def train(config: KGEConfig, triples, num_entities: int, num_relations: int):
-  """Trains on [N, 3] (h, r, t) triples; returns (params, losses [steps] numpy)."""
-  triples = jnp.asarray(_check_triples(triples, num_entities, num_relations))
-  key, init_key = jax.random.split(jax.random.key(config.seed))
-  params = init_params(config, num_entities, num_relations, init_key)
-  optimizer = optax.adam(config.learning_rate)
-  opt_state = optimizer.init(params)
-  losses = []
-  for _ in range(-(-config.steps // config.steps_per_call)):
-    key, sub = jax.random.split(key)
-    params, opt_state, chunk = _train_chunk(config, optimizer, num_entities, params, opt_state,
-                                            triples, sub)
-    losses.append(np.asarray(chunk))
-  return params, np.concatenate(losses)[:config.steps]
+@dataclasses.dataclass
+class KGETask(Task):
+  """TransE / RotatE as a `Task`. Batch: {"triples": [B, 3] int32}; the loss is the
+  batch mean (row losses summed, divided by the whole batch's B: the context)."""
+
+  config: KGEConfig
+  num_entities: int
+  num_relations: int
+
+  def init_params(self) -> dict:
+    _, init_key = jax.random.split(jax.random.key(self.config.seed))
+    return init_params(self.config, self.num_entities, self.num_relations, init_key)
+
+  def abstract_params(self) -> dict:
+    axes = {"entity": ("vocab", "embed"), "relation": (None, None)}
+    return {name: nnx.Param(value, out_sharding=axes[name], eager_sharding=False)
+            for name, value in jax.eval_shape(self.init_params).items()}
+
+  def context(self, batch) -> int:
+    return batch["triples"].shape[0]
+
+  def loss_fn(self, params, batch, rng, batch_size):
+    rows = row_losses(self.config, params, batch["triples"], rng, self.num_entities)
+    return rows.sum() / batch_size, {}
+
+
+_FETCH_EVERY = 100  # steps between fetches of the losses (one host sync each)
+# Steps dispatched ahead of the device at most: with ~64 tiny sharded steps queued,
+# XLA:CPU's simulated devices deadlock in an all-reduce rendezvous (aborting after 40 s).
+_MAX_AHEAD = 8
+
+
+def train(config: KGEConfig, triples, num_entities: int, num_relations: int, *,
+          partitioner: Partitioner | None = None):
+  """Trains on [N, 3] (h, r, t) triples; returns (params, losses [steps] numpy).
+
+  `partitioner`: the mesh (default: data parallel over all devices, or the
+  most that divide `config.batch_size`). Raises `NonFiniteLoss` at the first
+  step whose loss, gradient or update is not finite (the trainer did not
+  apply it).
+  """
+  triples = _check_triples(triples, num_entities, num_relations)
+  if partitioner is None:
+    devices = jax.devices()[:math.gcd(jax.device_count(), config.batch_size)]
+    partitioner = Partitioner.from_config(MeshConfig(), devices)
+  partitioner.check_batch(config.batch_size, "batch_size")
+  optimizer = OptimizerConfig(learning_rate=config.learning_rate, steps=config.steps,
+                              weight_decay=0.0, grad_clip_norm=0.0, schedule="constant")
+  trainer = make_trainer(KGETask(config, num_entities, num_relations), partitioner, optimizer,
+                         seed=config.seed)
+  state = trainer.init_state()
+  sampler = np.random.default_rng(config.seed)
+  losses, pending = [], []
+  for step in range(config.steps):
+    batch = triples[sampler.integers(0, triples.shape[0], config.batch_size)]
+    state, step_metrics = trainer.step(state, {"triples": batch})
+    pending.append((step_metrics["loss"], step_metrics["finite"]))
+    if len(pending) > _MAX_AHEAD:
+      pending[-_MAX_AHEAD - 1][1].block_until_ready()
+    if len(pending) == _FETCH_EVERY or step + 1 == config.steps:
+      loss, finite = (np.array(x) for x in zip(*jax.device_get(pending)))
+      if not finite.all():
+        bad = int(np.argmin(finite))
+        raise NonFiniteLoss(
+            f"KGE {config.model} training: the loss, gradient or update is not finite at step "
+            f"{len(losses) + bad + 1} of {config.steps}; lower learning_rate")
+      losses.extend(loss)
+      pending = []
+  return state.params, np.asarray(losses, np.float32)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -174,53 +222,30 @@ def _all_distances(config: KGEConfig, predict_head: bool, params, queries):
   return distance(config, params, h, r, everyone)
 
 
-def _known_answers(known: np.ndarray, queries: np.ndarray, predict_head: bool,
-                   num_relations: int):
-  """(query row, entity) pairs of every known answer of each query's (anchor, relation)."""
-  anchor_col, answer_col = (2, 0) if predict_head else (0, 2)
-  key_known = known[:, anchor_col].astype(np.int64) * num_relations + known[:, 1]
-  order = np.argsort(key_known, kind="stable")
-  key_known, answers = key_known[order], known[order, answer_col]
-  key_query = queries[:, anchor_col].astype(np.int64) * num_relations + queries[:, 1]
-  lo = np.searchsorted(key_known, key_query, "left")
-  hi = np.searchsorted(key_known, key_query, "right")
-  counts = hi - lo
-  rows = np.repeat(np.arange(queries.shape[0]), counts)
-  index = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + np.repeat(
-      lo, counts)
-  return rows, answers[index]
-
-
 def filtered_ranks(config: KGEConfig, params, queries, known, *, predict_head: bool = False,
-                   chunk_size: int | None = None) -> np.ndarray:
+                   chunk_size: int | None = None, ties: str = "mean") -> np.ndarray:
   """[Q] float filtered rank of the true answer of each query among all entities.
 
   `queries` [Q, 3] are test triples; the tail (or head) is predicted.
   `known` [M, 3] are all true triples (train + valid + test); those sharing
   the query's (head, relation) (or (relation, tail)) are skipped except the
-  query's own answer. Ties: rank = 1 + #better + #tied / 2 (the mean of
-  the optimistic and pessimistic rank).
+  query's own answer. Ties: `metrics.ranks` (default "mean": 1 + #better +
+  #tied / 2).
   """
   num_entities, num_relations = params["entity"].shape[0], params["relation"].shape[0]
   queries = _check_triples(queries, num_entities, num_relations)
   known = _check_triples(known, num_entities, num_relations)
-  answer_col = 0 if predict_head else 2
-  rows, entities = _known_answers(known, queries, predict_head, num_relations)
+  answers = queries[:, 0 if predict_head else 2]
+  rows, entities = metrics.known_answers(known, queries, predict_head=predict_head)
   width = params["entity"].shape[1]
   chunk = chunk_size or max(1, (1 << 24) // max(1, num_entities * width))
-  ranks = np.empty(queries.shape[0])
+  out = []
   for lo in range(0, queries.shape[0], chunk):
     block = queries[lo:lo + chunk]
-    padded = np.concatenate([block, np.repeat(block[-1:], chunk - block.shape[0], 0)])
-    dist = np.asarray(_all_distances(config, predict_head, params, jnp.asarray(padded)))
-    dist = dist[:block.shape[0]]
-    filtered = np.zeros(dist.shape, bool)
-    sel = (rows >= lo) & (rows < lo + block.shape[0])
-    filtered[rows[sel] - lo, entities[sel]] = True
-    answer = block[:, answer_col]
-    filtered[np.arange(block.shape[0]), answer] = False
-    target = dist[np.arange(block.shape[0]), answer][:, None]
-    better = ((dist < target) & ~filtered).sum(1)
-    tied = ((dist == target) & ~filtered).sum(1) - 1  # minus the answer itself
-    ranks[lo:lo + block.shape[0]] = 1 + better + tied / 2
-  return ranks
+    n = block.shape[0]
+    padded = np.concatenate([block, np.repeat(block[-1:], chunk - n, 0)])
+    dist = np.asarray(_all_distances(config, predict_head, params, jnp.asarray(padded)))[:n]
+    a, b = np.searchsorted(rows, [lo, lo + n])  # rows are sorted
+    mask = metrics.filter_mask(answers[lo:lo + n], num_entities, rows[a:b] - lo, entities[a:b])
+    out.append(metrics.ranks(dist, answers[lo:lo + n], mask, ties=ties, lower_is_better=True))
+  return np.concatenate(out) if out else np.zeros(0)
