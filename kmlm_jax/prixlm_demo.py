@@ -40,7 +40,8 @@ def main(argv=None) -> int:
 
   from kmlm_jax import model_checkpoint as mc
   from kmlm_jax.config import override
-  from kmlm_jax.demo import build_corpora, corpus_texts
+  from kmlm_jax.demo import corpus_texts
+  from kmlm_jax.kg.sample import build_sample_corpora
   from kmlm_jax.evaluation import lp_eval
   from kmlm_jax.evaluation import link_prediction as lp
   from kmlm_jax.experiment import load_config
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
   corpus = Path(args.corpus) if args.corpus else out / "kg"
   if not args.corpus:
     print("1/4 building the sample KG corpora ...", flush=True)
-    build_corpora(corpus)
+    build_sample_corpora(corpus, overwrite=True)
   langs = list(CorpusDir(corpus).languages)
 
   print("2/4 trimming the tokenizer and adding the Prix-LM tokens ...", flush=True)

@@ -19,6 +19,7 @@ from kmlm_jax.adapters.losses import info_nce, mean_pool
 from kmlm_jax.adapters.trex import read_trex
 from kmlm_jax.cli import main as cli_main
 from kmlm_jax.config import MeshConfig, preset
+from kmlm_jax.evaluation import metrics
 from kmlm_jax.kg.errors import KGInputError
 from kmlm_jax.models import adapters as lib
 from kmlm_jax.models.encoder import Encoder
@@ -250,7 +251,7 @@ def test_cli_train_eval_export(corpus_dir, tmp_path, capsys):
   assert "| hits@1 | base |" in out and "| hits@1 | fusion |" in out
   results = json.loads((workdir / "eval" / "results.json").read_text())
   de = results["scores"]["alignment"]["fusion"]["de"]
-  assert de["n"] > 0 and 0 <= de["hits@1"] <= de["hits@10"] <= 100
+  assert de["count"] > 0 and 0 <= de["hits@1"] <= de["hits@10"] <= 1
 
   export = tmp_path / "export"
   assert cli_main(["adapters", "export", *common, "--to", str(export)]) == 0
@@ -268,12 +269,14 @@ def test_cli_train_eval_export(corpus_dir, tmp_path, capsys):
 
 
 def test_ranks_are_one_based_and_filtered():
+  s = eval_lib.RetrievalSet(["q1", "q2"], ["a", "b", "c", "d"], np.array([0, 1]), [[], []])
   scores = np.array([[0.9, 0.5, 0.95, 0.1], [0.2, 0.8, 0.3, 0.1]])
-  assert eval_lib.ranks(scores, np.array([0, 1]), [[], []]).tolist() == [2, 1]
-  assert eval_lib.ranks(scores, np.array([0, 1]), [[2], []]).tolist() == [1, 1]
-  m = eval_lib.metrics(np.array([1, 2, 20]))
-  assert m["hits@1"] == pytest.approx(100 / 3) and m["hits@10"] == pytest.approx(200 / 3)
-  assert m["mrr"] == pytest.approx(100 * (1 + 0.5 + 0.05) / 3)
+  assert eval_lib.score(scores, s)["hits@1"] == 0.5  # ranks [2, 1]
+  s.exclude = [[2], []]
+  assert eval_lib.score(scores, s)["hits@1"] == 1.0  # ranks [1, 1]
+  m = metrics.summarize(np.array([1, 2, 20]), ks=(1, 10))
+  assert m["hits@1"] == pytest.approx(1 / 3) and m["hits@10"] == pytest.approx(2 / 3)
+  assert m["mrr"] == pytest.approx((1 + 0.5 + 0.05) / 3)
 
 
 @pytest.mark.parametrize("flavour", ["xlmr", "bert"])

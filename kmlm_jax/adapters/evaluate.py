@@ -10,9 +10,9 @@
   left out of the ranking.
 
 Representations are the pooled (masked or unmasked mean) final hidden
-states, compared by cosine. Ranks are 1-based (1 + the number of
-candidates scoring strictly higher than the answer); Hits@1, Hits@10 and
-MRR in percent, per language and averaged over languages.
+states, compared by cosine. Ranks, Hits@1, Hits@10 and MRR come from
+`kmlm_jax.evaluation.metrics` (1-based, ties shared, fractions; the table
+prints percent), per language and averaged over languages.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import numpy as np
 from kmlm_jax.adapters import data as data_lib
 from kmlm_jax.adapters import train as train_lib
 from kmlm_jax.adapters.config import AdapterExperimentConfig
+from kmlm_jax.evaluation import metrics
 from kmlm_jax.experiment import ConfigError
 from kmlm_jax.kg.sentences import SOURCE_LANG
 
@@ -45,22 +46,10 @@ class RetrievalSet:
   exclude: list[list[int]]
 
 
-def ranks(scores: np.ndarray, answers: np.ndarray, exclude) -> np.ndarray:
-  """1-based rank of each answer: scores [Q, C], answers [Q] -> [Q] int."""
-  scores = scores.astype(np.float64).copy()
-  for q, ex in enumerate(exclude):
-    if ex:
-      scores[q, ex] = -np.inf
-  gold = scores[np.arange(len(answers)), answers]
-  return 1 + (scores > gold[:, None]).sum(axis=1)
-
-
-def metrics(rank: np.ndarray) -> dict[str, float]:
-  if not len(rank):
-    return {m: float("nan") for m in METRICS} | {"n": 0}
-  return {"hits@1": 100.0 * float((rank <= 1).mean()),
-          "hits@10": 100.0 * float((rank <= 10).mean()),
-          "mrr": 100.0 * float((1.0 / rank).mean()), "n": int(len(rank))}
+def score(scores: np.ndarray, s: RetrievalSet) -> dict[str, float]:
+  """Hits@1, Hits@10, MRR (fractions) and the query count of one retrieval set."""
+  filtered = metrics.filter_mask(s.answers, scores.shape[1], *metrics.pairs(s.exclude))
+  return metrics.summarize(metrics.ranks(scores, s.answers, filtered), ks=(1, 10))
 
 
 def alignment_sets(corpus: data_lib.AdapterCorpus, split: str) -> dict[str, RetrievalSet]:
@@ -170,8 +159,7 @@ def evaluate(config: AdapterExperimentConfig, workdir: Path | str, *,
       for lang, s in by_lang.items():
         q = np.stack([table[t] for t in s.queries])
         c = np.stack([table[t] for t in s.candidates])
-        results["scores"].setdefault(task, {}).setdefault(mode, {})[lang] = metrics(
-            ranks(q @ c.T, s.answers, s.exclude))
+        results["scores"].setdefault(task, {}).setdefault(mode, {})[lang] = score(q @ c.T, s)
   results["table"] = table_markdown(results)
   out = workdir / "eval"
   out.mkdir(parents=True, exist_ok=True)
@@ -192,8 +180,8 @@ def table_markdown(results: dict) -> str:
     for metric in METRICS:
       for mode, by_lang in by_mode.items():
         values = [by_lang[l][metric] for l in langs]
-        cells = [f"{v:.1f}" for v in values] + [f"{np.nanmean(values):.1f}"]
+        cells = [f"{100 * v:.1f}" for v in values] + [f"{100 * np.nanmean(values):.1f}"]
         lines.append(f"| {metric} | {mode} | " + " | ".join(cells) + " |")
-    counts = [str(next(iter(by_mode.values()))[l]["n"]) for l in langs]
+    counts = [str(next(iter(by_mode.values()))[l]["count"]) for l in langs]
     lines += [f"| queries | | " + " | ".join(counts) + " | |", ""]
   return "\n".join(lines).rstrip()
