@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from kmlm_jax.errors import InputError
+
 Flavour = Literal["xlmr", "bert"]
 
 
@@ -48,12 +50,12 @@ class ModelConfig:
 
   def __post_init__(self):
     if self.flavour not in ("xlmr", "bert"):
-      raise ValueError(f"flavour must be 'xlmr' or 'bert', got {self.flavour!r}")
+      raise InputError(f"flavour must be 'xlmr' or 'bert', got {self.flavour!r}")
     if self.hidden_size % self.num_heads:
-      raise ValueError(
+      raise InputError(
           f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
     if self.dtype not in ("float32", "bfloat16"):
-      raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+      raise InputError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
 
   @property
   def head_dim(self) -> int:
@@ -117,7 +119,7 @@ def preset(name: str, **overrides) -> ModelConfig:
   try:
     config = PRESETS[name]
   except KeyError:
-    raise ValueError(f"unknown model preset {name!r}; known: {', '.join(PRESETS)}") from None
+    raise InputError(f"unknown model preset {name!r}; known: {', '.join(PRESETS)}") from None
   return config.replace(**overrides) if overrides else config
 
 
@@ -265,7 +267,7 @@ def override(config, assignments) -> "ExperimentConfig":
   """
   for assignment in assignments:
     if "=" not in assignment:
-      raise ValueError(f"override {assignment!r} is not of the form key=value")
+      raise InputError(f"override {assignment!r} is not of the form key=value")
     key, raw = assignment.split("=", 1)
     config = _set(config, key.split("."), raw, key)
   return config
@@ -275,7 +277,7 @@ def _set(obj, path, raw, key):
   name = path[0]
   if not dataclasses.is_dataclass(obj) or name not in {f.name for f in dataclasses.fields(obj)}:
     fields = [f.name for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj) else []
-    raise ValueError(f"unknown config key {key!r}; {name!r} is not one of {fields}")
+    raise InputError(f"unknown config key {key!r}; {name!r} is not one of {fields}")
   current = getattr(obj, name)
   if len(path) > 1:
     return dataclasses.replace(obj, **{name: _set(current, path[1:], raw, key)})
@@ -298,6 +300,6 @@ def _parse(raw: str, current, key: str):
       kind = type(current[0]) if current else str
       return tuple(kind(v) for v in raw.split(","))
   except ValueError:
-    raise ValueError(f"config key {key!r}: cannot parse {raw!r} as "
+    raise InputError(f"config key {key!r}: cannot parse {raw!r} as "
                      f"{type(current).__name__}") from None
   return raw

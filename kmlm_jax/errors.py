@@ -25,6 +25,10 @@ class InputError(KmlmError, ValueError):
   """Bad input: a config, file, checkpoint, corpus or argument."""
 
 
+class OutputExistsError(InputError, FileExistsError):
+  """An output that exists already (pass --overwrite)."""
+
+
 class NonFiniteLoss(KmlmError, RuntimeError):
   """The loss or gradient became NaN/inf; the run stopped, checkpoints are intact."""
 

@@ -59,8 +59,8 @@ def check_paths(config: ExperimentConfig, *, model: bool = True) -> None:
   """Raises a `ConfigError` naming the key for what the config names that cannot be
   used: an unknown `data.mixture`, the `data.corpus_dir` manifest, a missing `data.vocab`,
   a `data.text_pattern` that is not a `{lang}` pattern and, with `model`, the `init_from`
-  checkpoint's model_config.json. Cheap (no model or tokenizer is built), so a run fails
-  before it compiles."""
+  checkpoint's model_config.json. Cheap (the tokenizer is loaded, no model is built), so
+  a run fails before it compiles."""
   from kmlm_jax.data import mixtures
   from kmlm_jax.kg.corpus_dir import CorpusDir
   data = config.data
@@ -76,6 +76,12 @@ def check_paths(config: ExperimentConfig, *, model: bool = True) -> None:
       raise ConfigError(f"data.corpus_dir: {e}") from None
   if data.vocab and not Path(data.vocab).exists():
     raise ConfigError(f"data.vocab: {data.vocab}: no such tokenizer file or directory")
+  if data.vocab:
+    from kmlm_jax.text.vocab import load_vocab
+    try:
+      load_vocab(data.vocab)  # cached: the run reuses it
+    except InputError as e:
+      raise ConfigError(f"data.vocab: {e}") from None
   if data.text_pattern:
     try:
       data.text_pattern.format(lang="en")

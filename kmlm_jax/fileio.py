@@ -13,13 +13,15 @@ from typing import Mapping
 
 import numpy as np
 
+from kmlm_jax.errors import OutputExistsError
+
 # A fixed timestamp makes zip bytes depend only on their contents.
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
 @contextlib.contextmanager
 def atomic_directory(target: Path | str, overwrite: bool = False,
-                     error: type[Exception] = FileExistsError):
+                     error: type[Exception] = OutputExistsError):
   """Yields a temporary sibling directory that is renamed to `target` on success.
 
   A failure (any exception, KeyboardInterrupt included) leaves nothing at
@@ -30,6 +32,8 @@ def atomic_directory(target: Path | str, overwrite: bool = False,
   if target.exists() and (not target.is_dir() or any(target.iterdir())):
     if not overwrite:
       raise error(f"{target}: already exists and is not empty (pass --overwrite)")
+    if not target.is_dir():
+      raise error(f"{target}: is a file, not a directory")
   target.parent.mkdir(parents=True, exist_ok=True)
   tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
   try:

@@ -82,6 +82,13 @@ def env(tmp_path_factory):
       {"id": "x", "split": "train", "lang": "en", "context": [], "question": "q?",
        "choices": ["a", "b"], "label": "a"}) + "\n")
   e.corpus_no_graph = corpus("corpus_no_graph", good)
+  e.garbled_vocab = t / "garbled" / "tokenizer.json"
+  e.garbled_vocab.parent.mkdir()
+  e.garbled_vocab.write_text("{garbled")
+  e.damaged_adapters = t / "damaged_adapters" / "adapters"
+  e.damaged_adapters.mkdir(parents=True)
+  (e.damaged_adapters / "params.npz").write_text("not a zip")
+  (e.damaged_adapters / "adapter_config.json").write_text("{}")
   e.damaged_manifest = t / "damaged_manifest"
   e.damaged_manifest.mkdir()
   (e.damaged_manifest / "manifest.json").write_text('{"format": ')
@@ -249,6 +256,8 @@ CONFIG_CASES = {
                                      ["data.corpus_dir", "no_corpus/manifest.json"]),
     "damaged_corpus_manifest": lambda e: ([e.cfg_train, f"data.corpus_dir={e.damaged_manifest}"],
                                           ["damaged_manifest/manifest.json", "invalid JSON"]),
+    "garbled_vocab": lambda e: ([e.cfg_train, f"data.vocab={e.garbled_vocab}"],
+                                ["garbled/tokenizer.json", "not a tokenizer.json"]),
     "missing_vocab": lambda e: ([e.cfg_train, f"data.vocab={e.tmp / 'no_vocab.json'}"],
                                 ["data.vocab", "no_vocab.json"]),
     "bad_text_pattern": lambda e: ([e.cfg_train, "data.text_pattern=/data/{language}.txt"],
@@ -291,6 +300,9 @@ ADAPTERS_CASES = {
                                "data.pooling=max"], ["adapters_tiny.py", "data.pooling", "max"]),
     "bad_stage": lambda e: (["eval", "--config", "configs/adapters_tiny.py",
                              "train.stages=ep,xx"], ["adapters_tiny.py", "train.stages", "xx"]),
+    "export_damaged": lambda e: (["export", "--config", "configs/adapters_tiny.py",
+                                  "--workdir", e.damaged_adapters.parent, "--to", e.tmp / "exp2"],
+                                 ["damaged_adapters/adapters", "damaged adapters directory"]),
     "export_untrained": lambda e: (["export", "--config", "configs/adapters_tiny.py",
                                     "--workdir", e.tmp / "no_workdir", "--to", e.tmp / "exp"],
                                    ["no_workdir/adapters/params.npz", "adapters train"]),

@@ -38,6 +38,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from kmlm_jax.errors import InputError
 from kmlm_jax.kg.corpus_dir import CorpusDir
 from kmlm_jax.kg.errors import KGInputError
 from kmlm_jax.kg.graph import KnowledgeGraph
@@ -137,7 +138,7 @@ def render(template: str, x: str, y: str) -> tuple[str, tuple[int, int], tuple[i
       piece = value
     text += piece
   if set(spans) != {"[X]", "[Y]"}:
-    raise ValueError(f"template {template!r} needs both [X] and [Y]")
+    raise InputError(f"template {template!r} needs both [X] and [Y]")
   return text, spans["[X]"], spans["[Y]"]
 
 
@@ -289,7 +290,7 @@ def build_sources(corpus: AdapterCorpus, names: Sequence[str], *, sentences: str
   """The data source of each adapter name (ep / tp / es / ts)."""
   unknown = [n for n in names if n not in SOURCES]
   if unknown:
-    raise ValueError(f"no data source for adapters {unknown}; adapter names must be among "
+    raise InputError(f"no data source for adapters {unknown}; adapter names must be among "
                      f"{SOURCES}")
   text = []
   if any(n in ("es", "ts") for n in names):
@@ -322,7 +323,7 @@ class TextEncoder:
 
   def __init__(self, vocab, length: int, pooling: str = "masked"):
     if length < 3:
-      raise ValueError(f"sequence length {length} leaves no room for text")
+      raise InputError(f"sequence length {length} leaves no room for text")
     self.vocab, self.length, self.pooling = vocab, length, pooling
     self._cache: dict[Side, tuple] = {}
 
@@ -340,7 +341,7 @@ class TextEncoder:
     b, e = side.span
     inside = [i for i, (tb, te) in enumerate(zip(begins, ends)) if tb < e and te > b]
     if not inside:
-      raise ValueError(f"span {side.span} of {side.text!r} covers no token")
+      raise InputError(f"span {side.span} of {side.text!r} covers no token")
     return ids, inside
 
   def encode(self, side: Side) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -394,7 +395,7 @@ class PairBatches:
   def __init__(self, source: Source, source_id: int, batch_size: int, seed: int,
                encoder: TextEncoder):
     if source.size == 0:
-      raise ValueError(f"adapter {source.name!r} has no training pairs (check the corpus, "
+      raise InputError(f"adapter {source.name!r} has no training pairs (check the corpus, "
                        "data.sentences and data.trex)")
     self.source, self.source_id, self.batch_size, self.seed = source, source_id, batch_size, seed
     self.encoder = encoder

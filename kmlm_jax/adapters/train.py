@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -332,12 +333,16 @@ def load_adapters(path: Path | str) -> tuple[dict, dict]:
   path = Path(path)
   if not (path / "params.npz").exists():
     raise ConfigError(f"{path}/params.npz: missing (run `kmlm-jax adapters train` first)")
-  meta = json.loads((path / "adapter_config.json").read_text())
   out: dict = {}
-  with np.load(path / "params.npz", allow_pickle=False) as z:
-    for name in z.files:
-      group, key = name.split(".", 1)
-      out.setdefault(group, {})[key] = z[name]
+  try:
+    meta = json.loads((path / "adapter_config.json").read_text())
+    ModelConfig(**meta["model"])  # checks the recorded base
+    with np.load(path / "params.npz", allow_pickle=False) as z:
+      for name in z.files:
+        group, key = name.split(".", 1)
+        out.setdefault(group, {})[key] = z[name]
+  except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
+    raise ConfigError(f"{path}: damaged adapters directory ({type(e).__name__}: {e})") from None
   return out, meta
 
 

@@ -271,8 +271,10 @@ def read_manifest(directory: Path | str) -> dict:
     raise KGInputError(f"{path}: missing (not a `kmlm-jax kg build` output directory)")
   try:
     manifest = json.loads(path.read_text(encoding="utf-8"))
-  except json.JSONDecodeError as e:
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
     raise KGInputError(f"{path}: invalid JSON ({e})") from None
+  if not isinstance(manifest, dict):
+    raise KGInputError(f"{path}: not a JSON object")
   if manifest.get("format") != FORMAT:
     raise KGInputError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
   return manifest

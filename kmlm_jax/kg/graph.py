@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import zipfile
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from kmlm_jax import fileio
+from kmlm_jax.kg.errors import KGInputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +143,13 @@ class KnowledgeGraph:
 
   @classmethod
   def load(cls, path: Path | str) -> "KnowledgeGraph":
+    try:
+      return cls._load(path)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+      raise KGInputError(f"{path}: not a readable graph.npz ({type(e).__name__}: {e})") from None
+
+  @classmethod
+  def _load(cls, path: Path | str) -> "KnowledgeGraph":
     with np.load(path, allow_pickle=False) as z:
       obj = lambda name: z[name].astype(object)
       languages = tuple(obj("languages"))

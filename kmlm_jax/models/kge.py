@@ -37,7 +37,7 @@ import numpy as np
 from flax import nnx
 
 from kmlm_jax.config import MeshConfig, OptimizerConfig
-from kmlm_jax.errors import NonFiniteLoss
+from kmlm_jax.errors import InputError, NonFiniteLoss
 from kmlm_jax.evaluation import metrics
 from kmlm_jax.sharding import Partitioner
 from kmlm_jax.training.trainer import Task, make_trainer
@@ -59,11 +59,11 @@ class KGEConfig:
 
   def __post_init__(self):
     if self.model not in ("transe", "rotate"):
-      raise ValueError(f"model must be 'transe' or 'rotate', got {self.model!r}")
+      raise InputError(f"model must be 'transe' or 'rotate', got {self.model!r}")
     if self.norm not in (1, 2):
-      raise ValueError(f"norm must be 1 or 2, got {self.norm}")
+      raise InputError(f"norm must be 1 or 2, got {self.norm}")
     if min(self.dim, self.num_negatives, self.batch_size) < 1:
-      raise ValueError("dim, num_negatives and batch_size must be >= 1")
+      raise InputError("dim, num_negatives and batch_size must be >= 1")
 
 
 def init_params(config: KGEConfig, num_entities: int, num_relations: int, key) -> dict:
@@ -134,10 +134,10 @@ def row_losses(config: KGEConfig, params, triples, key, num_entities: int):
 def _check_triples(triples, num_entities: int, num_relations: int) -> np.ndarray:
   triples = np.asarray(triples)
   if triples.ndim != 2 or triples.shape[1] != 3 or triples.shape[0] == 0:
-    raise ValueError(f"triples must be a non-empty [N, 3] int array; got {triples.shape}")
+    raise InputError(f"triples must be a non-empty [N, 3] int array; got {triples.shape}")
   if (triples < 0).any() or (triples[:, [0, 2]] >= num_entities).any() or (
       triples[:, 1] >= num_relations).any():
-    raise ValueError("triple ids outside [0, num_entities) / [0, num_relations)")
+    raise InputError("triple ids outside [0, num_entities) / [0, num_relations)")
   return triples.astype(np.int32)
 
 

@@ -27,6 +27,8 @@ from typing import Protocol
 
 import numpy as np
 
+from kmlm_jax.text.tokenizers import TokenizerError
+
 
 class TokenVocab(Protocol):
   vocab_size: int
@@ -125,8 +127,11 @@ class XLMRSentencePiece:
     sentencepiece `.model`."""
     path = Path(path)
     if path.suffix == ".json":
-      spec = json.loads(path.read_text(encoding="utf-8"))
-      base = len(spec["model"]["vocab"])
+      try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+        base = len(spec["model"]["vocab"])
+      except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise TokenizerError(f"{path}: not a tokenizer.json ({type(e).__name__}: {e})") from None
       added = sorted((t["id"], t["content"]) for t in spec.get("added_tokens", [])
                      if t["id"] >= base)
       if [i for i, _ in added] != list(range(base, base + len(added))):
@@ -232,11 +237,13 @@ class HFVocab:
 def load_vocab(path: str) -> TokenVocab:
   """An XLM-R `tokenizer.json` / sentencepiece `.model` -> XLMRSentencePiece;
   anything else `load_tokenizer` reads (vocab.txt, HF directory) -> HFVocab."""
-  from kmlm_jax.text.tokenizers import TokenizerError, load_tokenizer
+  from kmlm_jax.text.tokenizers import load_tokenizer
   p = Path(path)
   if p.suffix in (".json", ".model") and p.is_file():
     try:
       return XLMRSentencePiece.from_file(p)
+    except TokenizerError:
+      raise
     except ValueError:
       if p.suffix == ".model":
         raise

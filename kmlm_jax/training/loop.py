@@ -113,15 +113,16 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
   `batch_source(start_position)` replaces the configured input (tests).
   """
   workdir = Path(workdir)
-  trainer = pretraining_trainer(config)
   ckpt = checkpointing.Checkpointer(workdir / "checkpoints", config.train.keep_checkpoints,
                                     config.train.async_checkpointing)
+  if ckpt.steps() and not resume:
+    ckpt.close()
+    raise WorkdirError(f"{workdir} already holds checkpoints (steps {ckpt.steps()}); pass "
+                       "--resume to continue, or use another --workdir")
+  trainer = pretraining_trainer(config)
   input_state = None
   restored = None
   if ckpt.steps():
-    if not resume:
-      raise WorkdirError(f"{workdir} already holds checkpoints (steps {ckpt.steps()}); pass "
-                         "--resume to continue, or use another --workdir")
     shapes = jax.eval_shape(trainer.init_state)
     restored = ckpt.restore_latest(checkpointing.abstract_like(shapes, trainer.state_shardings))
     if restored is None:
