@@ -22,13 +22,12 @@ import sys, numpy as np
 from pathlib import Path
 from kmlm_jax.config import preset
 from kmlm_jax.convert import hf
-from kmlm_jax.model_checkpoint import abstract_model
-from kmlm_jax.convert.hf import flatten_state
-from flax import nnx
+from kmlm_jax.model_checkpoint import abstract_params
+import jax
 config = preset(sys.argv[1])
 rng = np.random.default_rng(0)
-shapes = {k: v.shape for k, v in flatten_state(nnx.state(abstract_model(config), nnx.Param)).items()}
-params = {k: rng.standard_normal(s, dtype=np.float32) * 0.02 for k, s in shapes.items()}
+params = jax.tree.map(lambda a: rng.standard_normal(a.shape, dtype=np.float32) * 0.02,
+                      abstract_params(config))
 hf.write_hf_dir(Path(sys.argv[2]), config, params)
 """
 

@@ -94,8 +94,8 @@ def evaluate(config, workdir: Path, corpus: Path, quick: bool) -> dict:
   from kmlm_jax.evaluation import zero_shot
   from kmlm_jax.kg.corpus_dir import CorpusDir
   from kmlm_jax.text.vocab import load_vocab
-  _, flat, _ = mc.load_model_checkpoint(workdir / "model")
-  model = mc.build_model(config.model.replace(dropout_rate=0.0, attention_dropout_rate=0.0), flat)
+  _, params, _ = mc.load_model_checkpoint(workdir / "model")
+  model = mc.build_model(config.model.replace(dropout_rate=0.0, attention_dropout_rate=0.0), params)
   graphdef, state = nnx.split(model, nnx.Param)
   params = nnx.to_pure_dict(state)
   corpus = CorpusDir(corpus)

@@ -12,8 +12,8 @@ in `kmlm_jax.training`.
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import shutil
 import typing
 from pathlib import Path
 from typing import Mapping
@@ -21,11 +21,20 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
+from flax import nnx, traverse_util
 
 from kmlm_jax.config import ModelConfig
-from kmlm_jax.convert.hf import ConversionError, atomic_directory, copy_tokenizer_files, flatten_state
+from kmlm_jax.errors import InputError
+from kmlm_jax.fileio import atomic_directory
 from kmlm_jax.models.encoder import Encoder, _activation
+
+
+class CheckpointError(InputError):
+  """A model checkpoint that cannot be read or does not fit its config; names the path."""
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.txt", "sentencepiece.bpe.model", "added_tokens.json")
 
 
 def abstract_model(config: ModelConfig) -> Encoder:
@@ -33,53 +42,42 @@ def abstract_model(config: ModelConfig) -> Encoder:
   return nnx.eval_shape(lambda: Encoder(config, rngs=nnx.Rngs(0)))
 
 
-def build_model(config: ModelConfig, params: Mapping[str, np.ndarray]) -> Encoder:
-  """An Encoder holding exactly `params` ({"a.b": array}); checks names and shapes."""
-  graphdef, state = nnx.split(abstract_model(config))
-  flat = nnx.to_flat_state(state)
-  expected = {".".join(map(str, path)) for path, _ in flat}
-  if set(params) != expected:
-    missing, extra = sorted(expected - set(params)), sorted(set(params) - expected)
-    raise ConversionError(f"parameters do not match the config: missing {missing}, "
+def abstract_params(config: ModelConfig) -> dict:
+  """The nested dict of fp32 ShapeDtypeStructs of a config's parameters."""
+  state = nnx.to_pure_dict(nnx.state(abstract_model(config), nnx.Param))
+  return jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape, jnp.float32), state)
+
+
+def build_model(config: ModelConfig, params: Mapping) -> Encoder:
+  """An Encoder holding exactly `params` (nested dict); checks names and shapes."""
+  expected = traverse_util.flatten_dict(abstract_params(config), sep=".")
+  given = traverse_util.flatten_dict(dict(params), sep=".")
+  if set(given) != set(expected):
+    missing, extra = sorted(set(expected) - set(given)), sorted(set(given) - set(expected))
+    raise CheckpointError(f"parameters do not match the config: missing {missing}, "
                           f"unexpected {extra}")
-  leaves = []
-  for path, var in flat:
-    name = ".".join(map(str, path))
-    value = params[name]
-    if tuple(value.shape) != tuple(var.shape):
-      raise ConversionError(f"parameter {name}: shape {tuple(value.shape)}, config needs "
-                            f"{tuple(var.shape)}")
-    leaves.append((path, var.replace(jnp.asarray(value, jnp.float32))))
-  return nnx.merge(graphdef, nnx.from_flat_state(leaves))
+  for name, value in given.items():
+    if tuple(np.shape(value)) != tuple(expected[name].shape):
+      raise CheckpointError(f"parameter {name}: shape {tuple(np.shape(value))}, config needs "
+                            f"{tuple(expected[name].shape)}")
+  graphdef, state = nnx.split(abstract_model(config))
+  nnx.replace_by_pure_dict(state, jax.tree.map(lambda x: jnp.asarray(x, jnp.float32),
+                                               traverse_util.unflatten_dict(given, sep=".")))
+  return nnx.merge(graphdef, state)
 
 
-def model_params(model: Encoder) -> dict[str, np.ndarray]:
-  """{"a.b": numpy fp32 array} of a model's parameters."""
-  return {k: np.asarray(v) for k, v in flatten_state(nnx.state(model, nnx.Param)).items()}
+def model_params(model: Encoder) -> dict:
+  """The nested dict of numpy fp32 arrays of a model's parameters."""
+  return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
 
 
-def nest_tree(flat: Mapping[str, np.ndarray]) -> dict:
-  """{"a.b": x} -> {"a": {"b": x}}."""
-  tree: dict = {}
-  for name, value in flat.items():
-    node = tree
-    *parents, leaf = name.split(".")
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = value
-  return tree
-
-
-def flatten_tree(tree: Mapping, prefix: str = "") -> dict[str, np.ndarray]:
-  """{"a": {"b": x}} -> {"a.b": x}."""
-  flat = {}
-  for key, value in tree.items():
-    name = f"{prefix}{key}"
-    if isinstance(value, Mapping):
-      flat.update(flatten_tree(value, name + "."))
-    else:
-      flat[name] = value
-  return flat
+def copy_tokenizer_files(source: Path, target: Path) -> list[str]:
+  copied = []
+  for name in TOKENIZER_FILES:
+    if (Path(source) / name).exists():
+      shutil.copy2(Path(source) / name, Path(target) / name)
+      copied.append(name)
+  return copied
 
 
 def _local_checkpointer():
@@ -91,17 +89,19 @@ def _local_checkpointer():
       primary_host=me, active_processes={me}))
 
 
-def save_model_checkpoint(path: Path | str, config: ModelConfig, params: Mapping[str, np.ndarray],
+def save_model_checkpoint(path: Path | str, config: ModelConfig, params: Mapping,
                           *, metadata: Mapping | None = None, tokenizer_dir: Path | None = None,
                           overwrite: bool = False) -> None:
-  """Writes a model checkpoint atomically (temporary directory, then rename)."""
+  """Writes a model checkpoint (nested `params`) atomically (temporary directory, then
+  rename). model_config.json holds the architecture only: the run settings (dtype,
+  remat, scan_layers, dropout) belong to whoever loads it."""
   import orbax.checkpoint as ocp
   path = Path(path).absolute()
-  with atomic_directory(path, overwrite=overwrite) as tmp:
+  with atomic_directory(path, overwrite=overwrite, error=CheckpointError) as tmp:
     (tmp / "model_config.json").write_text(json.dumps(
-        {"model": dataclasses.asdict(config), "metadata": dict(metadata or {})}, indent=2))
+        {"model": config.architecture(), "metadata": dict(metadata or {})}, indent=2))
     with _local_checkpointer() as checkpointer:
-      checkpointer.save(tmp / "params", nest_tree(dict(params)))
+      checkpointer.save(tmp / "params", dict(params))
       checkpointer.wait_until_finished()
     if tokenizer_dir is not None:
       (tmp / "tokenizer").mkdir()
@@ -122,53 +122,51 @@ def _check_fields(model: dict, config_file: Path) -> None:
           bool: lambda v: isinstance(v, bool),
           str: lambda v: isinstance(v, str)}.get(kind, lambda v: True)(value)
     if not ok:
-      raise ConversionError(f"{config_file}: field 'model.{name}': expected "
+      raise CheckpointError(f"{config_file}: field 'model.{name}': expected "
                             f"{kind.__name__}, got {json.dumps(value)[:40]}")
     if name in _POSITIVE and value < 1:
-      raise ConversionError(f"{config_file}: field 'model.{name}': must be at least 1, "
+      raise CheckpointError(f"{config_file}: field 'model.{name}': must be at least 1, "
                             f"got {value}")
 
 
 def read_model_config(path: Path | str) -> tuple[ModelConfig, dict]:
-  """(model config, metadata) of CKPT/model_config.json; `ConversionError` names the file
+  """(model config, metadata) of CKPT/model_config.json; `CheckpointError` names the file
   (and field) of a missing, unparsable or invalid config."""
   path = Path(path)
   config_file = path / "model_config.json"
   if not path.is_dir():
-    raise ConversionError(f"{path}: no such checkpoint directory")
+    raise CheckpointError(f"{path}: no such checkpoint directory")
   if not config_file.is_file():
-    raise ConversionError(f"{config_file}: missing (not a kmlm-jax model checkpoint)")
+    raise CheckpointError(f"{config_file}: missing (not a kmlm-jax model checkpoint)")
   try:
     raw = json.loads(config_file.read_text(encoding="utf-8"))
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise ConversionError(f"{config_file}: invalid JSON ({e})") from None
+    raise CheckpointError(f"{config_file}: invalid JSON ({e})") from None
   if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
-    raise ConversionError(f"{config_file}: expected an object with a 'model' object")
+    raise CheckpointError(f"{config_file}: expected an object with a 'model' object")
   metadata = raw.get("metadata") or {}
   if not isinstance(metadata, dict):
-    raise ConversionError(f"{config_file}: field 'metadata': expected an object")
+    raise CheckpointError(f"{config_file}: field 'metadata': expected an object")
   _check_fields(raw["model"], config_file)
   try:
     config = ModelConfig(**raw["model"])
     _activation(config.hidden_act)
   except (TypeError, ValueError) as e:
-    raise ConversionError(f"{config_file}: invalid model config ({e})") from None
+    raise CheckpointError(f"{config_file}: invalid model config ({e})") from None
   return config, metadata
 
 
-def load_model_checkpoint(path: Path | str) -> tuple[ModelConfig, dict[str, np.ndarray], dict]:
-  """Returns (config, flat numpy params, metadata)."""
+def load_model_checkpoint(path: Path | str) -> tuple[ModelConfig, dict, dict]:
+  """Returns (config, nested numpy params, metadata)."""
   import orbax.checkpoint as ocp
   path = Path(path).absolute()
   config, metadata = read_model_config(path)
-  abstract = {k: jax.ShapeDtypeStruct(v.shape, np.float32)
-              for k, v in flatten_state(nnx.state(abstract_model(config), nnx.Param)).items()}
   try:
     with _local_checkpointer() as checkpointer:
-      restored = checkpointer.restore(path / "params", nest_tree(abstract))
+      restored = checkpointer.restore(path / "params", abstract_params(config))
   except Exception as e:  # orbax raises many types for damaged trees
-    raise ConversionError(f"{path / 'params'}: cannot restore parameters ({e})") from None
-  return config, {k: np.asarray(v) for k, v in flatten_tree(restored).items()}, metadata
+    raise CheckpointError(f"{path / 'params'}: cannot restore parameters ({e})") from None
+  return config, jax.tree.map(np.asarray, restored), metadata
 
 
 def tokenizer_dir_of(path: Path | str) -> Path | None:

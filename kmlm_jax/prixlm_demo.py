@@ -91,8 +91,8 @@ def main(argv=None) -> int:
   train_s = time.perf_counter() - t
 
   print(f"4/4 link prediction (Prix-LM beam search K={args.beams}, TransE) ...", flush=True)
-  _, flat, _ = mc.load_model_checkpoint(out / "train" / "model")
-  model = mc.build_model(config.model.replace(dropout_rate=0.0, attention_dropout_rate=0.0), flat)
+  _, params, _ = mc.load_model_checkpoint(out / "train" / "model")
+  model = mc.build_model(config.model.replace(dropout_rate=0.0, attention_dropout_rate=0.0), params)
   t = time.perf_counter()
   ranks, info = {"Prix-LM": {}}, {}
   for lang in langs:

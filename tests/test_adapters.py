@@ -288,9 +288,8 @@ def test_pytorch_export_reproduces_the_flax_layers_and_encoder(flavour, hf_dirs,
                                  attention_dropout_rate=0.0)
   adapter_config = lib.AdapterConfig()
   model = _model(1, config)
-  flat = {k: np.asarray(v) for k, v in loaded.params.items() if not k.startswith("mlm_head.")}
-  from kmlm_jax import model_checkpoint as mc
-  nnx.update(model.encoder, mc.nest_tree(flat))
+  encoder = {k: v for k, v in loaded.params.items() if k != "mlm_head"}
+  nnx.update(model.encoder, jax.tree.map(np.asarray, encoder))
   pure = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   # A trained-looking fusion: random query/key, value away from the identity.
   rng = np.random.default_rng(0)

@@ -199,5 +199,5 @@ def test_pytorch_bin_and_old_checkpoint_names(hf_dirs, tmp_path):
   loaded = hf.load_hf_params(d)
   assert loaded.has_mlm_head
   assert sorted(loaded.dropped) == ["bert.embeddings.position_ids", "cls.seq_relationship.weight"]
-  np.testing.assert_array_equal(loaded.params["embeddings.word"],
+  np.testing.assert_array_equal(loaded.params["embeddings"]["word"],
                                 tensors["bert.embeddings.word_embeddings.weight"])

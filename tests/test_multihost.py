@@ -79,7 +79,8 @@ def _input_state(workdir, step: int) -> list:
 
 def _params(workdir) -> dict:
   from kmlm_jax import model_checkpoint as mc
-  return mc.load_model_checkpoint(workdir / "model")[1]
+  from flax import traverse_util
+  return traverse_util.flatten_dict(mc.load_model_checkpoint(workdir / "model")[1], sep=".")
 
 
 def test_resume_on_another_number_of_processes(tmp_path):

@@ -136,5 +136,5 @@ def test_extended_checkpoint_exports_to_transformers(tmp_path, vocab):
   assert hf_model.config.vocab_size == len(hf_tok) == 250009
   assert hf_tok.convert_tokens_to_ids("[EOS]") == ids[3]
   new, base = mc.load_model_checkpoint(tmp_path / "ext")[1], params
-  np.testing.assert_array_equal(new["embeddings.word"][:250002], base["embeddings.word"])
+  np.testing.assert_array_equal(new["embeddings"]["word"][:250002], base["embeddings"]["word"])
   assert json.loads((tmp_path / "hf" / "config.json").read_text())["vocab_size"] == 250009

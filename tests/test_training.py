@@ -86,8 +86,9 @@ def test_bad_mesh_or_batch_fails_before_compiling(tmp_path):
 
 def _final_params(workdir):
   from kmlm_jax import model_checkpoint as mc
+  from flax import traverse_util
   _, params, _ = mc.load_model_checkpoint(Path(workdir) / "model")
-  return params
+  return traverse_util.flatten_dict(params, sep=".")
 
 
 REAL_DATA = ('preset("tiny", vocab_size=250002, hidden_size=32, num_heads=2, '

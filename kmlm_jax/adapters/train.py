@@ -76,11 +76,10 @@ def resolve(config: AdapterExperimentConfig, workdir: Path | str) -> Setup:
   model_config, base_params, base = config.model, None, f"random init (seed {config.train.seed})"
   tokenizer_dir = None
   if config.init_from:
-    ckpt_config, flat, _ = mc.load_model_checkpoint(config.init_from)
+    ckpt_config, params, _ = mc.load_model_checkpoint(config.init_from)
     # The checkpoint is the architecture; how to compute it is the run's.
     model_config = ckpt_config.with_run_settings(config.model)
-    flat = {k: v for k, v in flat.items() if not k.startswith("mlm_head.")}
-    base_params = mc.nest_tree(flat)
+    base_params = {k: v for k, v in params.items() if k != "mlm_head"}
     base = f"checkpoint {config.init_from}"
     tokenizer_dir = mc.tokenizer_dir_of(config.init_from)
   model_config = model_config.replace(use_mlm_head=False)

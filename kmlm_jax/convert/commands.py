@@ -10,6 +10,8 @@ import dataclasses
 import shutil
 from pathlib import Path
 
+import jax
+
 from kmlm_jax import model_checkpoint as mc
 from kmlm_jax.convert import hf, verify as verify_lib
 
@@ -45,7 +47,7 @@ def _tokenizer_or_none(directory: Path | None):
 
 
 def _has_tokenizer(directory: Path) -> bool:
-  return any((directory / n).exists() for n in hf.TOKENIZER_FILES)
+  return any((directory / n).exists() for n in mc.TOKENIZER_FILES)
 
 
 def check_destination(target: Path | str, overwrite: bool) -> None:
@@ -65,7 +67,7 @@ def hf_to_checkpoint(source: Path | str, target: Path | str, *, verify: bool = F
   loaded = hf.load_hf_params(source)
   c = loaded.config
   lines = [f"read {source}: {c.flavour} L={c.num_layers} D={c.hidden_size} "
-           f"V={c.vocab_size} ({sum(v.size for v in loaded.params.values()):,} parameters)"]
+           f"V={c.vocab_size} ({sum(v.size for v in jax.tree.leaves(loaded.params)):,} parameters)"]
   if not loaded.has_mlm_head:
     lines.append("note: the checkpoint is a bare encoder; the MLM head was initialised "
                  "(normal(0.02) dense, zero biases)")

@@ -13,14 +13,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 from typing import Iterator, Mapping
 
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from kmlm_jax import fileio
+from kmlm_jax import model_checkpoint as mc
 from kmlm_jax.config import ModelConfig
 from kmlm_jax.convert import name_map as nm
 from kmlm_jax.errors import InputError
@@ -31,9 +32,6 @@ class ConversionError(InputError):
 
 
 SUPPORTED_MODEL_TYPES = {"bert": "bert", "xlm-roberta": "xlmr", "roberta": "xlmr"}
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "vocab.txt", "sentencepiece.bpe.model", "added_tokens.json")
-
 
 # ---------------------------------------------------------------- configs
 
@@ -185,10 +183,10 @@ def read_hf_config(directory: Path) -> tuple[dict, ModelConfig]:
 
 @dataclasses.dataclass
 class LoadedHF:
-  """Our flat parameters ({path: array}) plus what the conversion found."""
+  """Our parameters (nested dict) plus what the conversion found."""
 
   config: ModelConfig
-  params: dict[str, np.ndarray]
+  params: dict
   has_mlm_head: bool
   has_pooler: bool
   prefix: str  # "bert." / "roberta." / "" (bare encoder)
@@ -205,7 +203,7 @@ def _detect_prefix(names: list[str], config: ModelConfig) -> str:
 
 
 def load_hf_params(directory: Path | str) -> LoadedHF:
-  """Reads a transformers directory into our flat parameter dict (fp32 jax arrays).
+  """Reads a transformers directory into our nested parameter dict (fp32 jax arrays).
 
   Each parameter is assembled in a numpy buffer from tensors read one at a
   time, then moved into a jax array and the buffer freed, so peak memory stays
@@ -272,17 +270,13 @@ def load_hf_params(directory: Path | str) -> LoadedHF:
   if not has_head:
     # A bare encoder: the MLM head starts from the standard initialisation.
     params.update({k: jnp.asarray(v) for k, v in initial_mlm_head(config).items()})
+  params = traverse_util.unflatten_dict(params, sep=".")
   return LoadedHF(config, params, has_head, has_pooler, prefix, dropped)
 
 
 def _expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-  """Parameter path -> shape, read off an abstract (never allocated) model."""
-  import jax
-  from flax import nnx
-
-  from kmlm_jax.models.encoder import Encoder
-  abstract = nnx.eval_shape(lambda: Encoder(config, rngs=nnx.Rngs(0)))
-  flat = flatten_state(nnx.state(abstract, nnx.Param))
+  """Parameter name ("a.b") -> shape, read off an abstract (never allocated) model."""
+  flat = traverse_util.flatten_dict(mc.abstract_params(config), sep=".")
   return {k: tuple(v.shape) for k, v in flat.items()}
 
 
@@ -303,8 +297,9 @@ def initial_mlm_head(config: ModelConfig, seed: int = 0) -> dict[str, np.ndarray
 # ---------------------------------------------------------------- writing
 
 
-def hf_tensors(config: ModelConfig, params: Mapping[str, np.ndarray]) -> Iterator[tuple[str, np.ndarray]]:
-  """Yields (transformers name, fp32 array) for a MaskedLM checkpoint."""
+def hf_tensors(config: ModelConfig, params: Mapping) -> Iterator[tuple[str, np.ndarray]]:
+  """Yields (transformers name, fp32 array) of nested `params` for a MaskedLM checkpoint."""
+  params = traverse_util.flatten_dict(dict(params), sep=".")
   prefix = nm.ENCODER_PREFIX[config.flavour]
   rules = nm.rules_for(config, with_pooler="pooler.kernel" in params, with_mlm_head=True)
   for rule in rules:
@@ -317,7 +312,7 @@ def hf_tensors(config: ModelConfig, params: Mapping[str, np.ndarray]) -> Iterato
       yield nm.hf_name(rule, config, prefix), np.ascontiguousarray(rule.hook.to_hf(value, config))
 
 
-def write_hf_dir(directory: Path | str, config: ModelConfig, params: Mapping[str, np.ndarray],
+def write_hf_dir(directory: Path | str, config: ModelConfig, params: Mapping,
                  tokenizer_dir: Path | None = None) -> None:
   """Writes config.json, model.safetensors (and tokenizer files) atomically."""
   from safetensors.numpy import save_file
@@ -327,7 +322,7 @@ def write_hf_dir(directory: Path | str, config: ModelConfig, params: Mapping[str
     save_file(dict(hf_tensors(config, params)), str(tmp / "model.safetensors"),
               metadata={"format": "pt"})
     if tokenizer_dir is not None:
-      copied = copy_tokenizer_files(tokenizer_dir, tmp)
+      copied = mc.copy_tokenizer_files(tokenizer_dir, tmp)
       if config.flavour == "xlmr" and copied == ["tokenizer.json"]:
         # A bare tokenizer.json does not tell transformers which tokens are special.
         (tmp / "tokenizer_config.json").write_text(json.dumps(XLMR_TOKENIZER_CONFIG, indent=1))
@@ -340,27 +335,6 @@ XLMR_TOKENIZER_CONFIG = {
     "mask_token": "<mask>", "model_max_length": 512}
 
 
-def copy_tokenizer_files(source: Path, target: Path) -> list[str]:
-  copied = []
-  for name in TOKENIZER_FILES:
-    if (Path(source) / name).exists():
-      shutil.copy2(Path(source) / name, Path(target) / name)
-      copied.append(name)
-  return copied
-
-
 def atomic_directory(target: Path, overwrite: bool = False):
   """`kmlm_jax.fileio.atomic_directory` raising ConversionError for an existing target."""
   return fileio.atomic_directory(target, overwrite, error=ConversionError)
-
-
-# ---------------------------------------------------------------- helpers
-
-
-def flatten_state(state) -> dict[str, object]:
-  """nnx.State -> {"a.b.c": array}."""
-  from flax import nnx
-  flat = {}
-  for path, value in nnx.to_flat_state(state):
-    flat[".".join(str(p) for p in path)] = value.get_value() if hasattr(value, "get_value") else value
-  return flat

@@ -204,13 +204,13 @@ def evaluate_checkpoint(config: EvalConfig, ckpt: Path, tasks: Sequence[str],
     check_inputs(config, [ckpt], tasks)
     data = read_task_data(config, tasks)
   vocab = _vocab_for(config, ckpt)  # before the (slower) parameters
-  model_config, flat, _ = mc.load_model_checkpoint(ckpt)
+  model_config, params, _ = mc.load_model_checkpoint(ckpt)
   corpus = CorpusDir(config.corpus_dir)
   out = {}
   if "xlr" in tasks:
 
     def model_fn(seed):
-      encoder = mc.build_model(model_config, flat)
+      encoder = mc.build_model(model_config, params)
       return TaskModel(encoder, "multiple_choice", rngs=nnx.Rngs(seed))
 
     t = time.perf_counter()
@@ -218,7 +218,7 @@ def evaluate_checkpoint(config: EvalConfig, ckpt: Path, tasks: Sequence[str],
     out["xlr"]["seconds"] = time.perf_counter() - t
   if "probe" in tasks:
     model = mc.build_model(model_config.replace(dropout_rate=0.0, attention_dropout_rate=0.0),
-                           flat)
+                           params)
     graphdef, state = nnx.split(model, nnx.Param)
     t = time.perf_counter()
     cloze = probing.ClozeModel(graphdef, nnx.to_pure_dict(state), vocab)
@@ -228,19 +228,19 @@ def evaluate_checkpoint(config: EvalConfig, ckpt: Path, tasks: Sequence[str],
   if "probe_rank" in tasks:
     from kmlm_jax.evaluation import zero_shot
     model = mc.build_model(model_config.replace(dropout_rate=0.0, attention_dropout_rate=0.0),
-                           flat)
+                           params)
     graphdef, state = nnx.split(model, nnx.Param)
     scorer = zero_shot.Scorer(graphdef, nnx.to_pure_dict(state), vocab, length=48, batch=128)
     out["probe_rank"] = {"by_language": zero_shot.probe_accuracy(
         scorer, corpus.graph(), data["probes"], max_distractors=10)}
     out["probe_rank"]["by_language"].pop("avg", None)
   if "ner" in tasks or "relx" in tasks:
-    out.update(_classification(config, tasks, model_config, flat, vocab, devices, data))
+    out.update(_classification(config, tasks, model_config, params, vocab, devices, data))
   if "lp" in tasks:
     from kmlm_jax.evaluation import link_prediction as lp
     from kmlm_jax.evaluation import lp_eval
     model = mc.build_model(model_config.replace(dropout_rate=0.0, attention_dropout_rate=0.0),
-                           flat)
+                           params)
     ranks = {l: lp_eval.prixlm_ranks(model, vocab, corpus.path, l,
                                      num_beams=config.lp_beams)[0]
              for l in corpus.languages}
@@ -248,7 +248,7 @@ def evaluate_checkpoint(config: EvalConfig, ckpt: Path, tasks: Sequence[str],
   return out
 
 
-def _classification(config: EvalConfig, tasks, model_config, flat, vocab, devices,
+def _classification(config: EvalConfig, tasks, model_config, params, vocab, devices,
                     data: dict) -> dict:
   from flax import nnx
 
@@ -261,14 +261,14 @@ def _classification(config: EvalConfig, tasks, model_config, flat, vocab, device
     labels = sorted({t for d in [train, dev] for s in d.sentences for t in s.tags} |
                     {t for s in tests.values() for x in s for t in x.tags},
                     key=lambda t: (t != "O", t))
-    model_fn = lambda seed: TaskModel(mc.build_model(model_config, flat), "token", len(labels),
+    model_fn = lambda seed: TaskModel(mc.build_model(model_config, params), "token", len(labels),
                                       rngs=nnx.Rngs(seed))
     out["ner"] = classification.run_ner(model_fn, vocab, train.sentences, dev.sentences, tests,
                                         labels, config.finetune, devices)
   if "relx" in tasks:
     train, dev, tests = data["relx"]
     labels = sorted({x.relation for d in [train, dev, *tests.values()] for x in d})
-    model_fn = lambda seed: TaskModel(mc.build_model(model_config, flat), "sequence", len(labels),
+    model_fn = lambda seed: TaskModel(mc.build_model(model_config, params), "sequence", len(labels),
                                       rngs=nnx.Rngs(seed))
     out["relx"] = classification.run_relx(model_fn, vocab, train, dev, tests, labels,
                                           config.finetune, devices)

@@ -10,18 +10,20 @@ import numpy as np
 from kmlm_jax.config import ModelConfig
 
 
-def extend_embeddings(params: Mapping[str, np.ndarray], config: ModelConfig, num_new: int,
-                      seed: int = 0) -> tuple[ModelConfig, dict[str, np.ndarray]]:
+def extend_embeddings(params: Mapping, config: ModelConfig, num_new: int,
+                      seed: int = 0) -> tuple[ModelConfig, dict]:
   """Appends `num_new` rows to the word embeddings (normal(initializer_range)) and
-  to the MLM head's output bias (zeros); the tied decoder grows with them."""
+  to the MLM head's output bias (zeros) of nested `params`; the tied decoder grows
+  with them."""
   rng = np.random.default_rng(seed)
-  out = dict(params)
-  word = np.asarray(params["embeddings.word"])
+  word = np.asarray(params["embeddings"]["word"])
   new_rows = rng.standard_normal((num_new, word.shape[1])) * config.initializer_range
-  out["embeddings.word"] = np.concatenate([word, new_rows.astype(word.dtype)])
-  if "mlm_head.bias" in params:
-    bias = np.asarray(params["mlm_head.bias"])
-    out["mlm_head.bias"] = np.concatenate([bias, np.zeros(num_new, bias.dtype)])
+  out = {**params, "embeddings": {**params["embeddings"],
+                                  "word": np.concatenate([word, new_rows.astype(word.dtype)])}}
+  if "mlm_head" in params:
+    bias = np.asarray(params["mlm_head"]["bias"])
+    out["mlm_head"] = {**params["mlm_head"],
+                       "bias": np.concatenate([bias, np.zeros(num_new, bias.dtype)])}
   return config.replace(vocab_size=config.vocab_size + num_new), out
 
 

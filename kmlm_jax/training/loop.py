@@ -28,7 +28,6 @@ from typing import Callable, Iterator
 import jax
 import numpy as np
 import psutil
-from flax import nnx
 from jax.experimental import multihost_utils
 
 from kmlm_jax import sharding
@@ -87,13 +86,13 @@ def load_init_params(config: ExperimentConfig) -> dict | None:
   if not config.init_from:
     return None
   from kmlm_jax import model_checkpoint as mc
-  model_config, flat, _ = mc.load_model_checkpoint(config.init_from)
+  model_config, params, _ = mc.load_model_checkpoint(config.init_from)
   if model_config.architecture() != config.model.architecture():
     theirs, ours = model_config.architecture(), config.model.architecture()
     diff = ", ".join(f"{k}={theirs[k]!r} (run: {ours[k]!r})" for k in theirs if theirs[k] != ours[k])
     raise WorkdirError(f"init_from {config.init_from}: its architecture differs from "
                        f"model's: {diff}")
-  return nnx.to_pure_dict(nnx.state(mc.build_model(config.model, flat), nnx.Param))
+  return mc.model_params(mc.build_model(config.model, params))  # checks names and shapes
 
 
 def pretraining_trainer(config: ExperimentConfig, devices=None) -> Trainer:
@@ -280,9 +279,8 @@ def _periodic_eval(trainer, config, state, writer, step) -> None:
 def _export_model(config: ExperimentConfig, params: dict, target: Path) -> None:
   from kmlm_jax import model_checkpoint as mc
   from kmlm_jax.text.vocab import default_vocab_path
-  flat = {k: np.asarray(v) for k, v in mc.flatten_tree(params).items()}
   vocab = config.data.vocab or default_vocab_path()
   tokenizer_dir = Path(vocab).parent if Path(vocab).name == "tokenizer.json" else (
       Path(vocab) if Path(vocab).is_dir() else None)
-  mc.save_model_checkpoint(target, config.model, flat, metadata={"trained": config.name},
+  mc.save_model_checkpoint(target, config.model, jax.tree.map(np.asarray, params), metadata={"trained": config.name},
                            tokenizer_dir=tokenizer_dir, overwrite=True)
