@@ -13,7 +13,7 @@ from kmlm_jax.evaluation.readers import (ClassificationExample, QAExample, Reade
                                          read_conll, read_facts, read_mlama, read_probes,
                                          read_relx, read_templates, read_xfactr, read_xlr)
 
-DATA = Path(__file__).parent / "fixtures" / "eval_datasets"
+DATA = Path(__file__).parents[1] / "fixtures" / "eval_datasets"
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:

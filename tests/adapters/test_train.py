@@ -14,7 +14,7 @@ from kmlm_jax.adapters import train as train_lib
 from kmlm_jax.config import MeshConfig
 from kmlm_jax.errors import NonFiniteLoss
 from kmlm_jax.models.encoder import Encoder
-from tests.test_adapters import _config
+from tests.adapters.test_adapters import _config
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from kmlm_jax.kg.errors import KGInputError
 from kmlm_jax.models import adapters as lib
 from kmlm_jax.models.encoder import Encoder
 
-FIXTURE = __import__("pathlib").Path(__file__).parent / "fixtures" / "trex" / "re-nlg_sample.json"
+FIXTURE = __import__("pathlib").Path(__file__).parents[1] / "fixtures" / "trex" / "re-nlg_sample.json"
 TINY = preset("tiny", vocab_size=1000, hidden_size=64, num_heads=4, intermediate_size=128)
 
 
@@ -235,7 +235,7 @@ def test_each_stage_moves_only_its_own_parameters_on_a_mesh(corpus_dir):
 def test_cli_train_eval_export(corpus_dir, tmp_path, capsys):
   config_file = tmp_path / "adapters_test.py"
   config_file.write_text(
-      "from tests.test_adapters import _config\n"
+      "from tests.adapters.test_adapters import _config\n"
       f"def get_config():\n  return _config({str(corpus_dir)!r})\n")
   workdir = tmp_path / "wd"
   common = ["--config", str(config_file), "--workdir", str(workdir)]

@@ -16,7 +16,7 @@ from kmlm_jax.training import loop
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 def _free_port() -> int:
   with socket.socket() as s:
@@ -45,7 +45,7 @@ import jax
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=2,
                            process_id=int(sys.argv[2]))
-from tests.test_multihost import real_config
+from tests.training.test_multihost import real_config
 from kmlm_jax.training import loop
 assert jax.process_count() == 2 and jax.device_count() == 8, jax.devices()
 loop.train(real_config(int(sys.argv[4])), sys.argv[3], resume=True, progress=False)

@@ -21,7 +21,7 @@ from kmlm_jax.training import loop
 from kmlm_jax.training.trainer import to_host
 from kmlm_jax.training.data import SyntheticBatches
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _config(**train):

@@ -129,7 +129,7 @@ def test_report_table_and_plots(tmp_path):
   assert (tmp_path / "x.png").stat().st_size > 1000
 
 
-FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures" / "eval_datasets"
+FIXTURES = __import__("pathlib").Path(__file__).parents[1] / "fixtures" / "eval_datasets"
 
 
 def test_span_f1_and_macro_f1_by_hand():

@@ -13,7 +13,7 @@ from kmlm_jax.assets import real_minilm_dir
 from kmlm_jax.cli import main as cli_main
 from kmlm_jax.convert import commands, hf
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
 def _cli(*args):

@@ -1,5 +1,5 @@
 """Link-prediction metrics and the Table 1 layout against hand-computed values
-(list ranks: tests/test_metrics.py)."""
+(list ranks: tests/evaluation/test_metrics.py)."""
 
 import numpy as np
 import pytest

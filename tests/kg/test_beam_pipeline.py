@@ -16,7 +16,7 @@ from kmlm_jax.kg.errors import KGInputError
 from kmlm_jax.kg.sample import KMLM_LANGUAGES, sample_dump_path
 from kmlm_jax.kg.wikidata import read_wikidata_dump
 
-FIXTURE = Path(__file__).parent / "fixtures" / "wikidata" / "small_dump.json"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "wikidata" / "small_dump.json"
 LANGS = ["en", "fr", "de", "ja", "zh"]
 
 

@@ -15,7 +15,7 @@ from kmlm_jax.kg.errors import KGInputError
 from kmlm_jax.kg.triples_tsv import read_triples_tsv, write_entities_tsv, write_triples_tsv
 from kmlm_jax.kg.wikidata import check_languages, read_wikidata_dump
 
-FIXTURE = Path(__file__).parent / "fixtures" / "wikidata" / "small_dump.json"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "wikidata" / "small_dump.json"
 LANGS = ["en", "fr", "de", "ja", "zh"]
 
 # Expected tables, written by hand from the fixture.

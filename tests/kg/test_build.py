@@ -16,7 +16,7 @@ from kmlm_jax.kg.sample import read_sample
 from kmlm_jax.kg.samples import (KIND_CODE_SWITCHED, KIND_PARALLEL, ROLE_ENTITY, ROLE_LINKER,
                                  ROLE_RELATION, ROLE_TEXT, Sample)
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
 def _toy_graph(n=400, seed=0):

@@ -25,7 +25,7 @@ from kmlm_jax.text.errors import CorpusError
 from kmlm_jax.text.vocab import add_tokens_to_tokenizer_json, default_vocab_path
 from kmlm_jax.training import data as data_lib
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LANGS = ("en", "fr")
 SOURCES = ["text.en", "text.fr", "code_switched", "parallel", "reasoning", "triple", "link"]
 
