@@ -25,6 +25,7 @@ from kmlm_jax.config import MeshConfig, OptimizerConfig
 from kmlm_jax.errors import NonFiniteLoss
 from kmlm_jax.models.task_heads import TaskModel
 from kmlm_jax.sharding import Partitioner
+from kmlm_jax.training import losses
 from kmlm_jax.training.trainer import Task, Trainer, TrainState, make_trainer
 
 IGNORE = -100
@@ -54,12 +55,9 @@ def loss_and_accuracy(logits, labels, count=None):
   """Cross-entropy and accuracy summed over labels != IGNORE, divided by `count`
   (default: this batch's label count, i.e. the means)."""
   valid = labels != IGNORE
-  safe = jnp.where(valid, labels, 0)
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
-  nll = -jnp.take_along_axis(logp, safe[..., None], -1)[..., 0]
+  nll, correct = losses.token_nll(logits, jnp.where(valid, labels, 0))
   count = label_count(labels) if count is None else count
-  correct = (logits.argmax(-1) == labels) & valid
-  return (nll * valid).sum() / count, correct.sum() / count
+  return (nll * valid).sum() / count, (correct & valid).sum() / count
 
 
 @dataclasses.dataclass

@@ -21,18 +21,6 @@ def token_nll(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Arr
   return nll, logits.argmax(-1) == targets
 
 
-def masked_lm_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array):
-  """Weighted mean cross-entropy and accuracy; (loss, accuracy, weight sum).
-
-  With no weight the loss is 0, not NaN.
-  """
-  nll, correct = token_nll(logits, targets)
-  weights = weights.astype(jnp.float32)
-  total = weights.sum()
-  denom = jnp.maximum(total, 1.0)
-  return (nll * weights).sum() / denom, (correct * weights).sum() / denom, total
-
-
 def term_counts(weights: jax.Array, terms: jax.Array) -> jax.Array:
   """[NUM_TERMS] number of loss positions of each term."""
   one_hot = jax.nn.one_hot(terms, NUM_TERMS, dtype=jnp.float32)
