@@ -119,8 +119,8 @@ def results_table(results: dict, names: tuple[str, str]) -> str:
   rows = [("final MLM-stream training loss (text, both runs)",
            results[names[0]]["final_mlm_loss"], results[names[1]]["final_mlm_loss"])]
   for label in STREAM_TASKS:
-    rows.append((f"MLM accuracy, {label} stream", a["term_accuracy"][label],
-                 b["term_accuracy"][label]))
+    rows.append((f"MLM accuracy, {label} stream", a["stream_accuracy"][label],
+                 b["stream_accuracy"][label]))
   rows.append((f"cloze probes, held out (acc@1 of 11 candidates, {a['num_probes']} probes)",
                a["probes"]["avg"], b["probes"]["avg"]))
   rows.append((f"XLR test, zero-shot (acc, {a['num_xlr']} items, chance 0.167)",

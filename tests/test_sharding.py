@@ -48,7 +48,9 @@ def reference():
   return config, batch, _grad_on((1, 1, 1), jax.devices()[:1], config, batch)
 
 
-@pytest.mark.parametrize("mesh_shape", [(8, 1, 1), (2, 2, 2), (1, 2, 4), (1, 1, 8), (2, 4, 1)])
+@pytest.mark.parametrize("mesh_shape", [(2, 2, 2)] + [
+    pytest.param(shape, marks=pytest.mark.slow)
+    for shape in [(8, 1, 1), (1, 2, 4), (1, 1, 8), (2, 4, 1)]])
 def test_sharded_matches_single_device(mesh_shape, reference):
   config, batch, (loss1, acc1, grads1, _) = reference
   loss8, acc8, grads8, (params, mesh) = _grad_on(mesh_shape, jax.devices(), config, batch)

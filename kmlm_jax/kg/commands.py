@@ -70,7 +70,7 @@ def check_arguments(args) -> None:
                      ("--entity-whitelist", args.entity_whitelist),
                      ("--relation-whitelist", args.relation_whitelist)):
     if path and "://" not in path and not Path(path).is_file():  # URLs: read by Beam
-      raise KGInputError(f"{flag} {path}: no such file")
+      raise KGInputError(f"{flag} {path}: not found (no such file)")
   out = Path(args.out)
   if out.exists() and not out.is_dir():
     raise KGInputError(f"--out {out}: exists and is not a directory")

@@ -49,6 +49,7 @@ def _model(seed=0, config=TINY):
 # ---------------------------------------------------------------- layers
 
 
+@pytest.mark.slow
 def test_zero_up_projection_leaves_the_encoder_unchanged():
   model = _model()
   ids, mask = _ids()
@@ -83,6 +84,7 @@ def test_fusion_with_identity_value_and_equal_scores_is_mean_plus_residual():
   assert np.all(mixed >= lo - 1e-5) and np.all(mixed <= hi + 1e-5)
 
 
+@pytest.mark.slow
 def test_stacked_einsum_equals_each_adapter_alone():
   model = _model()
   params = model.adapters.params()
@@ -202,6 +204,7 @@ def _config(corpus_dir, **train):
       mesh=MeshConfig(shape=(2, 2, 2))).validate()
 
 
+@pytest.mark.slow
 def test_each_stage_moves_only_its_own_parameters_on_a_mesh(corpus_dir):
   config = _config(corpus_dir)
   setup = train_lib.resolve(config, corpus_dir.parent)
@@ -232,6 +235,7 @@ def test_each_stage_moves_only_its_own_parameters_on_a_mesh(corpus_dir):
     host = after
 
 
+@pytest.mark.slow
 def test_cli_train_eval_export(corpus_dir, tmp_path, capsys):
   config_file = tmp_path / "adapters_test.py"
   config_file.write_text(
@@ -279,6 +283,7 @@ def test_ranks_are_one_based_and_filtered():
   assert m["mrr"] == pytest.approx((1 + 0.5 + 0.05) / 3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flavour", ["xlmr", "bert"])
 def test_pytorch_export_reproduces_the_flax_layers_and_encoder(flavour, hf_dirs, tmp_path):
   from kmlm_jax.convert import adapters_torch, hf

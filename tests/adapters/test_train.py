@@ -16,6 +16,8 @@ from kmlm_jax.errors import NonFiniteLoss
 from kmlm_jax.models.encoder import Encoder
 from tests.adapters.test_adapters import _config
 
+pytestmark = pytest.mark.slow  # each test compiles a model on several meshes
+
 
 @pytest.fixture(scope="module")
 def corpus_dir(tmp_path_factory):

@@ -47,6 +47,7 @@ def test_convert_does_not_import_tensorflow(hf_dirs, tmp_path):
   assert proc.stdout.strip().splitlines()[-1] == "0 []", proc.stderr
 
 
+@pytest.mark.slow
 def test_real_bert_converts_and_verifies_through_cli(tmp_path):
   code, out, err = _cli("convert", "--from-hf", real_minilm_dir(), "--to", tmp_path / "ckpt",
                         "--verify")

@@ -174,6 +174,7 @@ def _per_example_nll(model, rows) -> dict:
   return out
 
 
+@pytest.mark.slow
 def test_packed_equals_unpacked_per_example_loss():
   rng = np.random.default_rng(0)
   lengths = rng.integers(6, 40, 40)
@@ -212,6 +213,7 @@ def test_text_errors_name_file_and_line_or_are_counted(tmp_path):
     cache.build(tmp_path / "c3", spec, ["text.de"], progress=False)
 
 
+@pytest.mark.slow
 def test_samples_longer_than_the_sequence_are_counted(small, tmp_path):
   root, spec = small
   short = cache.CacheSpec(**{**spec.__dict__, "seq_length": 24})
@@ -234,6 +236,7 @@ def test_unknown_mixture_and_unsplittable_shards(small):
 # ---------------------------------------------------------------- seqio
 
 
+@pytest.mark.slow
 def test_importing_tasks_writes_nothing(tmp_path):
   code = "import seqio, tasks; print(len(seqio.MixtureRegistry.get('kmlm_mix').tasks))"
   env = {**os.environ, "HOME": str(tmp_path)}

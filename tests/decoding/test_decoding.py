@@ -214,6 +214,7 @@ def test_beam_search_equals_exhaustive_when_k_covers_all(models):
       np.testing.assert_allclose(result.scores[i], best, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flavour,seed,beams", [("xlmr", 5, (2, 5)), ("bert", 6, (3,))])
 def test_beam_search_equals_algorithm_1(flavour, seed, beams, models):
   model = models[flavour]
@@ -230,6 +231,7 @@ def test_beam_search_equals_algorithm_1(flavour, seed, beams, models):
       np.testing.assert_allclose(result.scores[i], scores, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_ties_are_broken_by_tokens_then_entity_id():
   """Tokens 7 and 8 share one embedding row, so names [8, 9] and [7, 9] tie exactly.
 

@@ -13,6 +13,8 @@ from kmlm_jax.evaluation import finetune
 from kmlm_jax.models.encoder import Encoder
 from kmlm_jax.models.task_heads import TaskModel
 
+pytestmark = pytest.mark.slow  # each test compiles a model on several meshes
+
 CONFIG = preset("tiny", vocab_size=64, max_position_embeddings=16, num_layers=1)
 FT = finetune.FinetuneConfig(steps=3, batch_size=16, learning_rate=1e-3, warmup_steps=1,
                              eval_every=2, seeds=(0,), max_length=8,

@@ -48,6 +48,7 @@ def _split(items, split):
   return [dict(i, split=split) for i in items]
 
 
+@pytest.mark.slow
 def test_uninformative_input_scores_chance():
   """Random labels the input says nothing about: a leak of the label into the
   input (e.g. the answer always first) would beat 1/6 here."""
@@ -59,6 +60,7 @@ def test_uninformative_input_scores_chance():
   assert abs(acc - 1 / 6) < 0.03, out["accuracy"]
 
 
+@pytest.mark.slow
 def test_informative_input_is_learned():
   """The answer carries a marker word: a head that misaligns labels and choices cannot learn it."""
   train = _split(_items(300, True, 0), "train")
@@ -90,6 +92,7 @@ def test_finetune_on_8_devices_equals_one():
     np.testing.assert_allclose(centred(scores), centred(results[0][1]), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_token_and_sequence_heads_shapes():
   ids = np.ones((3, 10), np.int32)
   mask = np.ones((3, 10), np.int32)

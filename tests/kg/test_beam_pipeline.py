@@ -133,6 +133,7 @@ def test_unknown_beam_option_is_an_error():
     "--direct_running_mode=multi_threading --direct_num_workers=2",
     "--temp_location={tmp}/beam-temp",  # workers write to staging; shards are copied back
 ])
+@pytest.mark.slow
 def test_beam_stream_writer_matches_in_process(tmp_path, monkeypatch, small_sample, beam_options):
   # Small chunks: several units per stream, so shards interleave units.
   monkeypatch.setattr(sentences, "CHUNK", 64)
@@ -149,6 +150,7 @@ def test_beam_stream_writer_matches_in_process(tmp_path, monkeypatch, small_samp
   assert not (tmp_path / "beam-temp").exists() or not any((tmp_path / "beam-temp").iterdir())
 
 
+@pytest.mark.slow
 def test_cli_beam_build_equals_direct_build_on_sample(tmp_path):
   """The whole sample, every stream: `--runner beam` (Beam reader and writer)
   writes the same files as `--runner direct`, manifest included."""
@@ -230,6 +232,7 @@ def test_seqio_reads_the_tfds_dataset(tfds_prepared):
                                  + records.LIST_INTS)
 
 
+@pytest.mark.slow
 def test_tfds_beam_generation_gives_the_same_examples(tmp_path, tfds_prepared):
   import tensorflow_datasets as tfds
   from apache_beam.options.pipeline_options import PipelineOptions

@@ -204,6 +204,7 @@ def test_xlr_items(sample_build):
   assert len({x["label"] for x in en}) > 3
 
 
+@pytest.mark.slow
 def test_build_is_deterministic_and_seeded(sample_build, tmp_path):
   graph, out, manifest = sample_build
   again = build.build(graph, tmp_path / "again", build.BuildOptions(num_shards=2))
@@ -224,6 +225,7 @@ def _cli(*args):
   return proc.returncode, proc.stdout, proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_build_sample_and_stats(tmp_path):
   start = time.perf_counter()
   code, out, err = _cli("kg", "build", "--sample", "--out", tmp_path / "kg")
@@ -238,6 +240,7 @@ def test_cli_build_sample_and_stats(tmp_path):
   assert code == 0 and "| reasoning |" in out
 
 
+@pytest.mark.slow
 def test_cli_bad_input(tmp_path):
   code, _, err = _cli("kg", "build", "--wikidata-dump", tmp_path / "none.json.gz", "--langs",
                       "en", "--out", tmp_path / "o")

@@ -112,6 +112,7 @@ def test_bf16_layers_run_every_matmul_in_bf16(hf_dirs):
   assert _dot_operand_dtypes(jaxpr.jaxpr) == {"bfloat16"}
 
 
+@pytest.mark.slow
 def test_dropout_is_deterministic_per_key(hf_dirs):
   _, model = _ours(hf_dirs("xlmr", "tiny"))
   ids, mask = hf_models.padded_batch(1000, 1)
@@ -147,6 +148,7 @@ def test_tiny_presets_build():
     assert abstract_model(PRESETS[name]).embeddings.word.shape[0] == 1024
 
 
+@pytest.mark.slow
 def test_unrolled_layers_equal_scanned(hf_dirs):
   loaded = hf.load_hf_params(hf_dirs("bert", "tiny"))
   ids, mask = hf_models.padded_batch(loaded.config.vocab_size, 1)

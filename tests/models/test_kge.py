@@ -67,6 +67,7 @@ def _brute_force_ranks(config, params, queries, known, predict_head):
   return np.array(ranks)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model,kg,threshold", [("transe", _typed_kg, 0.8),
                                                 ("rotate", _chain_kg, 0.8)])
 def test_learns_synthetic_kg(model, kg, threshold):
@@ -98,6 +99,7 @@ def test_filtered_ranks_equal_brute_force(model, predict_head):
       ranks, _brute_force_ranks(config, params, queries, triples, predict_head))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["transe", "rotate"])
 def test_sharded_training_equals_one_device(model):
   """Data parallel (8, 1, 1) and a sharded entity table (1, 2, 4) train as one device."""

@@ -71,6 +71,7 @@ def test_sequence_formats(vocab):
     prixlm.PrixLMIds.of(load_vocab(str(real_xlmr_tokenizer_json())))
 
 
+@pytest.mark.slow
 def test_training_loss_equals_decoding_scores():
   """The packed training loss of a Prix-LM example is the NLL beam search assigns it."""
   rng = np.random.default_rng(0)
@@ -116,6 +117,7 @@ def test_training_loss_equals_decoding_scores():
   assert losses.TERM_NAMES[masking.RULE_CAUSAL] == "causal"
 
 
+@pytest.mark.slow
 def test_extended_checkpoint_exports_to_transformers(tmp_path, vocab):
   from kmlm_jax import model_checkpoint as mc
   from kmlm_jax.convert import commands

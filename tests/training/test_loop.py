@@ -51,6 +51,7 @@ def single_device():
   return _losses(_config(), (1, 1, 1), jax.devices()[:1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(8, 1, 1), (2, 2, 2), (1, 2, 4), (2, 4, 1), (1, 8, 1)])
 def test_three_steps_equal_on_8_devices(shape, single_device):
   ref, _ = single_device
@@ -59,6 +60,7 @@ def test_three_steps_equal_on_8_devices(shape, single_device):
   assert ref[2] < ref[0]  # and it learns
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_equals_one_big_batch():
   no_dropout = _config()
   no_dropout = dataclasses.replace(no_dropout, model=no_dropout.model.replace(
@@ -164,6 +166,7 @@ def test_sigterm_saves_and_exits_zero(tmp_path):
   assert steps and steps[-1] < 400
 
 
+@pytest.mark.slow
 def test_corrupted_latest_checkpoint_falls_back(tmp_path, caplog):
   config = _config(steps=4)
   loop.train(config, tmp_path, progress=False)
@@ -178,6 +181,7 @@ def test_corrupted_latest_checkpoint_falls_back(tmp_path, caplog):
   assert summary["first_step"] == 2 and summary["steps"] == 6
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   config = _config(steps=6)
 
@@ -196,12 +200,14 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
   assert not (tmp_path / "model").exists()
 
 
+@pytest.mark.slow
 def test_resume_needs_flag(tmp_path):
   loop.train(_config(steps=2), tmp_path, progress=False)
   with pytest.raises(loop.WorkdirError, match="--resume"):
     loop.train(_config(steps=4), tmp_path, progress=False)
 
 
+@pytest.mark.slow
 def test_metrics_and_tensorboard(tmp_path):
   summary = loop.train(_config(steps=4), tmp_path, progress=False)
   last = summary["history"][-1]
@@ -230,6 +236,7 @@ def _first_loss(config, workdir):
 @pytest.mark.parametrize("setting,tolerance", [("model.scan_layers=false", 1e-5),
                                                ("model.remat=true", 1e-5),
                                                ("model.dtype=bfloat16", 3e-2)])
+@pytest.mark.slow
 def test_init_from_accepts_any_run_setting(tmp_path, tiny_checkpoint, setting, tolerance):
   from kmlm_jax.config import override
   config = dataclasses.replace(_config(steps=1, checkpoint_every=1),
