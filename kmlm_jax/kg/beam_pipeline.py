@@ -27,12 +27,11 @@ when one is given, which must then be storage every worker reads and
 writes (gs://, s3://, hdfs://, a shared mount); shards are written there
 and copied into the output directory. Without `--temp_location` (a local
 runner) staging is a local temporary folder and shards are written in place.
-A dump can be a URL of a Beam file system (gs://, s3://, hdfs://); a local
-dump is read in place, or with `--temp_location` from a copy staged there.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
@@ -41,6 +40,7 @@ import shutil
 import tempfile
 import threading
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import BinaryIO, Iterable, Sequence
 
@@ -151,36 +151,27 @@ class _Staging:
       pass  # nothing was written there
 
 
-def _run(options: PipelineOptions, build_pipeline) -> None:
-  with beam.Pipeline(options=options) as p:
-    build_pipeline(p)
-
-
 # ----------------------------------------------------------------- corpus shards
 
 def stream_writer(beam_options: str = ""):
   """A `build.write_stream` replacement that runs one Beam pipeline per stream."""
-  options = pipeline_options(beam_options)  # bad options fail before any work
-
-  def write(plan: build.Plan, stream: str, out: Path, progress: bool = False) -> dict:
-    return write_stream(plan, stream, Path(out), options)
-
-  return write
+  # Bad options fail here, before any work.
+  return functools.partial(write_stream, options=pipeline_options(beam_options))
 
 
-def write_stream(plan: build.Plan, stream: str, out: Path, options: PipelineOptions) -> dict:
+def write_stream(plan: build.Plan, stream: str, out: Path, progress: bool = False, *,
+                 options: PipelineOptions) -> dict:
   """Writes one stream's shards and preview with Beam; returns its manifest entry."""
-  n = plan.options.num_shards
+  del progress  # Beam runners report their own
+  out, n = Path(out), plan.options.num_shards
   paths = build.shard_paths(stream, n)
   (out / "corpora" / stream).mkdir(parents=True)
-  (out / "preview").mkdir(exist_ok=True)
   units = list(enumerate(plan.units(stream)))
   with _Staging(options) as staging:
     plan_path = staging.share("plan.pkl", plan)
     shard_root = staging.path("out") if staging.remote else str(out)
     summary_path = staging.path("summary.json")
-
-    def pipeline(p):
+    with beam.Pipeline(options=options) as p:
       generated = (p | "Units" >> beam.Create(units)
                    | "Spread" >> beam.Reshuffle()
                    | "Generate" >> beam.ParDo(_GenerateUnit(plan_path, n, plan.options.preview))
@@ -192,25 +183,12 @@ def write_stream(plan: build.Plan, stream: str, out: Path, options: PipelineOpti
       _ = (generated[_SUMMARY]
            | "Summarize" >> beam.CombineGlobally(_SummaryFn(plan.options.preview))
            | "WriteSummary" >> beam.Map(_write_json, path=summary_path))
-
-    _run(options, pipeline)
     if staging.remote:
       _copy_shards(staging.path("out"), out, paths)
     with FileSystems.open(summary_path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
       summary = json.loads(f.read().decode("utf-8"))
-  (out / "preview" / f"{stream}.jsonl").write_text(
-      "".join(line + "\n" for line in summary["preview"]), encoding="utf-8")
-  entry = {"samples": sum(summary["by_lang"].values()),
-           "by_lang": dict(sorted(summary["by_lang"].items())),
-           "not_generated": dict(sorted(summary["not_generated"].items())), "shards": paths}
-  if summary["by_cycle"]:
-    entry["by_cycle"] = dict(sorted(summary["by_cycle"].items()))
-  return entry
-
-
-def _preview_line(sample) -> str:
-  # Must match `build.write_stream`'s preview lines (the tests compare bytes).
-  return json.dumps({"text": sample.text(), **json.loads(sample.to_json())}, ensure_ascii=False)
+  return build.finish_stream(out, stream, paths, summary["preview"], summary["by_lang"],
+                             summary["by_cycle"], summary["not_generated"])
 
 
 class _GenerateUnit(beam.DoFn):
@@ -225,18 +203,15 @@ class _GenerateUnit(beam.DoFn):
     plan = _load_shared(self.plan_path)
     n = self.num_shards
     batches: dict[int, tuple] = {}
-    by_lang, by_cycle, counts, preview = {}, {}, {}, []
+    by_lang, by_cycle, counts, preview = Counter(), Counter(), Counter(), []
     for j, sample in enumerate(plan.generate(unit, counts)):
       shard = (u + j) % n
       if shard not in batches:
         batches[shard] = ((u, j), [])
       batches[shard][1].append(records.to_example(sample))
-      by_lang[sample.lang] = by_lang.get(sample.lang, 0) + 1
-      if sample.cycle:
-        key = f"cycles{sample.cycle}"
-        by_cycle[key] = by_cycle.get(key, 0) + 1
+      build.count_sample(sample, by_lang, by_cycle)
       if j < self.preview:
-        preview.append(((u, j), _preview_line(sample)))
+        preview.append(((u, j), build.preview_line(sample)))
     yield from batches.items()
     yield beam.pvalue.TaggedOutput(_SUMMARY, (by_lang, by_cycle, counts, preview))
 
@@ -248,22 +223,18 @@ class _SummaryFn(beam.CombineFn):
     self.preview = preview
 
   def create_accumulator(self):
-    return {}, {}, {}, []
+    return Counter(), Counter(), Counter(), []
 
   def add_input(self, acc, summary):
     for total, part in zip(acc[:3], summary[:3]):
-      for key, value in part.items():
-        total[key] = total.get(key, 0) + value
+      total.update(part)
     acc[3].extend(summary[3])
     acc[3].sort()
     del acc[3][self.preview:]
     return acc
 
   def merge_accumulators(self, accumulators):
-    merged = self.create_accumulator()
-    for acc in accumulators:
-      merged = self.add_input(merged, acc)
-    return merged
+    return functools.reduce(self.add_input, accumulators, self.create_accumulator())
 
   def extract_output(self, acc):
     by_lang, by_cycle, counts, preview = acc
@@ -339,11 +310,11 @@ def read_wikidata_dump_beam(
       dump = staging.upload(path, "dump" + os.path.splitext(dump)[1])
     parser_path = staging.share("parser.pkl", parse)
     results = staging.path("ranges")
-    _run(options, lambda p: (
-        p | "Ranges" >> beam.Create(list(enumerate(ranges)))
-        | "Spread" >> beam.Reshuffle()
-        | "Parse" >> beam.Map(_parse_range, dump=dump, compression=compression,
-                              parser_path=parser_path, results=results)))
+    with beam.Pipeline(options=options) as p:
+      _ = (p | "Ranges" >> beam.Create(list(enumerate(ranges)))
+           | "Spread" >> beam.Reshuffle()
+           | "Parse" >> beam.Map(_parse_range, dump=dump, compression=compression,
+                                 parser_path=parser_path, results=results))
     with wikidata.gc_paused():
       _assemble(assembler, results, len(ranges), progress)
       return assembler.finish()

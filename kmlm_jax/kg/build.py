@@ -42,6 +42,8 @@ from kmlm_jax.kg.samples import (KIND_CODE_SWITCHED, KIND_LINK, KIND_PARALLEL, K
 # KMLM's three streams, then Prix-LM's two.
 STREAMS = (KIND_CODE_SWITCHED, KIND_PARALLEL, KIND_REASONING, KIND_TRIPLE, KIND_LINK)
 FORMAT = "kmlm-jax-corpora-1"
+_SENTENCE_CHUNKS = {KIND_CODE_SWITCHED: sentences.code_switched_chunk,
+                    KIND_PARALLEL: sentences.parallel_chunk, KIND_TRIPLE: sentences.triples_chunk}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,28 +78,20 @@ class Plan:
     return self.options.reasoning_langs or self.graph.languages
 
   def units(self, stream: str) -> list[tuple]:
-    if stream in (KIND_CODE_SWITCHED, KIND_PARALLEL, KIND_TRIPLE):
+    if stream in _SENTENCE_CHUNKS:
       return [(stream, c) for c in range(sentences.num_chunks(self.graph))]
     if stream == KIND_LINK:
       return [(stream, c) for c in range(-(-self.graph.num_entities // sentences.CHUNK))]
-    out = []
-    for name, rows in (("triangles", self.cycles.triangle_triples),
-                       ("diamonds", self.cycles.diamond_triples)):
-      out += [(stream, name, c) for c in range(-(-len(rows) // reasoning.CHUNK))]
-    return out
+    return [(stream, name, c) for name, rows in (("triangles", self.cycles.triangle_triples),
+                                                 ("diamonds", self.cycles.diamond_triples))
+            for c in range(-(-len(rows) // reasoning.CHUNK))]
 
   def generate(self, unit: tuple, counts: dict) -> Iterator[Sample]:
     """The samples of one unit, in order."""
     stream = unit[0]
-    if stream == KIND_CODE_SWITCHED:
-      return sentences.code_switched_chunk(self.graph, unit[1], self.options.seed,
-                                           self.options.sentences, self.keep_triples, counts)
-    if stream == KIND_PARALLEL:
-      return sentences.parallel_chunk(self.graph, unit[1], self.options.seed,
+    if stream in _SENTENCE_CHUNKS:
+      return _SENTENCE_CHUNKS[stream](self.graph, unit[1], self.options.seed,
                                       self.options.sentences, self.keep_triples, counts)
-    if stream == KIND_TRIPLE:
-      return sentences.triples_chunk(self.graph, unit[1], self.options.seed,
-                                     self.options.sentences, self.keep_triples, counts)
     if stream == KIND_LINK:
       return sentences.links_chunk(self.graph, unit[1], self.alignment_held, counts)
     _, name, c = unit
@@ -137,7 +131,6 @@ def write_stream(plan: Plan, stream: str, out: Path, progress: bool = False) -> 
   n = plan.options.num_shards
   paths = shard_paths(stream, n)
   (out / "corpora" / stream).mkdir(parents=True)
-  (out / "preview").mkdir(exist_ok=True)
   by_lang, by_cycle, counts = collections.Counter(), collections.Counter(), {}
   preview = []
   writers = [tf.io.TFRecordWriter(str(out / p)) for p in paths]
@@ -145,15 +138,29 @@ def write_stream(plan: Plan, stream: str, out: Path, progress: bool = False) -> 
     for u, unit in enumerate(tqdm(plan.units(stream), desc=stream, disable=not progress)):
       for j, sample in enumerate(plan.generate(unit, counts)):
         writers[(u + j) % n].write(records.to_example(sample))
-        by_lang[sample.lang] += 1
-        if sample.cycle:
-          by_cycle[f"cycles{sample.cycle}"] += 1
+        count_sample(sample, by_lang, by_cycle)
         if len(preview) < plan.options.preview:
-          preview.append(json.dumps({"text": sample.text(), **json.loads(sample.to_json())},
-                                    ensure_ascii=False))
+          preview.append(preview_line(sample))
   finally:
     for w in writers:
       w.close()
+  return finish_stream(out, stream, paths, preview, by_lang, by_cycle, counts)
+
+
+def count_sample(sample: Sample, by_lang: collections.Counter, by_cycle: collections.Counter):
+  by_lang[sample.lang] += 1
+  if sample.cycle:
+    by_cycle[f"cycles{sample.cycle}"] += 1
+
+
+def preview_line(sample: Sample) -> str:
+  return json.dumps({"text": sample.text(), **json.loads(sample.to_json())}, ensure_ascii=False)
+
+
+def finish_stream(out: Path, stream: str, paths: list[str], preview: Sequence[str],
+                  by_lang: dict, by_cycle: dict, counts: dict) -> dict:
+  """Writes the stream's preview file; returns its manifest entry."""
+  (out / "preview").mkdir(exist_ok=True)
   (out / "preview" / f"{stream}.jsonl").write_text("".join(p + "\n" for p in preview),
                                                    encoding="utf-8")
   entry = {"samples": sum(by_lang.values()), "by_lang": dict(sorted(by_lang.items())),
@@ -174,7 +181,6 @@ def write_evalsets(plan: Plan, out: Path) -> dict:
   probes = evalsets.probes(g, held, langs)
   _write_jsonl(ev / "probes.jsonl", probes)
   xlr = evalsets.xlr_items(g, held, langs, plan.options.seed, plan.options.evals.num_choices)
-  (ev / "xlr").mkdir()
   xlr_counts = {}
   for split in evalsets.SPLITS:
     rows = [x for x in xlr if x["split"] == split]
@@ -209,8 +215,7 @@ def build(graph: KnowledgeGraph, out: Path | str, options: BuildOptions, *,
   """
   if graph.num_triples == 0:
     raise KGInputError("the knowledge graph has no triples; nothing to generate")
-  sentences_langs = options.sentences.targets(graph)  # validates the languages early
-  del sentences_langs
+  options.sentences.targets(graph)  # validates the languages early
   stream_writer = stream_writer or write_stream
   timings = {}
   with fileio.atomic_directory(out, overwrite=overwrite, error=KGInputError) as tmp:
@@ -256,13 +261,8 @@ def build(graph: KnowledgeGraph, out: Path | str, options: BuildOptions, *,
 
 
 def _jsonable(value):
-  if isinstance(value, dict):
-    return {str(k): _jsonable(v) for k, v in value.items()}
-  if isinstance(value, (list, tuple)):
-    return [_jsonable(v) for v in value]
-  if isinstance(value, np.integer):
-    return int(value)
-  return value
+  """Tuples as lists, numpy integers as ints: the value as manifest.json holds it."""
+  return json.loads(json.dumps(value, default=int))
 
 
 def read_manifest(directory: Path | str) -> dict:

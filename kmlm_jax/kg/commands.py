@@ -40,8 +40,8 @@ def read_source(args):
     return graph, stats, info, {"triples_tsv": args.triples_tsv,
                                 "entities_tsv": args.entities_tsv}
   if args.sample:
-    from kmlm_jax.kg.sample import sample_dump_path
-    path, source = sample_dump_path(), {"sample": "kmlm_jax/kg/data/sample_wikidata.json"}
+    from kmlm_jax.kg.sample import SAMPLE_SOURCE, sample_dump_path
+    path, source = sample_dump_path(), dict(SAMPLE_SOURCE)
   else:
     path, source = args.wikidata_dump, {"wikidata_dump": args.wikidata_dump}
   if getattr(args, "runner", "direct") == "beam":
@@ -103,19 +103,13 @@ def build(args) -> str:
 def stats(directory) -> str:
   manifest = build_lib.read_manifest(directory)
   try:
-    return _stats_text(manifest)
+    ev, read = manifest["eval"], manifest["read"]
+    return "\n".join([
+        build_lib.stats_table(manifest), "", f"held out of pretraining: {manifest['held_out']}",
+        f"link prediction test queries: {ev['lp_test']}", f"probes: {ev['probes']}",
+        "xlr: " + ", ".join(f"{k}={sum(v.values())}" for k, v in ev["xlr"].items()),
+        f"read: {json.dumps(read['skipped_by_reason'])} "
+        f"(read {read['records_read']}, kept {read['records_kept']})"])
   except (KeyError, TypeError, AttributeError) as e:
     raise KGInputError(f"{directory}/manifest.json: damaged (missing or malformed field "
                        f"{e})") from None
-
-
-def _stats_text(manifest: dict) -> str:
-  ev = manifest["eval"]
-  lines = [build_lib.stats_table(manifest), "",
-           f"held out of pretraining: {manifest['held_out']}",
-           f"link prediction test queries: {ev['lp_test']}",
-           f"probes: {ev['probes']}",
-           "xlr: " + ", ".join(f"{k}={sum(v.values())}" for k, v in ev["xlr"].items()),
-           f"read: {json.dumps(manifest['read']['skipped_by_reason'])} "
-           f"(read {manifest['read']['records_read']}, kept {manifest['read']['records_kept']})"]
-  return "\n".join(lines)

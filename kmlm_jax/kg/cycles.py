@@ -127,14 +127,9 @@ def _check_triples(triples, num_entities: int) -> np.ndarray:
   return triples
 
 
-def _repeat_pairs(count: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
-  """Pairs (p, p + 1 + k) for k < count[p - start], row by row, in order."""
-  return np.repeat(np.arange(start, start + len(count), dtype=np.int64), count), \
-      _later_rows(count, start)
-
-
 def _later_rows(count: np.ndarray, start: int) -> np.ndarray:
-  """The q of `_repeat_pairs` alone: rows p + 1 .. p + count[p - start]."""
+  """Rows p + 1 .. p + count[p - start] for each row p = start, start + 1, ..., in order:
+  the second rows of the pairs (p, q), p < q."""
   total = int(count.sum())
   shift = np.arange(start + 1, start + 1 + len(count), dtype=np.int64) - (np.cumsum(count) - count)
   return np.arange(total, dtype=np.int64) + np.repeat(shift, count)
@@ -208,22 +203,13 @@ def _seeded_choice(triples: np.ndarray, rows: np.ndarray, pair: np.ndarray,
 # -------------------------------------------------------------- triangles
 
 
-@dataclasses.dataclass(frozen=True)
-class _Oriented:
-  """Edges oriented by (degree, id) rank, as CSR over rank-space sources.
+def _orient(graph: SimpleGraph) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+  """Edges oriented by (degree, id) rank: (keys, hi, eid, later), each [E].
 
-  lo, hi: [E] ranks of the source / target, sorted by (lo, hi); keys =
-  lo * N + hi; eid: [E] simple-graph edge id of each oriented edge;
-  later: [E] how many out-neighbours of lo follow this one.
+  lo, hi: ranks of the source / target, sorted by (lo, hi); keys =
+  lo * N + hi; eid: simple-graph edge id of each oriented edge;
+  later: how many out-neighbours of lo follow this one.
   """
-
-  keys: np.ndarray
-  hi: np.ndarray
-  eid: np.ndarray
-  later: np.ndarray
-
-
-def _orient(graph: SimpleGraph) -> _Oriented:
   n = graph.num_entities
   edges = graph.edges
   deg = np.bincount(edges.ravel(), minlength=n)
@@ -242,27 +228,28 @@ def _orient(graph: SimpleGraph) -> _Oriented:
   np.cumsum(np.bincount(lo, minlength=n), out=indptr[1:])
   later = indptr[lo + 1]
   later -= np.arange(1, len(lo) + 1)
-  return _Oriented(keys, hi, eid, later)
+  return keys, hi, eid, later
 
 
 def _triangle_chunks(graph: SimpleGraph, chunk_size: int, progress: bool,
                      desc: str) -> Iterator[np.ndarray]:
   """Yields [c, 3] simple-graph edge ids (e(x, y), e(x, z), e(y, z)) of the
   triangles closed by each chunk of wedges x->y, x->z."""
-  o = _orient(graph)
+  keys, hi, eid, later = _orient(graph)
   n = graph.num_entities
-  bounds = _chunk_bounds(o.later, chunk_size)
+  bounds = _chunk_bounds(later, chunk_size)
   for i in tqdm(range(len(bounds) - 1), desc=desc, unit="chunk", disable=not progress):
     p0, p1 = int(bounds[i]), int(bounds[i + 1])
-    first, second = _repeat_pairs(o.later[p0:p1], p0)
-    query = o.hi[first].astype(np.int64) * n + o.hi[second]
+    first = np.repeat(np.arange(p0, p1, dtype=np.int64), later[p0:p1])
+    second = _later_rows(later[p0:p1], p0)
+    query = hi[first].astype(np.int64) * n + hi[second]
     # Sorted needles make searchsorted walk the keys in order: ~2.5x faster.
     query, by_key = _sort_order(query, n * n)
-    idx = np.searchsorted(o.keys, query)
-    np.minimum(idx, len(o.keys) - 1, out=idx)
-    hit = o.keys[idx] == query
+    idx = np.searchsorted(keys, query)
+    np.minimum(idx, len(keys) - 1, out=idx)
+    hit = keys[idx] == query
     wedge = by_key[hit]
-    yield np.stack([o.eid[first[wedge]], o.eid[second[wedge]], o.eid[idx[hit]]], axis=1)
+    yield np.stack([eid[first[wedge]], eid[second[wedge]], eid[idx[hit]]], axis=1)
 
 
 def _canonical_triangles(graph: SimpleGraph, tri: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -352,13 +339,9 @@ def _diamond_rows(inc: _Incidences, at_p, q: np.ndarray, nodes: np.ndarray,
   triples[:, 4] = inc.t_va[q]
 
 
-def _empty_diamonds(k: int, inc: _Incidences) -> tuple[np.ndarray, np.ndarray]:
-  return np.empty((k, 4), inc.u.dtype), np.empty((k, 5), inc.t_uv.dtype)
-
-
 def _all_diamonds(inc: _Incidences, total: int, chunk_size: int,
                   progress: bool) -> tuple[np.ndarray, np.ndarray]:
-  nodes, triples = _empty_diamonds(total, inc)
+  nodes, triples = np.empty((total, 4), inc.u.dtype), np.empty((total, 5), inc.t_uv.dtype)
   later = np.repeat(inc.start + inc.size, inc.size) - np.arange(len(inc.u)) - 1
   bounds = _chunk_bounds(later, chunk_size)
   out = 0
@@ -392,15 +375,10 @@ def _sampled_diamonds(inc: _Incidences, total: int, k: int,
   index = np.sort(rng.choice(total, size=k, replace=False, shuffle=False))
   group = np.searchsorted(inc.pair_start, index, side="right") - 1
   i, j = _decode_lex_pairs(index - inc.pair_start[group], inc.size[group])
-  nodes, triples = _empty_diamonds(k, inc)
+  nodes, triples = np.empty((k, 4), inc.u.dtype), np.empty((k, 5), inc.t_uv.dtype)
   p = inc.start[group] + i
   _diamond_rows(inc, lambda src: src[p], inc.start[group] + j, nodes, triples)
   return nodes, triples
-
-
-def _diamond_total(graph: SimpleGraph, eids: np.ndarray) -> int:
-  t = np.bincount(eids.ravel(), minlength=len(graph.edges)).astype(np.int64)
-  return int((t * (t - 1) // 2).sum())
 
 
 # ------------------------------------------------------------------- API
@@ -427,7 +405,8 @@ def mine_cycles(triples, num_entities: int, seed: int = 0, *, max_triangles: int
   """
   graph = simple_graph(triples, num_entities, seed)
   nodes, eids = triangle_edges(graph, chunk_size=chunk_size, progress=progress)
-  total3, total4 = len(nodes), _diamond_total(graph, eids)
+  per_edge = np.bincount(eids.ravel(), minlength=len(graph.edges)).astype(np.int64)
+  total3, total4 = len(nodes), int((per_edge * (per_edge - 1) // 2).sum())
   k4 = total4 if max_diamonds is None else max(0, min(int(max_diamonds), total4))
   d_nodes, d_triples = _diamonds(graph, nodes, eids, total4, k4, seed, chunk_size, progress)
   if max_triangles is not None and max_triangles < total3:

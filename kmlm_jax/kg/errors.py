@@ -23,6 +23,14 @@ def where(path, line: int | None = None, field: str | None = None) -> str:
   return out
 
 
+class BadRecord(Exception):
+  """A record a reader cannot use: reason (a ReadStats skip reason), field, message."""
+
+  def __init__(self, reason: str, field: str | None, message: str):
+    super().__init__(message)
+    self.reason, self.field, self.message = reason, field, message
+
+
 @dataclasses.dataclass
 class ReadStats:
   """What a reader read, kept and skipped.
@@ -39,9 +47,17 @@ class ReadStats:
 
   def skip(self, reason: str, location: str, max_examples: int = 5) -> None:
     self.skipped[reason] += 1
-    self.examples.setdefault(reason, [])
-    if len(self.examples[reason]) < max_examples:
-      self.examples[reason].append(location)
+    examples = self.examples.setdefault(reason, [])
+    if len(examples) < max_examples:
+      examples.append(location)
+
+  def bad(self, skip_bad: bool, path, line: int, reason: str, field: str | None, message: str,
+          what: str = "records") -> None:
+    """Counts a bad record as a skip when `skip_bad`, else raises naming FILE:LINE: field."""
+    if not skip_bad:
+      raise KGInputError(f"{where(path, line, field)}: {message} (pass skip_bad_records=True / "
+                         f"--skip-bad-records to count and skip such {what})") from None
+    self.skip(reason, f"{path}:{line}")
 
   @property
   def num_skipped(self) -> int:

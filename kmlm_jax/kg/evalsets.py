@@ -140,12 +140,9 @@ def choose_held_out(graph: KnowledgeGraph, cycle_sets: Sequence[np.ndarray], see
   padded = [np.pad(c, ((0, 0), (0, width - c.shape[1])), constant_values=-1) for c in cycles]
   all_cycles = np.concatenate(padded) if padded else np.zeros((0, width), np.int64)
   sizes = (all_cycles >= 0).sum(axis=1)
-  if len(all_cycles):
-    safe = np.where(all_cycles >= 0, all_cycles, 0)
-    cyc_keys = pair_keys(graph, safe.reshape(-1)).reshape(safe.shape)
-    clean = ~(np.isin(cyc_keys, lp_pairs) & (all_cycles >= 0)).any(axis=1)
-  else:
-    cyc_keys, clean = np.zeros((0, width), np.int64), np.zeros(0, bool)
+  safe = np.where(all_cycles >= 0, all_cycles, 0)
+  cyc_keys = pair_keys(graph, safe.reshape(-1)).reshape(safe.shape)
+  clean = ~(np.isin(cyc_keys, lp_pairs) & (all_cycles >= 0)).any(axis=1)
   order = rng.permutation(np.flatnonzero(clean))
   question = np.floor(rng.random(len(order)) * sizes[order]).astype(np.int64)
   q_keys = cyc_keys[order, question]
@@ -212,13 +209,18 @@ def xlr_items(graph: KnowledgeGraph, held: HeldOut, languages: Sequence[str], se
   """Multiple-choice items of the held-out cycles, in every language they are labelled in."""
   rng = np.random.default_rng([seed, 8])
   t = graph.triples
-  relations_of = _RelationsByEntity(graph)
+  # Relations attached to each entity (either end), in triple order.
+  ends = np.concatenate([t[:, 0], t[:, 2]])
+  order = np.argsort(ends, kind="stable")
+  end_relations = np.concatenate([t[:, 1], t[:, 1]])[order]
+  bounds = np.searchsorted(ends[order], np.arange(graph.num_entities + 1))
+  relations_of = lambda e: end_relations[bounds[e]:bounds[e + 1]].tolist()
   items = []
   for x, (cycle, q, split) in enumerate(zip(held.xlr_cycles, held.xlr_question, held.xlr_split)):
     rows = cycle[cycle >= 0]
     h, answer, tail = (int(v) for v in t[rows[q]])
     cycle_rels = list(dict.fromkeys(int(v) for v in t[rows, 1]))
-    nearby = [v for v in dict.fromkeys(relations_of[h] + relations_of[tail])
+    nearby = [v for v in dict.fromkeys(relations_of(h) + relations_of(tail))
               if v not in cycle_rels]
     others = [v for v in rng.permutation(graph.num_relations).tolist()
               if v not in cycle_rels and v not in nearby]
@@ -242,20 +244,6 @@ def xlr_items(graph: KnowledgeGraph, held: HeldOut, languages: Sequence[str], se
           label=choices.index(answer), triples=[int(v) for v in rows],
           question_triple=int(rows[q])))
   return items
-
-
-class _RelationsByEntity:
-  """Relations attached to an entity (either end), in triple order, on demand."""
-
-  def __init__(self, graph: KnowledgeGraph):
-    t = graph.triples
-    ends = np.concatenate([t[:, 0], t[:, 2]])
-    order = np.argsort(ends, kind="stable")
-    self.relations = np.concatenate([t[:, 1], t[:, 1]])[order]
-    self.bounds = np.searchsorted(ends[order], np.arange(graph.num_entities + 1))
-
-  def __getitem__(self, entity: int) -> list[int]:
-    return self.relations[self.bounds[entity]:self.bounds[entity + 1]].tolist()
 
 
 def alignment_pairs(graph: KnowledgeGraph, languages: Sequence[str], seed: int,

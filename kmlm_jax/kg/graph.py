@@ -60,11 +60,6 @@ class NameTable:
     out[:] = list(labels)
     return cls(out, offsets, flat)
 
-  def take(self, index: np.ndarray) -> "NameTable":
-    """The rows `index` (in that order)."""
-    index = np.asarray(index, np.int64)
-    return NameTable.build(self.labels[index], [self.aliases_of(i) for i in index])
-
 
 @dataclasses.dataclass(frozen=True)
 class KnowledgeGraph:
@@ -144,22 +139,17 @@ class KnowledgeGraph:
   @classmethod
   def load(cls, path: Path | str) -> "KnowledgeGraph":
     try:
-      return cls._load(path)
+      with np.load(path, allow_pickle=False) as z:
+        obj = lambda name: z[name].astype(object)
+        languages = tuple(obj("languages"))
+        names = {kind: {lang: NameTable(obj(f"{kind}/{lang}/labels"),
+                                        z[f"{kind}/{lang}/alias_offsets"],
+                                        obj(f"{kind}/{lang}/aliases")) for lang in languages}
+                 for kind in ("entity", "relation")}
+        return cls(obj("entity_ids"), obj("relation_ids"), languages, names["entity"],
+                   names["relation"], z["triples"])
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
       raise KGInputError(f"{path}: not a readable graph.npz ({type(e).__name__}: {e})") from None
-
-  @classmethod
-  def _load(cls, path: Path | str) -> "KnowledgeGraph":
-    with np.load(path, allow_pickle=False) as z:
-      obj = lambda name: z[name].astype(object)
-      languages = tuple(obj("languages"))
-      names = {}
-      for kind in ("entity", "relation"):
-        names[kind] = {lang: NameTable(obj(f"{kind}/{lang}/labels"),
-                                       z[f"{kind}/{lang}/alias_offsets"],
-                                       obj(f"{kind}/{lang}/aliases")) for lang in languages}
-      return cls(obj("entity_ids"), obj("relation_ids"), languages, names["entity"],
-                 names["relation"], z["triples"])
 
 
 def _u(a: np.ndarray) -> np.ndarray:
@@ -193,19 +183,17 @@ def build_graph(entities: Iterable[ItemRecord], relations: Iterable[ItemRecord],
   only name in every language ("" label) -- readers pass records for the
   relations they know.
   """
-  languages = tuple(languages)
-  entities = list(entities)
-  relations = list(relations)
-  entity_index = {}
-  for rec in entities:
-    if rec.id in entity_index:
-      raise ValueError(f"entity {rec.id} appears twice")
-    entity_index[rec.id] = len(entity_index)
-  relation_index = {}
-  for rec in relations:
-    if rec.id in relation_index:
-      raise ValueError(f"relation {rec.id} appears twice")
-    relation_index[rec.id] = len(relation_index)
+  languages, entities, relations = tuple(languages), list(entities), list(relations)
+
+  def index(records, what: str) -> dict[str, int]:
+    out = {}
+    for rec in records:
+      if rec.id in out:
+        raise ValueError(f"{what} {rec.id} appears twice")
+      out[rec.id] = len(out)
+    return out
+
+  entity_index, relation_index = index(entities, "entity"), index(relations, "relation")
 
   rows, dangling = [], 0
   for rec in entities:
@@ -225,7 +213,7 @@ def build_graph(entities: Iterable[ItemRecord], relations: Iterable[ItemRecord],
                                   [r.aliases.get(lang, []) for r in records])
             for lang in languages}
 
-  ids = lambda records: np.array([r.id for r in records] or [], dtype=object)
+  ids = lambda records: np.array([r.id for r in records], dtype=object)
   graph = KnowledgeGraph(ids(entities), ids(relations), languages, tables(entities),
                          tables(relations), unique.astype(np.int32))
   return graph, counts

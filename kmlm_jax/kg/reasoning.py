@@ -37,18 +37,17 @@ def cycle_labelled(graph: KnowledgeGraph, lang: str, cycle_triples: np.ndarray) 
 def render_cycle(graph: KnowledgeGraph, lang: str, triple_rows: Sequence[int]) -> Sample:
   """One monolingual reasoning sample from the triple rows of a cycle."""
   spans: dict[int, int] = {}
-  segs, roles, span_ids, sents, items = [], [], [], [], []
+  columns = [[], [], [], [], []]  # segments, roles, span ids, sentence ids, item ids
   e_names, r_names = graph.entity_names[lang].labels, graph.relation_names[lang].labels
   for k, row in enumerate(triple_rows):
     h, r, t = (int(x) for x in graph.triples[row])
     sh = spans.setdefault(h, len(spans))
     st = spans.setdefault(t, len(spans))
     parts = triple_segments(e_names[h], r_names[r], e_names[t], (h, r, t), (sh, 4 + k, st), k)
-    for out, part in zip((segs, roles, span_ids, sents, items), parts):
-      out.extend(part)
-  cycle = {3: 3, 5: 4}[len(triple_rows)]
-  return Sample(KIND_REASONING, lang, "label", cycle, tuple(segs), tuple(roles),
-                tuple(span_ids), tuple(sents), tuple(items), tuple(int(r) for r in triple_rows))
+    for column, part in zip(columns, parts):
+      column.extend(part)
+  return Sample(KIND_REASONING, lang, "label", {3: 3, 5: 4}[len(triple_rows)],
+                *map(tuple, columns), tuple(int(r) for r in triple_rows))
 
 
 def generate(graph: KnowledgeGraph, cycle_triples: np.ndarray, languages: Sequence[str],

@@ -15,7 +15,6 @@ import dataclasses
 import json
 
 ROLE_TEXT, ROLE_ENTITY, ROLE_RELATION, ROLE_LINKER = 0, 1, 2, 3
-ROLE_NAMES = ("text", "entity", "relation", "linker")
 
 # Sample kinds (one per corpus stream and evaluation set).
 KIND_CODE_SWITCHED = "code_switched"

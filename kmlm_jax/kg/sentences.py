@@ -53,10 +53,6 @@ class SentenceOptions:
     return tuple(langs)
 
 
-def chunk_rng(seed: int, stream: int, chunk: int) -> np.random.Generator:
-  return np.random.default_rng([seed, stream, chunk])
-
-
 def num_chunks(graph: KnowledgeGraph) -> int:
   return -(-graph.num_triples // CHUNK)
 
@@ -102,11 +98,8 @@ def chunk_rows(graph: KnowledgeGraph, chunk: int, keep: np.ndarray | None, count
 
 
 def _render(kind, lang, variant, names, rows, triple_index, group=-1) -> Sample:
-  h, r, t = rows
-  segs, roles, spans, sents, items = triple_segments(names[0], names[1], names[2],
-                                                     (h, r, t), (0, 1, 2), 0)
-  return Sample(kind, lang, variant, 0, tuple(segs), tuple(roles), tuple(spans), tuple(sents),
-                tuple(items), (int(triple_index),), int(group))
+  parts = triple_segments(*names, rows, (0, 1, 2), 0)
+  return Sample(kind, lang, variant, 0, *map(tuple, parts), (int(triple_index),), int(group))
 
 
 def _names(graph: KnowledgeGraph, lang: str, triples: np.ndarray, use_alias: bool, rng):
@@ -122,12 +115,11 @@ def code_switched_chunk(graph: KnowledgeGraph, chunk: int, seed: int,
                         keep: np.ndarray | None = None,
                         counts: dict | None = None) -> Iterator[Sample]:
   """Code-switched samples of triples [chunk * CHUNK, (chunk + 1) * CHUNK)."""
-  rng = chunk_rng(seed, STREAM_CODE_SWITCHED, chunk)
+  rng = np.random.default_rng([seed, STREAM_CODE_SWITCHED, chunk])
   start, index, triples = chunk_rows(graph, chunk, keep, counts)
   for lang in options.targets(graph):
-    has = np.stack([graph.entity_names[lang].has_label()[triples[:, 0]],
-                    graph.relation_names[lang].has_label()[triples[:, 1]],
-                    graph.entity_names[lang].has_label()[triples[:, 2]]], axis=1)
+    e, r = graph.entity_names[lang].has_label(), graph.relation_names[lang].has_label()
+    has = np.stack([e[triples[:, 0]], r[triples[:, 1]], e[triples[:, 2]]], axis=1)
     for variant in options.variants:
       switch = (rng.random(triples.shape) < 0.5) & has
       source = _names(graph, SOURCE_LANG, triples, variant == "alias", rng)
@@ -135,8 +127,8 @@ def code_switched_chunk(graph: KnowledgeGraph, chunk: int, seed: int,
       cols = [np.where(switch[:, j], target[j], source[j]) for j in range(3)]
       pair = f"{SOURCE_LANG}-{lang}"
       for n in range(len(triples)):
-        yield _render(KIND_CODE_SWITCHED, pair, variant, (cols[0][n], cols[1][n], cols[2][n]),
-                      triples[n], start + index[n])
+        yield _render(KIND_CODE_SWITCHED, pair, variant, [c[n] for c in cols], triples[n],
+                      start + index[n])
 
 
 def parallel_chunk(graph: KnowledgeGraph, chunk: int, seed: int,
@@ -144,7 +136,7 @@ def parallel_chunk(graph: KnowledgeGraph, chunk: int, seed: int,
                    keep: np.ndarray | None = None,
                    counts: dict | None = None) -> Iterator[Sample]:
   """Parallel (en, l') sample pairs of the chunk's triples; a pair shares `group`."""
-  rng = chunk_rng(seed, STREAM_PARALLEL, chunk)
+  rng = np.random.default_rng([seed, STREAM_PARALLEL, chunk])
   start, index, triples = chunk_rows(graph, chunk, keep, counts)
   targets = options.targets(graph)
   for li, lang in enumerate(targets):
@@ -156,10 +148,9 @@ def parallel_chunk(graph: KnowledgeGraph, chunk: int, seed: int,
       for n, row in enumerate(rows):
         t_index = start + index[row]
         group = (t_index * len(targets) + li) * len(options.variants) + vi
-        yield _render(KIND_PARALLEL, SOURCE_LANG, variant,
-                      (source[0][n], source[1][n], source[2][n]), sub[n], t_index, group)
-        yield _render(KIND_PARALLEL, lang, variant, (target[0][n], target[1][n], target[2][n]),
-                      sub[n], t_index, group)
+        for out_lang, names in ((SOURCE_LANG, source), (lang, target)):
+          yield _render(KIND_PARALLEL, out_lang, variant, [c[n] for c in names], sub[n], t_index,
+                        group)
 
 
 def triples_chunk(graph: KnowledgeGraph, chunk: int, seed: int,
@@ -188,9 +179,7 @@ def links_chunk(graph: KnowledgeGraph, chunk: int, excluded: dict | None = None,
   start = chunk * CHUNK
   ids = np.arange(start, min(start + CHUNK, graph.num_entities))
   en = graph.entity_names[SOURCE_LANG]
-  for lang in graph.languages:
-    if lang == SOURCE_LANG:
-      continue
+  for lang in (l for l in graph.languages if l != SOURCE_LANG):
     other = graph.entity_names[lang]
     ok = en.has_label()[ids] & other.has_label()[ids]
     held = np.isin(ids, (excluded or {}).get(lang, ()))

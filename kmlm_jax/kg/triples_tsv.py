@@ -32,7 +32,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from kmlm_jax.kg.errors import KGInputError, ReadStats, where
+from kmlm_jax.kg.errors import BadRecord, KGInputError, ReadStats
 from kmlm_jax.kg.graph import ItemRecord, KnowledgeGraph, build_graph
 from kmlm_jax.kg.wikidata import check_languages
 
@@ -46,12 +46,6 @@ def node_id(name: str, lang: str) -> str:
   return f"{lang}:{name}"
 
 
-class _BadLine(Exception):
-  def __init__(self, reason: str, field: str | None, message: str):
-    super().__init__(message)
-    self.reason, self.field, self.message = reason, field, message
-
-
 class _TsvReader:
   """Collects nodes and triples from the entity list and triples files."""
 
@@ -59,8 +53,8 @@ class _TsvReader:
     self.requested = languages
     self.skip_bad = skip_bad
     self.stats = ReadStats()
+    # Requested languages first, then the file's; every one passes `_check_lang`.
     self.languages: dict[str, None] = dict.fromkeys(languages or ())
-    self.checked_langs: set[str] = set()
     self.entities: dict[str, ItemRecord] = {}
     self.relations: dict[str, ItemRecord] = {}
     self.listed: set[str] = set()
@@ -79,12 +73,8 @@ class _TsvReader:
           self.stats.records_read += 1
           try:
             handle(self._split(line, fields))
-          except _BadLine as e:
-            if not self.skip_bad:
-              raise KGInputError(f"{where(path, lineno, e.field)}: {e.message} (pass "
-                                 "skip_bad_records=True / --skip-bad-records to count and skip "
-                                 "such lines)") from None
-            self.stats.skip(e.reason, f"{path}:{lineno}")
+          except BadRecord as e:
+            self.stats.bad(self.skip_bad, path, lineno, e.reason, e.field, e.message, "lines")
             continue
           self.stats.records_kept += 1
     except UnicodeDecodeError as e:
@@ -93,31 +83,29 @@ class _TsvReader:
   def _split(self, line: str, fields: tuple[str, ...]) -> list[str]:
     values = line.split("\t")
     if len(values) != len(fields):
-      raise _BadLine("wrong_field_count", None, f"expected {len(fields)} tab-separated fields "
-                     f"({', '.join(fields)}), got {len(values)}")
+      raise BadRecord("wrong_field_count", None, f"expected {len(fields)} tab-separated fields "
+                      f"({', '.join(fields)}), got {len(values)}")
     for name, value in zip(fields, values):
       if not value.strip():
-        raise _BadLine("empty_field", name, "empty value")
+        raise BadRecord("empty_field", name, "empty value")
     self._check_lang(values[-1])
     return values
 
   def _check_lang(self, lang: str) -> None:
-    if lang in self.checked_langs:
+    if lang in self.languages:
       return
     if not _LANG.fullmatch(lang):
-      raise _BadLine("bad_language", "lang", f"{lang!r} is not a language code")
+      raise BadRecord("bad_language", "lang", f"{lang!r} is not a language code")
     if self.requested is not None and lang not in self.requested:
-      raise _BadLine("unknown_language", "lang",
-                     f"language {lang!r} is not one of the requested {list(self.requested)}")
-    self.checked_langs.add(lang)
-    self.languages.setdefault(lang)
+      raise BadRecord("unknown_language", "lang",
+                      f"language {lang!r} is not one of the requested {list(self.requested)}")
+    self.languages[lang] = None
 
   def _node(self, table: dict, name: str, lang: str) -> ItemRecord:
     key = node_id(name, lang)
-    rec = table.get(key)
-    if rec is None:
-      rec = table[key] = ItemRecord(key, {lang: name}, {})
-    return rec
+    if key not in table:
+      table[key] = ItemRecord(key, {lang: name}, {})
+    return table[key]
 
   def entity_line(self, values: list[str]) -> None:
     name, lang = values

@@ -66,7 +66,7 @@ import zlib
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from kmlm_jax.kg.errors import KGInputError, ReadStats, where
+from kmlm_jax.kg.errors import BadRecord, KGInputError, ReadStats, where
 from kmlm_jax.kg.graph import ItemRecord, KnowledgeGraph, build_graph
 
 # MediaWiki / Wikidata language codes that CLDR (babel) does not list.
@@ -146,8 +146,7 @@ def read_id_list(path: Path | str, kind: str) -> frozenset[str]:
   id, so Wikidata5M alias files (`Q42<TAB>name<TAB>...`) work too. Blank
   lines and `#` comments are ignored.
   """
-  pattern = {"entity": _ENTITY_ID, "relation": _RELATION_ID}[kind]
-  example = "Q42" if kind == "entity" else "P31"
+  pattern, example = {"entity": (_ENTITY_ID, "Q42"), "relation": (_RELATION_ID, "P31")}[kind]
   path = Path(path)
   ids = set()
   try:
@@ -173,15 +172,8 @@ def read_id_list(path: Path | str, kind: str) -> frozenset[str]:
 
 # ----------------------------------------------------------------- records
 
-class _BadRecord(Exception):
-  """A record the reader cannot use: reason for ReadStats, field, message."""
-
-  def __init__(self, reason: str, field: str | None, message: str):
-    super().__init__(message)
-    self.reason, self.field, self.message = reason, field, message
-
-  def as_tuple(self) -> tuple:
-    return ("bad", self.reason, self.field, self.message)
+def _bad_tuple(e: BadRecord) -> tuple:
+  return ("bad", e.reason, e.field, e.message)
 
 
 def _names(obj: dict, languages: tuple[str, ...]) -> tuple[dict, dict]:
@@ -189,7 +181,7 @@ def _names(obj: dict, languages: tuple[str, ...]) -> tuple[dict, dict]:
   labels_in, aliases_in = obj.get("labels") or {}, obj.get("aliases") or {}
   for field, table in (("labels", labels_in), ("aliases", aliases_in)):
     if not isinstance(table, dict):
-      raise _BadRecord("malformed_field", field, f"expected an object, got {type(table).__name__}")
+      raise BadRecord("malformed_field", field, f"expected an object, got {type(table).__name__}")
   labels, aliases = {}, {}
   for lang in languages:
     try:
@@ -199,21 +191,18 @@ def _names(obj: dict, languages: tuple[str, ...]) -> tuple[dict, dict]:
         raise TypeError(f"label is a {type(label).__name__}, not a string")
       if label:
         labels[lang] = label
-      group = aliases_in.get(lang)
-      if group:
-        kept, seen = [], {label}
-        for entry in group:
-          alias = entry["value"]
-          if type(alias) is not str:
-            raise TypeError(f"alias is a {type(alias).__name__}, not a string")
-          if alias and alias not in seen:
-            seen.add(alias)
-            kept.append(alias)
-        if kept:
-          aliases[lang] = kept
+      kept = {}
+      for entry in aliases_in.get(lang) or ():
+        alias = entry["value"]
+        if type(alias) is not str:
+          raise TypeError(f"alias is a {type(alias).__name__}, not a string")
+        if alias and alias != label:
+          kept.setdefault(alias)
+      if kept:
+        aliases[lang] = list(kept)
     except (KeyError, TypeError) as e:
-      raise _BadRecord("malformed_field", f"labels/aliases.{lang}",
-                       f"expected {{'value': ...}} entries ({type(e).__name__}: {e})") from None
+      raise BadRecord("malformed_field", f"labels/aliases.{lang}",
+                      f"expected {{'value': ...}} entries ({type(e).__name__}: {e})") from None
   return labels, aliases
 
 
@@ -222,8 +211,8 @@ def _item_claims(claims, relation_whitelist, counts: dict) -> list[tuple[str, st
   if not claims:
     return []
   if not isinstance(claims, dict):
-    raise _BadRecord("malformed_field", "claims",
-                     f"expected an object, got {type(claims).__name__}")
+    raise BadRecord("malformed_field", "claims",
+                    f"expected an object, got {type(claims).__name__}")
   out = []
   for pid, statements in claims.items():
     try:
@@ -245,8 +234,8 @@ def _item_claims(claims, relation_whitelist, counts: dict) -> list[tuple[str, st
           continue
         out.append((pid, value.get("id") or f"Q{value['numeric-id']}"))
     except (KeyError, TypeError, AttributeError) as e:
-      raise _BadRecord("malformed_field", f"claims.{pid}",
-                       f"malformed statement ({type(e).__name__}: {e})") from None
+      raise BadRecord("malformed_field", f"claims.{pid}",
+                      f"malformed statement ({type(e).__name__}: {e})") from None
   counts["item"] += len(out)
   return out
 
@@ -258,24 +247,20 @@ CLAIM_KINDS = ("item", "non_item", "somevalue_novalue", "deprecated", "not_in_re
 
 @dataclasses.dataclass(frozen=True)
 class LineParser:
-  """Parses one dump line on its own, with no state.
+  """Parses one dump line on its own, with no state (see the module doc).
 
-  Lines can thus be parsed in any order or on other machines
-  (`beam_pipeline.read_wikidata_dump_beam`); `DumpAssembler` files the
-  results in dump order, where duplicates and `max_entities` are decided.
   Results are plain tuples, cheap to pickle:
 
     None                          a blank line
     ("open",) / ("close",)        the array's `[` / `]`
     ("skip", reason)              a counted skip
     ("bad", reason, field, msg)   a bad record
-    ("item", qid, outcome, claim_counts)
-    ("property", pid, outcome)
+    ("item" | "property", id, outcome, claim_counts)
 
   `outcome` is an `ItemRecord`, a ("skip", ...) or a ("bad", ...), used
   only when the id is not a duplicate. `claim_counts` (per `CLAIM_KINDS`,
-  or None when the claims were not reached) counts the item's statements,
-  up to a malformed one.
+  or None for properties and when the claims were not reached) counts the
+  item's statements, up to a malformed one.
   """
 
   languages: tuple[str, ...]
@@ -302,56 +287,43 @@ class LineParser:
       return ("bad", "malformed_json", None, f"malformed JSON ({e})")
     try:
       return self._record(obj)
-    except _BadRecord as e:
-      return e.as_tuple()
+    except BadRecord as e:
+      return _bad_tuple(e)
 
   def _record(self, obj):
     if not isinstance(obj, dict):
-      raise _BadRecord("missing_id", None, f"record is a JSON {type(obj).__name__}, not an object")
+      raise BadRecord("missing_id", None, f"record is a JSON {type(obj).__name__}, not an object")
     rid = obj.get("id")
     if not isinstance(rid, str) or not rid:
-      raise _BadRecord("missing_id", "id", "record has no 'id'")
+      raise BadRecord("missing_id", "id", "record has no 'id'")
     kind = obj.get("type") or {"Q": "item", "P": "property"}.get(rid[0])
-    if kind == "item":
-      return self._item(obj, rid)
-    if kind == "property":
-      return self._property(obj, rid)
-    return ("skip", "other_entity_type")
-
-  def _item(self, obj: dict, qid: str):
-    if qid[0] != "Q":
-      raise _BadRecord("malformed_field", "id", f"item id {qid!r} does not start with 'Q'")
-    if self.entity_whitelist is not None and qid not in self.entity_whitelist:
+    if kind not in ("item", "property"):
+      return ("skip", "other_entity_type")
+    item = kind == "item"
+    prefix, whitelist = ("Q", self.entity_whitelist) if item else ("P", self.relation_whitelist)
+    if rid[0] != prefix:
+      raise BadRecord("malformed_field", "id", f"{kind} id {rid!r} does not start with {prefix!r}")
+    if whitelist is not None and rid not in whitelist:
       return ("skip", "not_in_whitelist")
     try:
       labels, aliases = _names(obj, self.languages)
-    except _BadRecord as e:
-      return ("item", qid, e.as_tuple(), None)
+    except BadRecord as e:
+      return (kind, rid, _bad_tuple(e), None)
+    if not item:
+      return (kind, rid, ItemRecord(rid, labels, aliases), None)
     if not labels:
-      return ("item", qid, ("skip", "no_label"), None)
+      return (kind, rid, ("skip", "no_label"), None)
     counts = dict.fromkeys(CLAIM_KINDS, 0)
     try:
       claims = _item_claims(obj.get("claims"), self.relation_whitelist, counts)
-    except _BadRecord as e:
-      return ("item", qid, e.as_tuple(), tuple(counts.values()))
-    return ("item", qid, ItemRecord(qid, labels, aliases, claims), tuple(counts.values()))
-
-  def _property(self, obj: dict, pid: str):
-    if pid[0] != "P":
-      raise _BadRecord("malformed_field", "id", f"property id {pid!r} does not start with 'P'")
-    if self.relation_whitelist is not None and pid not in self.relation_whitelist:
-      return ("skip", "not_in_whitelist")
-    try:
-      labels, aliases = _names(obj, self.languages)
-    except _BadRecord as e:
-      return ("property", pid, e.as_tuple())
-    return ("property", pid, ItemRecord(pid, labels, aliases))
+    except BadRecord as e:
+      return (kind, rid, _bad_tuple(e), tuple(counts.values()))
+    return (kind, rid, ItemRecord(rid, labels, aliases, claims), tuple(counts.values()))
 
 
 # ----------------------------------------------------------------- files
 
-def _open_binary(path):
-  return open(path, "rb")
+_open_binary = functools.partial(open, mode="rb")
 
 
 def dump_compression(path: Path | str, open_file=_open_binary) -> str | None:
@@ -452,7 +424,10 @@ def _read_lines(path: Path, parse: LineParser, assembler: "DumpAssembler", progr
   """The sequential hot loop: parse each line, file it, stop when told."""
   assembler.compression = compression = dump_compression(path)
   raw, stream = open_dump(path, compression)
-  bar = _progress_bar(path, raw) if progress else None
+  bar = None
+  if progress:
+    from tqdm.auto import tqdm
+    bar = tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=f"reading {path.name}")
   add = assembler.add
   lineno = 0
   try:
@@ -523,24 +498,21 @@ class DumpAssembler:
         return self._item(parsed, lineno)
       if tag == "property":
         self._property(parsed, lineno)
-      elif tag == "skip":
-        self.stats.skip(parsed[1], f"{self.path}:{lineno}")
       else:
-        self._bad(parsed, lineno)
+        self._drop(parsed, lineno)
     return False
 
-  def _bad(self, bad: tuple, lineno: int) -> None:
-    _, reason, field, message = bad
-    if not self.skip_bad:
-      raise KGInputError(f"{where(self.path, lineno, field)}: {message} (pass "
-                         "skip_bad_records=True / --skip-bad-records to count and skip "
-                         "such records)")
-    self.stats.skip(reason, f"{self.path}:{lineno}")
+  def _drop(self, outcome: tuple, lineno: int) -> None:
+    """Counts a ("skip", reason); raises or counts a ("bad", reason, field, message)."""
+    if outcome[0] == "skip":
+      self.stats.skip(outcome[1], f"{self.path}:{lineno}")
+    else:
+      self.stats.bad(self.skip_bad, self.path, lineno, *outcome[1:])
 
   def _item(self, parsed: tuple, lineno: int) -> bool:
     _, qid, outcome, claim_counts = parsed
     if qid in self.entities:
-      self._bad(("bad", "duplicate_id", "id", f"entity {qid} appears a second time"), lineno)
+      self._drop(("bad", "duplicate_id", "id", f"entity {qid} appears a second time"), lineno)
       return False
     if claim_counts is not None:
       for kind, n in zip(CLAIM_KINDS, claim_counts):
@@ -551,21 +523,19 @@ class DumpAssembler:
       if self.max_entities is not None and len(self.entities) >= self.max_entities:
         self.stopped_early = True
         return True
-    elif outcome[0] == "skip":
-      self.stats.skip(outcome[1], f"{self.path}:{lineno}")
     else:
-      self._bad(outcome, lineno)
+      self._drop(outcome, lineno)
     return False
 
   def _property(self, parsed: tuple, lineno: int) -> None:
-    _, pid, outcome = parsed
+    _, pid, outcome, _ = parsed
     if pid in self.properties:
-      self._bad(("bad", "duplicate_id", "id", f"property {pid} appears a second time"), lineno)
+      self._drop(("bad", "duplicate_id", "id", f"property {pid} appears a second time"), lineno)
     elif isinstance(outcome, ItemRecord):
       # Kept or skipped as `unused_property` in `finish`, once the triples are known.
       self.properties[pid] = (outcome, lineno)
     else:
-      self._bad(outcome, lineno)
+      self._drop(outcome, lineno)
 
   # -- after the last line
 
@@ -579,13 +549,12 @@ class DumpAssembler:
     if not self.entities:
       raise KGInputError(f"{path}: none of the {stats.records_read} records became an entity "
                          f"(skipped: {dict(stats.skipped)})")
-    used = self._used_relations()
-    relation_records, without_record = [], []
-    for pid in used:
-      found = self.properties.get(pid)
-      relation_records.append(found[0] if found else ItemRecord(pid, {}, {}))
-      if not found:
-        without_record.append(pid)
+    # Properties of claims whose tail is a kept entity, in first-use order.
+    used = {pid: None for rec in self.entities.values() for pid, target in rec.claims
+            if target in self.entities}
+    without_record = [pid for pid in used if pid not in self.properties]
+    relation_records = [self.properties[pid][0] if pid in self.properties
+                        else ItemRecord(pid, {}, {}) for pid in used]
     for pid, (_, lineno) in self.properties.items():
       if pid in used:
         stats.records_kept += 1
@@ -604,17 +573,3 @@ class DumpAssembler:
         "claims": dict(self.claim_counts), "stopped_early": self.stopped_early,
     }
     return graph, stats, info
-
-  def _used_relations(self) -> dict[str, None]:
-    """Properties of claims whose tail is a kept entity, in first-use order."""
-    entities, used = self.entities, {}
-    for rec in entities.values():
-      for pid, target in rec.claims:
-        if target in entities:
-          used.setdefault(pid)
-    return used
-
-
-def _progress_bar(path: Path, raw):
-  from tqdm.auto import tqdm
-  return tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=f"reading {path.name}")
