@@ -112,11 +112,10 @@ class AdapterExperimentConfig:
     for mode in self.eval.modes:
       if mode not in ("base", FUSION, *names):
         raise ConfigError(f"eval.modes: unknown mode {mode!r}")
-    if self.data.pooling not in POOLINGS:
-      raise ConfigError(f"data.pooling must be one of {POOLINGS}, got {self.data.pooling!r}")
-    if self.data.sentences not in SENTENCES:
-      raise ConfigError(f"data.sentences must be one of {SENTENCES}, got "
-                        f"{self.data.sentences!r}")
+    for field, allowed in (("pooling", POOLINGS), ("sentences", SENTENCES)):
+      if getattr(self.data, field) not in allowed:
+        raise ConfigError(f"data.{field} must be one of {allowed}, got "
+                          f"{getattr(self.data, field)!r}")
     unknown = [t for t in self.eval.tasks if t not in TASKS]
     if unknown:
       raise ConfigError(f"eval.tasks: unknown {unknown}; known {TASKS}")

@@ -34,7 +34,7 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -46,8 +46,6 @@ from kmlm_jax.kg.sentences import SOURCE_LANG
 
 log = logging.getLogger("kmlm_jax.adapters")
 SOURCES = ("ep", "tp", "es", "ts")
-BATCH_KEYS = ("left_ids", "left_mask", "left_pool", "right_ids", "right_mask", "right_pool",
-              "keys")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,9 +199,8 @@ def trex_sentences(paths: Sequence[str], corpus: AdapterCorpus, lang: str = SOUR
     log.info("%s: %d alignments from %d documents; skipped: %d documents %s, triples %s",
              path, len(found.alignments), found.stats.records_kept, found.stats.num_skipped,
              dict(found.stats.skipped), dict(found.skipped_triples))
-    for a in found.alignments:
-      out.append(Sentence(a.sentence, a.subject_span, a.object_span,
-                          key(a.subject_id, a.subject), key(a.object_id, a.object), lang))
+    out += [Sentence(a.sentence, a.subject_span, a.object_span, key(a.subject_id, a.subject),
+                     key(a.object_id, a.object), lang) for a in found.alignments]
   return out
 
 
@@ -263,13 +260,11 @@ def es_source(corpus: AdapterCorpus, sentences: list[Sentence], hold_out: bool) 
     s = sentences[i]
     use_head = bool(rng.integers(2))
     entity, span = (s.head, s.head_span) if use_head else (s.tail, s.tail_span)
-    mention = s.text[span[0]:span[1]]
+    label = s.text[span[0]:span[1]]  # the mention, for entities without a usable label
     if entity < g.num_entities and ok[entity].any():
+      # Another language's label when there is one; else the only usable one is s.lang's.
       others = [j for j in np.flatnonzero(ok[entity]) if langs[j] != s.lang]
-      lang = langs[rng.choice(others)] if others else s.lang
-      label = g.entity_label(entity, lang) if ok[entity, langs.index(lang)] else mention
-    else:
-      label = mention
+      label = g.entity_label(entity, langs[rng.choice(others)] if others else s.lang)
     return Pair(Side(s.text, span=span), Side(label), entity)
 
   return Source("es", len(sentences), make)
@@ -296,17 +291,9 @@ def build_sources(corpus: AdapterCorpus, names: Sequence[str], *, sentences: str
   if any(n in ("es", "ts") for n in names):
     text = generated_sentences(corpus, sentences, hold_out) + trex_sentences(
         trex, corpus, skip_bad=trex_skip_bad)
-  out = {}
-  for name in names:
-    if name == "ep":
-      out[name] = ep_source(corpus)
-    elif name == "tp":
-      out[name] = tp_source(corpus, hold_out)
-    elif name == "es":
-      out[name] = es_source(corpus, text, hold_out)
-    else:
-      out[name] = ts_source(text)
-  return out
+  make = {"ep": lambda: ep_source(corpus), "tp": lambda: tp_source(corpus, hold_out),
+          "es": lambda: es_source(corpus, text, hold_out), "ts": lambda: ts_source(text)}
+  return {name: make[name]() for name in names}
 
 
 # ---------------------------------------------------------------- tokens
@@ -358,8 +345,7 @@ class TextEncoder:
     v, t = self.vocab, self.length
     row = np.full(t, v.pad_id, np.int32)
     row[:len(ids) + 2] = [v.bos_id, *ids, v.eos_id]
-    mask = np.zeros(t, np.int32)
-    mask[:len(ids) + 2] = 1
+    mask = (np.arange(t) < len(ids) + 2).astype(np.int32)
     if side.span is not None:
       pool = np.zeros(t, np.float32)
       pool[[k - start + 1 for k in keep if 0 <= k - start < room]] = 1.0
@@ -372,21 +358,10 @@ class TextEncoder:
       self._cache[side] = out
     return out
 
-  def encode_texts(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-    """{"ids", "mask", "pool"} [N, T] of whole texts."""
-    rows = [self.encode(Side(t)) for t in texts]
+  def encode_sides(self, sides: Iterable[Side]) -> dict[str, np.ndarray]:
+    """{"ids", "mask", "pool"} [N, T]."""
+    rows = [self.encode(s) for s in sides]
     return {k: np.stack([r[i] for r in rows]) for i, k in enumerate(("ids", "mask", "pool"))}
-
-
-def collate(pairs: Sequence[Pair], encoder: TextEncoder) -> dict[str, np.ndarray]:
-  """A batch: {left,right}_{ids,mask,pool} [B, T] and keys [B]."""
-  out = {}
-  for side in ("left", "right"):
-    rows = [encoder.encode(getattr(p, side)) for p in pairs]
-    for i, k in enumerate(("ids", "mask", "pool")):
-      out[f"{side}_{k}"] = np.stack([r[i] for r in rows])
-  out["keys"] = np.asarray([p.key for p in pairs], np.int32)
-  return out
 
 
 class PairBatches:
@@ -408,10 +383,12 @@ class PairBatches:
           [self.seed, self.source_id, epoch, 1]).permutation(self.source.size)}
     return int(self._perms[epoch][i])
 
-  def pairs(self, step: int) -> list[Pair]:
-    first = step * self.batch_size
-    return [self.source.make(self._atom(g), np.random.default_rng([self.seed, self.source_id, g]))
-            for g in range(first, first + self.batch_size)]
-
   def batch(self, step: int) -> dict[str, np.ndarray]:
-    return collate(self.pairs(step), self.encoder)
+    """{left,right}_{ids,mask,pool} [B, T] and keys [B] of step `step`."""
+    first = step * self.batch_size
+    pairs = [self.source.make(self._atom(g), np.random.default_rng([self.seed, self.source_id, g]))
+             for g in range(first, first + self.batch_size)]
+    out = {f"{side}_{k}": v for side in ("left", "right")
+           for k, v in self.encoder.encode_sides([getattr(p, side) for p in pairs]).items()}
+    out["keys"] = np.asarray([p.key for p in pairs], np.int32)
+    return out

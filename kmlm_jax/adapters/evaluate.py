@@ -103,40 +103,32 @@ def embed(trainer: train_lib.AdapterTrainer, params, active, texts: list[str],
   fn = trainer.encoder(active)
   ways = trainer.partitioner.batch_ways()
   batch_size = -(-batch_size // ways) * ways
-  arrays = encoder.encode_texts(unique + [""])
-  pad_row = {k: v[-1] for k, v in arrays.items()}
+  arrays = encoder.encode_sides(map(data_lib.Side, unique + [""]))  # "" pads a short batch
   lengths = arrays["mask"][:-1].sum(axis=1)
   order = np.argsort(lengths, kind="stable")
   full = arrays["ids"].shape[1]
-  out = np.zeros((len(unique), 0), np.float32)
+  out = {}
   for start in range(0, len(unique), batch_size):
     rows = order[start:start + batch_size]
     width = full if encoder.pooling == "unmasked" else min(
         full, -(-int(lengths[rows].max()) // 8) * 8)
-    batch = {}
-    for k, v in arrays.items():
-      part = np.concatenate([v[rows], np.repeat(pad_row[k][None], batch_size - len(rows), 0)])
-      batch[k] = part[:, :width]
-    emb = np.asarray(jax.device_get(fn(params, batch["ids"], batch["mask"], batch["pool"])))
-    if not out.shape[1]:
-      out = np.zeros((len(unique), emb.shape[1]), np.float32)
-    out[rows] = emb[:len(rows)]
-  return dict(zip(unique, out))
+    padded = np.concatenate([rows, np.full(batch_size - len(rows), len(unique))])
+    batch = [arrays[k][padded, :width] for k in ("ids", "mask", "pool")]
+    emb = np.asarray(jax.device_get(fn(params, *batch)), np.float32)
+    out.update(zip((unique[i] for i in rows), emb))
+  return out
 
 
-def evaluate(config: AdapterExperimentConfig, workdir: Path | str, *,
-             adapters_dir: Path | str | None = None) -> dict:
+def evaluate(config: AdapterExperimentConfig, workdir: Path | str) -> dict:
   """Scores every mode of `config.eval.modes`; writes WORKDIR/eval/results.{json,md}."""
   workdir = Path(workdir)
   setup = train_lib.resolve(config, workdir)
-  trainer = train_lib.make_trainer(setup)
+  trainer = train_lib.adapter_trainer(setup)
   params = train_lib.init_params(setup.model_config, config.adapters, config.train.seed,
                                  setup.base_params)
-  needs_adapters = any(m != "base" for m in config.eval.modes)
-  base_fp = train_lib.fingerprint(params["encoder"])
-  if needs_adapters:
-    trained, meta = train_lib.load_adapters(adapters_dir or workdir / "adapters")
-    if meta.get("base_fingerprint") != base_fp:
+  if any(m != "base" for m in config.eval.modes):
+    trained, meta = train_lib.load_adapters(workdir / "adapters")
+    if meta.get("base_fingerprint") != train_lib.fingerprint(params["encoder"]):
       raise ConfigError("the adapters were trained on another base (its fingerprint differs); "
                         "evaluate with the training config (same init_from and train.seed)")
     params.update(trained)

@@ -48,25 +48,22 @@ ADAPTERHUB_FUSION_CONFIG = {
 MODEL_CLASS = {"xlmr": ("XLMRobertaModel", "xlm-roberta"), "bert": ("BertModel", "bert")}
 
 
-def layer_prefix(model: ModelConfig, i: int) -> str:
-  return f"{ENCODER_PREFIX[model.flavour]}encoder.layer.{i}.output."
-
-
 def adapter_state_dict(params: dict, model: ModelConfig,
                        adapters: AdapterConfig) -> dict[str, np.ndarray]:
   """{AdapterHub name: fp32 array} of `params` = {"adapters": {...}, "fusion": {...}}."""
-  a = {k: np.asarray(v, np.float32) for k, v in params["adapters"].items()}
+  fp32 = lambda group: {k: np.asarray(v, np.float32) for k, v in params[group].items()}
+  a, fused = fp32("adapters"), adapters.fusion and "fusion" in params
+  f = fp32("fusion") if fused else {}
   out = {}
   for i in range(model.num_layers):
-    p = layer_prefix(model, i)
+    p = f"{ENCODER_PREFIX[model.flavour]}encoder.layer.{i}.output."
     for j, name in enumerate(adapters.names):
       q = f"{p}adapters.{name}."
       out[q + "adapter_down.0.weight"] = a["down_kernel"][i, j].T
       out[q + "adapter_down.0.bias"] = a["down_bias"][i, j]
       out[q + "adapter_up.weight"] = a["up_kernel"][i, j].T
       out[q + "adapter_up.bias"] = a["up_bias"][i, j]
-    if adapters.fusion and "fusion" in params:
-      f = {k: np.asarray(v, np.float32) for k, v in params["fusion"].items()}
+    if fused:
       q = f"{p}adapter_fusion_layer.{adapters.fusion_name}."
       for part in ("query", "key"):
         out[q + f"{part}.weight"] = f[f"{part}_kernel"][i].T
@@ -139,13 +136,13 @@ def verify_layers(out: Path | str, params: dict, model: ModelConfig, adapters: A
                   seed: int = 0) -> float:
   """Max |Flax - PyTorch| of every layer's adapter and fusion outputs on random
   feed-forward outputs h [2, 7, D], over all modes."""
-  import jax
   import jax.numpy as jnp
   import torch
 
   from kmlm_jax.models import adapters as lib
   module, _ = load_torch_export(out)
   h = np.random.default_rng(seed).standard_normal((2, 7, model.hidden_size)).astype(np.float32)
+  hj = jnp.asarray(h)
   modes = list(adapters.names) + (["fusion"] if adapters.fusion and "fusion" in params else [])
   worst = 0.0
   for i in range(model.num_layers):
@@ -153,14 +150,12 @@ def verify_layers(out: Path | str, params: dict, model: ModelConfig, adapters: A
     a = layer_params("adapters")
     for mode in modes:
       if mode == "fusion":
-        ours = lib.fuse(jnp.asarray(h), lib.adapter_outputs(jnp.asarray(h), a),
-                        layer_params("fusion"))
+        ours = lib.fuse(hj, lib.adapter_outputs(hj, a), layer_params("fusion"))
       else:
-        j = adapters.index(mode)
-        ours = lib.single_adapter(jnp.asarray(h), {k: v[j] for k, v in a.items()})
+        ours = lib.single_adapter(hj, {k: v[adapters.index(mode)] for k, v in a.items()})
       with torch.no_grad():
         theirs = module.layer(i)(torch.from_numpy(h), mode).numpy()
-      worst = max(worst, float(np.abs(np.asarray(jax.device_get(ours)) - theirs).max()))
+      worst = max(worst, float(np.abs(np.asarray(ours) - theirs).max()))
   return worst
 
 

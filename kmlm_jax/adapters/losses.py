@@ -33,8 +33,7 @@ def info_nce(left: jax.Array, right: jax.Array, keys: jax.Array, temperature: fl
   """
   logits = normalize(left) @ normalize(right).T / temperature  # [B, B]
   b = logits.shape[0]
-  eye = jnp.eye(b, dtype=bool)
-  clash = (keys[:, None] == keys[None, :]) & ~eye
+  clash = (keys[:, None] == keys[None, :]) & ~jnp.eye(b, dtype=bool)
   logits = jnp.where(clash, -1e9, logits)
   loss = -jnp.diagonal(jax.nn.log_softmax(logits, axis=-1)).mean()
   if symmetric:

@@ -6,11 +6,7 @@ axes. Each stage is an `AdapterTask` run by the one trainer
 (`kmlm_jax.training.trainer`): it freezes through the optimizer (gradients
 and Adam moments exist only for the trained group; AdamW with warm-up +
 linear decay and clipping), and a non-finite step stops the run with
-`NonFiniteLoss`. An adapter stage trains one slice of the [L, A, ...]
-adapter stack -- the adapter's index is a traced batch value, so all
-adapter stages share one compiled step -- and keeps the other slices as
-they were. The fusion stage trains the fusion layer on the data of all
-adapters, one source per step in turn.
+`NonFiniteLoss`.
 
 Outputs in WORKDIR: adapters/ (params.npz + adapter_config.json, rewritten
 after each stage), tb/ (TensorBoard), config.json, summary.json, and kg/
@@ -37,7 +33,7 @@ from jax.sharding import Mesh
 
 from kmlm_jax import fileio, sharding
 from kmlm_jax.adapters import data as data_lib
-from kmlm_jax.adapters.config import AdapterExperimentConfig, AdapterTrainConfig
+from kmlm_jax.adapters.config import AdapterExperimentConfig
 from kmlm_jax.adapters.losses import info_nce, mean_pool, normalize
 from kmlm_jax.config import ModelConfig, OptimizerConfig
 from kmlm_jax.errors import NonFiniteLoss
@@ -47,8 +43,7 @@ from kmlm_jax.models.adapters import (FUSION, AdaptedEncoder, AdapterConfig, Ada
                                       KnowledgeAdapters)
 from kmlm_jax.models.encoder import Encoder
 from kmlm_jax.sharding import Partitioner
-from kmlm_jax.training.trainer import Task, Trainer
-from kmlm_jax.training.trainer import make_trainer as make_step_trainer
+from kmlm_jax.training.trainer import Task, Trainer, make_trainer
 
 log = logging.getLogger("kmlm_jax.adapters")
 
@@ -135,10 +130,6 @@ def make_sources(setup: Setup) -> dict[str, data_lib.PairBatches]:
 # ---------------------------------------------------------------- parameters
 
 
-def abstract_model(model_config: ModelConfig, adapters: AdapterConfig) -> AdaptedEncoder:
-  return nnx.eval_shape(lambda: AdaptedEncoder(model_config, adapters, rngs=nnx.Rngs(0)))
-
-
 def init_params(model_config: ModelConfig, adapters: AdapterConfig, seed: int,
                 base_params: dict | None = None) -> dict:
   """Pure-dict parameters: the given base (or a random one from `seed`), fresh
@@ -156,16 +147,14 @@ def init_params(model_config: ModelConfig, adapters: AdapterConfig, seed: int,
 
 def check_structure(params: dict, abstract: dict) -> None:
   """Fails with the names when `params` does not match the model's parameters."""
-  got = {"/".join(map(str, p)): np.shape(v) for p, v in jax.tree_util.tree_flatten_with_path(
-      params)[0]}
-  want = {"/".join(map(str, p)): tuple(v.shape) for p, v in
-          jax.tree_util.tree_flatten_with_path(abstract)[0]}
+  shapes = lambda tree: {"/".join(map(str, p)): np.shape(v)
+                         for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  got, want = shapes(params), shapes(abstract)
   if got != want:
-    missing = sorted(set(want) - set(got))
-    extra = sorted(set(got) - set(want))
-    shapes = sorted(k for k in set(got) & set(want) if got[k] != want[k])
+    missing, extra = sorted(want.keys() - got.keys()), sorted(got.keys() - want.keys())
+    wrong = sorted(k for k in set(got) & set(want) if got[k] != want[k])
     raise ConfigError(f"parameters do not fit the model: missing {missing[:5]}, unexpected "
-                      f"{extra[:5]}, wrong shapes {shapes[:5]}")
+                      f"{extra[:5]}, wrong shapes {wrong[:5]}")
 
 
 def fingerprint(tree: dict) -> str:
@@ -180,12 +169,6 @@ def fingerprint(tree: dict) -> str:
 # ---------------------------------------------------------------- the tasks
 
 
-def optimizer_config(train: AdapterTrainConfig, steps: int) -> OptimizerConfig:
-  """AdamW of one stage of `steps` steps: warm-up + linear decay, clipping, weight decay."""
-  return OptimizerConfig(train.learning_rate, steps, train.warmup_steps, train.weight_decay,
-                         grad_clip_norm=train.grad_clip_norm)
-
-
 @dataclasses.dataclass
 class AdapterTask(Task):
   """InfoNCE of pairs through the adapted encoder, training one group: "adapters" (the
@@ -197,15 +180,13 @@ class AdapterTask(Task):
   accumulates = False  # in-batch negatives couple the rows of a batch
 
   def __post_init__(self):
-    model = abstract_model(self.setup.model_config, self.setup.config.adapters)
+    s = self.setup
+    model = nnx.eval_shape(lambda: AdaptedEncoder(s.model_config, s.config.adapters,
+                                                  rngs=nnx.Rngs(0)))
     self.graphdef, self.abstract = nnx.split(model, nnx.Param)
 
   def abstract_params(self):
     return self.abstract
-
-  def init_params(self) -> dict:
-    s = self.setup
-    return init_params(s.model_config, s.config.adapters, s.config.train.seed, s.base_params)
 
   def trainable(self, path) -> bool:
     return path[0] == self.group
@@ -259,15 +240,11 @@ class AdapterTrainer:
 
   def __post_init__(self):
     self.tasks = {g: AdapterTask(self.setup, g) for g in ("adapters", FUSION)
-                  if g != FUSION or self.config.adapters.fusion}
+                  if g != FUSION or self.setup.config.adapters.fusion}
     task = self.tasks["adapters"]
     self.graphdef = task.graphdef
     self.param_shardings = self.partitioner.shardings(task.abstract)
     self.abstract_params = nnx.to_pure_dict(task.abstract)
-
-  @property
-  def config(self) -> AdapterExperimentConfig:
-    return self.setup.config
 
   @property
   def mesh(self) -> Mesh:
@@ -280,10 +257,12 @@ class AdapterTrainer:
   def trainer(self, group: str) -> Trainer:
     """The jitted step training `group` ("adapters": every adapter stage; "fusion")."""
     if group not in self._trainers:
-      c = self.config.train
+      c = self.setup.config.train
       steps = c.fusion_steps if group == FUSION else c.adapter_steps
-      self._trainers[group] = make_step_trainer(self.tasks[group], self.partitioner,
-                                                optimizer_config(c, steps), seed=c.seed)
+      optimizer = OptimizerConfig(c.learning_rate, steps, c.warmup_steps, c.weight_decay,
+                                  grad_clip_norm=c.grad_clip_norm)
+      self._trainers[group] = make_trainer(self.tasks[group], self.partitioner, optimizer,
+                                           seed=c.seed)
     return self._trainers[group]
 
   def encoder(self, active) -> Callable:
@@ -302,7 +281,7 @@ class AdapterTrainer:
     return self._encoders[active]
 
 
-def make_trainer(setup: Setup, devices=None) -> AdapterTrainer:
+def adapter_trainer(setup: Setup, devices=None) -> AdapterTrainer:
   """The run's trainer on the mesh of `config.mesh` over `devices` (None: all)."""
   partitioner = Partitioner.from_config(setup.config.mesh, devices)
   partitioner.check_batch(setup.config.train.batch_size, "train.batch_size")
@@ -356,7 +335,7 @@ def train(config: AdapterExperimentConfig, workdir: Path | str, *, progress: boo
   workdir = Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   setup = resolve(config, workdir)
-  run = make_trainer(setup, devices)
+  run = adapter_trainer(setup, devices)
   batches = make_sources(setup)
   c = config.train
   params = init_params(setup.model_config, config.adapters, c.seed, setup.base_params)
@@ -380,8 +359,7 @@ def train(config: AdapterExperimentConfig, workdir: Path | str, *, progress: boo
     t0 = time.perf_counter()
     bad = jnp.zeros((), jnp.int32)  # the first step whose update was not applied, 0: none
     for s in range(steps):
-      source = stage if stage != FUSION else names[s % len(names)]
-      local = s if stage != FUSION else s // len(names)
+      source, local = (names[s % len(names)], s // len(names)) if stage == FUSION else (stage, s)
       state, metrics = trainer.step(state, stage_batch(batches[source].batch(local), index))
       bad = jnp.where((bad == 0) & ~metrics["finite"], s + 1, bad)
       if (s + 1) % c.log_every == 0 or s + 1 == steps:
@@ -390,11 +368,11 @@ def train(config: AdapterExperimentConfig, workdir: Path | str, *, progress: boo
           raise NonFiniteLoss(f"adapters stage {stage} step {int(bad)}: the loss or gradient "
                               "is not finite; the update was not applied (lower "
                               "train.learning_rate)")
-        record = {"stage": stage, "step": s + 1, "loss": float(m["loss"]),
-                  "accuracy": float(m["accuracy"]), "grad_norm": float(m["grad_norm"])}
+        keys = ("loss", "accuracy", "grad_norm")
+        record = {"stage": stage, "step": s + 1, **{k: float(m[k]) for k in keys}}
         history.append(record)
         if writer is not None:
-          for k in ("loss", "accuracy", "grad_norm"):
+          for k in keys:
             writer.add_scalar(f"{stage}/{k}", record[k], global_step + s + 1)
         bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.2f}")
       bar.update(1)
@@ -405,11 +383,10 @@ def train(config: AdapterExperimentConfig, workdir: Path | str, *, progress: boo
     log.info("stage %s: %d steps in %.1fs", stage, steps, time.perf_counter() - t0)
     if jax.process_index() == 0:
       save_adapters(workdir / "adapters", params, setup, done, base_before)
-  base_after = fingerprint(params["encoder"])
-  if base_after != base_before:
+  if fingerprint(params["encoder"]) != base_before:
     raise AssertionError("the frozen base parameters changed during adapter training")
   summary = {"name": config.name, "base": setup.base, "stages": done, "history": history,
-             "base_fingerprint": base_before, "base_unchanged": base_after == base_before,
+             "base_fingerprint": base_before, "base_unchanged": True,
              "seconds": time.perf_counter() - started,
              "pairs": {n: b.source.size for n, b in batches.items()}}
   if writer is not None:

@@ -26,6 +26,7 @@ import bz2
 import collections
 import dataclasses
 import gzip
+import itertools
 import json
 from pathlib import Path
 from typing import Iterator
@@ -44,8 +45,6 @@ class TrexAlignment:
   subject_id: str
   predicate_id: str
   object_id: str
-  predicate: str  # the predicate's surface form, "" when it has none
-  doc: str
 
   @property
   def subject(self) -> str:
@@ -56,17 +55,10 @@ class TrexAlignment:
     return self.sentence[self.object_span[0]:self.object_span[1]]
 
 
-def _open_text(path: Path):
-  if path.suffix == ".gz":
-    return gzip.open(path, "rt", encoding="utf-8")
-  if path.suffix == ".bz2":
-    return bz2.open(path, "rt", encoding="utf-8")
-  return open(path, encoding="utf-8")
-
-
 def _documents(path: Path) -> Iterator[tuple[str, object]]:
   """(location, parsed document or the JSON error) pairs."""
-  with _open_text(path) as f:
+  opener = {".gz": gzip.open, ".bz2": bz2.open}.get(path.suffix, open)
+  with opener(path, "rt", encoding="utf-8") as f:
     head = f.read(1)
     while head and head.isspace():
       head = f.read(1)
@@ -80,18 +72,12 @@ def _documents(path: Path) -> Iterator[tuple[str, object]]:
       for i, doc in enumerate(docs):
         yield f"{path}: document {i}", doc
       return
-    yield from _parse_line(path, 1, head + f.readline())
-    for number, line in enumerate(f, 2):
-      yield from _parse_line(path, number, line)
-
-
-def _parse_line(path: Path, number: int, line: str):
-  if not line.strip():
-    return
-  try:
-    yield where(path, number), json.loads(line)
-  except json.JSONDecodeError as e:
-    yield where(path, number), e
+    for number, line in enumerate(itertools.chain([head + f.readline()], f), 1):
+      if line.strip():
+        try:
+          yield where(path, number), json.loads(line)
+        except json.JSONDecodeError as e:
+          yield where(path, number), e
 
 
 def _wikidata_id(uri) -> str:
@@ -150,14 +136,9 @@ def _alignments(doc, loc: str, skipped: collections.Counter) -> list[TrexAlignme
       if not (lo <= b and e <= hi):
         raise KGInputError(f"{loc}: field 'triples[{t}].{role}.boundaries': [{b}, {e}] is not "
                            f"inside its sentence [{lo}, {hi}]")
-    out.append(TrexAlignment(
-        sentence=text[lo:hi], subject_span=(subj[0] - lo, subj[1] - lo),
-        object_span=(obj[0] - lo, obj[1] - lo),
-        subject_id=_wikidata_id(parts["subject"].get("uri")),
-        predicate_id=_wikidata_id(parts["predicate"].get("uri")),
-        object_id=_wikidata_id(parts["object"].get("uri")),
-        predicate=parts["predicate"].get("surfaceform") or "",
-        doc=str(doc.get("docid", ""))))
+    ids = (_wikidata_id(part.get("uri")) for part in parts.values())  # subject, predicate, object
+    out.append(TrexAlignment(text[lo:hi], (subj[0] - lo, subj[1] - lo),
+                             (obj[0] - lo, obj[1] - lo), *ids))
   return out
 
 

@@ -80,7 +80,14 @@ class AdapterConfig:
     return ",".join(self.names)
 
 
-class KnowledgeAdapters(nnx.Module):
+class _Stacked(nnx.Module):
+  """`params()`: {name: array} of the module's stacked parameters."""
+
+  def params(self) -> dict[str, jax.Array]:
+    return nnx.to_pure_dict(nnx.state(self, nnx.Param))
+
+
+class KnowledgeAdapters(_Stacked):
   """A adapters in each of L layers, parameters stacked [L, A, ...]."""
 
   def __init__(self, model: ModelConfig, config: AdapterConfig, *, rngs: nnx.Rngs):
@@ -95,11 +102,8 @@ class KnowledgeAdapters(nnx.Module):
                            ("layers", "adapters", "adapter_bottleneck", "embed"))
     self.up_bias = param(zeros, rngs, (l, a, d), ("layers", "adapters", "embed"))
 
-  def params(self) -> dict[str, jax.Array]:
-    return {n: getattr(self, n)[...] for n in ("down_kernel", "down_bias", "up_kernel", "up_bias")}
 
-
-class AdapterFusion(nnx.Module):
+class AdapterFusion(_Stacked):
   """Per-layer fusion parameters, stacked [L, ...]."""
 
   def __init__(self, model: ModelConfig, config: AdapterConfig, *, rngs: nnx.Rngs):
@@ -112,10 +116,6 @@ class AdapterFusion(nnx.Module):
     self.key_kernel = param(normal, rngs, (l, d, d), ("layers", "embed", None))
     self.key_bias = param(zeros, rngs, (l, d), ("layers", None))
     self.value_kernel = param(identity, rngs, (l, d, d), ("layers", "embed", None))
-
-  def params(self) -> dict[str, jax.Array]:
-    return {n: getattr(self, n)[...] for n in
-            ("query_kernel", "query_bias", "key_kernel", "key_bias", "value_kernel")}
 
 
 # ------------------------------------------------------------ layer functions
@@ -148,13 +148,13 @@ def fuse(h: jax.Array, outputs: jax.Array, p: dict) -> jax.Array:
   return h + jnp.einsum("bta,btad->btd", probs, v)
 
 
-def adapter_hook(adapters: dict, fusion: dict | None, active, *,
-                 names: tuple[str, ...] | None = None) -> tuple[dict, Callable] | None:
+def adapter_hook(adapters: dict, fusion: dict | None, active,
+                 names: tuple[str, ...]) -> tuple[dict, Callable] | None:
   """The `(params [L, ...], fn)` the encoder's layer scan takes.
 
   `active`: None (no adapter), an adapter index (int, static or a traced
   int32 scalar; its slice of the stack is taken with a dynamic index so
-  every adapter shares one compiled program), an adapter name (with
+  every adapter shares one compiled program), an adapter name (one of
   `names`), or "fusion" (all adapters and the fusion layer).
   """
   if active is None:
@@ -165,8 +165,6 @@ def adapter_hook(adapters: dict, fusion: dict | None, active, *,
     return ({"adapters": adapters, "fusion": fusion},
             lambda h, p: fuse(h, adapter_outputs(h, p["adapters"]), p["fusion"]))
   if isinstance(active, str):
-    if names is None:
-      raise ValueError("an adapter given by name needs `names`")
     active = names.index(active)
   one = {k: jax.lax.dynamic_index_in_dim(v, active, axis=1, keepdims=False)
          for k, v in adapters.items()}
@@ -192,6 +190,6 @@ class AdaptedEncoder(nnx.Module):
                dropout_rng=None) -> EncoderOutput:
     """[B, T] ids -> hidden [B, T, D]; `active` as in `adapter_hook`."""
     fusion = self.fusion.params() if self.fusion is not None else None
-    hook = adapter_hook(self.adapters.params(), fusion, active, names=self.adapter_config.names)
+    hook = adapter_hook(self.adapters.params(), fusion, active, self.adapter_config.names)
     return self.encoder(input_ids, attention_mask=attention_mask, dropout_rng=dropout_rng,
                         adapter=hook)

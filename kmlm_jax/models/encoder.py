@@ -182,14 +182,11 @@ class Pooler(nnx.Module):
     return jnp.tanh(first @ self.kernel[...] + self.bias[...])
 
 
+@jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class EncoderOutput:
   hidden: jax.Array  # [B, T, D] compute dtype
   pooled: jax.Array | None  # [B, D] fp32, when the config has a pooler
-
-
-jax.tree_util.register_dataclass(EncoderOutput, data_fields=["hidden", "pooled"],
-                                 meta_fields=[])
 
 
 class Encoder(nnx.Module):

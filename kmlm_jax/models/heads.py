@@ -10,11 +10,6 @@ from kmlm_jax.config import ModelConfig
 from kmlm_jax.models.layers import layer_norm, param
 
 
-def gather_positions(hidden: jax.Array, positions: jax.Array) -> jax.Array:
-  """[B, T, D] x [B, P] int -> [B, P, D]."""
-  return jnp.take_along_axis(hidden, positions[..., None].astype(jnp.int32), axis=1)
-
-
 class MLMHead(nnx.Module):
   """dense -> gelu -> LayerNorm -> tied decoder (word embeddings) + own bias.
 
@@ -37,8 +32,8 @@ class MLMHead(nnx.Module):
   def __call__(self, hidden, word_embeddings, positions=None):
     """Returns fp32 logits [B, P, V] (or [B, T, V] when positions is None)."""
     c = self.config
-    if positions is not None:
-      hidden = gather_positions(hidden, positions)
+    if positions is not None:  # [B, T, D] -> [B, P, D]
+      hidden = jnp.take_along_axis(hidden, positions[..., None].astype(jnp.int32), axis=1)
     h = jnp.einsum("bpd,de->bpe", hidden, self.dense_kernel[...].astype(c.dtype))
     h = jax.nn.gelu(h + self.dense_bias[...], approximate=False)
     h = layer_norm(h, self.norm_scale[...], self.norm_bias[...], c.layer_norm_eps).astype(c.dtype)

@@ -67,32 +67,24 @@ class KGEConfig:
 
 
 def init_params(config: KGEConfig, num_entities: int, num_relations: int, key) -> dict:
-  """{'entity': [E, k] or [E, 2k], 'relation': [R, k]} fp32."""
+  """{'entity': [E, k] or [E, 2k], 'relation': [R, k]} fp32, uniform in [-bound, bound]."""
   ke, kr = jax.random.split(key)
+  k = config.dim
   if config.model == "transe":
-    bound = 6.0 / np.sqrt(config.dim)
-    return {"entity": jax.random.uniform(ke, (num_entities, config.dim), minval=-bound,
-                                         maxval=bound),
-            "relation": jax.random.uniform(kr, (num_relations, config.dim), minval=-bound,
-                                           maxval=bound)}
-  bound = (config.margin + 2.0) / config.dim
-  return {"entity": jax.random.uniform(ke, (num_entities, 2 * config.dim), minval=-bound,
-                                       maxval=bound),
-          "relation": jax.random.uniform(kr, (num_relations, config.dim), minval=-np.pi,
-                                         maxval=np.pi)}
-
-
-def _transe_entities(config: KGEConfig, params):
-  e = params["entity"]
-  if not config.normalize_entities:
-    return e
-  return e / jnp.maximum(jnp.linalg.norm(e, axis=-1, keepdims=True), 1e-12)
+    width, entity_bound, relation_bound = k, 6.0 / np.sqrt(k), 6.0 / np.sqrt(k)
+  else:
+    width, entity_bound, relation_bound = 2 * k, (config.margin + 2.0) / k, np.pi
+  uniform = lambda key, shape, bound: jax.random.uniform(key, shape, minval=-bound, maxval=bound)
+  return {"entity": uniform(ke, (num_entities, width), entity_bound),
+          "relation": uniform(kr, (num_relations, k), relation_bound)}
 
 
 def distance(config: KGEConfig, params: dict, h, r, t) -> jax.Array:
   """d(h, r, t) for broadcastable int index arrays (lower = more plausible)."""
   if config.model == "transe":
-    e = _transe_entities(config, params)
+    e = params["entity"]
+    if config.normalize_entities:
+      e = e / jnp.maximum(jnp.linalg.norm(e, axis=-1, keepdims=True), 1e-12)
     diff = e[h] + params["relation"][r] - e[t]
     return jnp.abs(diff).sum(-1) if config.norm == 1 else jnp.linalg.norm(diff, axis=-1)
   k = config.dim
@@ -105,23 +97,17 @@ def distance(config: KGEConfig, params: dict, h, r, t) -> jax.Array:
   return jnp.sqrt(re * re + im * im + 1e-12).sum(-1)
 
 
-def _corrupt(key, triples, num_entities: int, num_negatives: int):
-  """[B, 3] -> (heads [B, n], tails [B, n]): each negative replaces head or tail."""
-  kh, ke = jax.random.split(key)
-  b = triples.shape[0]
-  replace_head = jax.random.bernoulli(kh, 0.5, (b, num_negatives))
-  random = jax.random.randint(ke, (b, num_negatives), 0, num_entities)
-  heads = jnp.where(replace_head, random, triples[:, :1])
-  tails = jnp.where(replace_head, triples[:, 2:], random)
-  return heads, tails
-
-
 def row_losses(config: KGEConfig, params, triples, key, num_entities: int):
-  """[B] loss of each row of a [B, 3] batch with `num_negatives` corruptions each."""
+  """[B] loss of each row of a [B, 3] batch with `num_negatives` corruptions each; a
+  corruption replaces the head or the tail by a uniformly drawn entity."""
   h, r, t = triples[:, 0], triples[:, 1], triples[:, 2]
   pos = distance(config, params, h, r, t)  # [B]
-  nh, nt = _corrupt(key, triples, num_entities, config.num_negatives)
-  neg = distance(config, params, nh, r[:, None], nt)  # [B, n]
+  kh, ke = jax.random.split(key)
+  shape = (triples.shape[0], config.num_negatives)
+  replace_head = jax.random.bernoulli(kh, 0.5, shape)
+  random = jax.random.randint(ke, shape, 0, num_entities)
+  neg = distance(config, params, jnp.where(replace_head, random, h[:, None]), r[:, None],
+                 jnp.where(replace_head, t[:, None], random))  # [B, n]
   if config.model == "transe":
     return jax.nn.relu(config.margin + pos[:, None] - neg).mean(-1)
   weights = jax.lax.stop_gradient(

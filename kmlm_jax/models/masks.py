@@ -26,9 +26,7 @@ def prefix_causal_mask(segment_ids: jax.Array, prefix_mask: jax.Array) -> jax.Ar
   token also sees the object tokens up to itself (causal).
   """
   t = segment_ids.shape[1]
-  causal = jnp.tril(jnp.ones((t, t), dtype=bool))[None]
-  key_in_prefix = prefix_mask[:, None, :]
-  allowed = key_in_prefix | causal
+  allowed = prefix_mask[:, None, :] | jnp.tril(jnp.ones((t, t), dtype=bool))  # [B, T, T]
   return segment_mask(segment_ids) & allowed[:, None]
 
 
@@ -48,8 +46,7 @@ def default_positions(segment_ids: jax.Array, offset: int, pad_position: int) ->
   (`cumsum(not pad) * not pad + padding_idx`) when `offset = pad + 1` and
   `pad_position = pad`, and BERT's `arange(T)` when `offset = 0`.
   """
-  t = segment_ids.shape[1]
-  index = jnp.arange(t)[None, :]
+  index = jnp.arange(segment_ids.shape[1])[None, :]
   starts = jnp.concatenate(
       [jnp.ones_like(segment_ids[:, :1], dtype=bool), segment_ids[:, 1:] != segment_ids[:, :-1]],
       axis=1)

@@ -60,14 +60,13 @@ class TaskModel(nnx.Module):
 
   def __call__(self, input_ids, attention_mask, dropout_rng=None):
     rngs = (None, None) if dropout_rng is None else tuple(jax.random.split(dropout_rng))
-    shape = input_ids.shape
-    flat_ids = input_ids.reshape(-1, shape[-1])
-    flat_mask = attention_mask.reshape(-1, shape[-1])
-    hidden = self.encoder(flat_ids, attention_mask=flat_mask, dropout_rng=rngs[0]).hidden
+    t = input_ids.shape[-1]
+    hidden = self.encoder(input_ids.reshape(-1, t), attention_mask=attention_mask.reshape(-1, t),
+                          dropout_rng=rngs[0]).hidden
     if self.kind == "token":
       x = dropout(hidden.astype(jnp.float32), self.encoder.config.dropout_rate, rngs[1])
       return x @ self.token_kernel[...] + self.token_bias[...]
     out = self.head(hidden, rngs[1])
     if self.kind == "multiple_choice":
-      return out[..., 0].reshape(shape[:-1])
+      return out[..., 0].reshape(input_ids.shape[:-1])
     return out

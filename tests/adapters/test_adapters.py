@@ -208,7 +208,7 @@ def _config(corpus_dir, **train):
 def test_each_stage_moves_only_its_own_parameters_on_a_mesh(corpus_dir):
   config = _config(corpus_dir)
   setup = train_lib.resolve(config, corpus_dir.parent)
-  trainer = train_lib.make_trainer(setup)
+  trainer = train_lib.adapter_trainer(setup)
   assert dict(trainer.mesh.shape) == {"data": 2, "fsdp": 2, "tensor": 2}
   batches = train_lib.make_sources(setup)
   start = train_lib.init_params(setup.model_config, config.adapters, 0)
