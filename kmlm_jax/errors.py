@@ -3,7 +3,8 @@
 The CLI maps them to exit codes in one place (`kmlm_jax.cli.main`):
 
   0  success
-  1  a verification failed (e.g. `convert --verify`: PyTorch differs)
+  1  a runtime failure: a verification failed (`convert --verify`: PyTorch
+     differs) or an output cannot be written (read-only, full disk)
   2  bad input: a config, file, checkpoint, corpus, tokenizer or argument
   3  training diverged: the loss or gradient became NaN/inf (nothing bad saved)
 
@@ -33,3 +34,10 @@ class NonFiniteLoss(KmlmError, RuntimeError):
   """The loss or gradient became NaN/inf; the run stopped, checkpoints are intact."""
 
   exit_code = 3
+
+
+class WriteError(KmlmError, OSError):
+  """An output that cannot be written (read-only, full disk, no permission); the
+  message names the path and the system's reason, and nothing half-written is left."""
+
+  exit_code = 1
