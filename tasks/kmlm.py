@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import seqio
 
@@ -13,6 +15,7 @@ TASK_OF_SOURCE = {"code_switched": "kmlm_knowledge_cs", "parallel": "kmlm_knowle
                   "reasoning": "kmlm_reasoning", "triple": "prixlm_triples",
                   "link": "prixlm_links"}
 MIXTURES = ("cc100", "kmlm_cs", "kmlm_parallel", "kmlm_mix", "prixlm")
+FEATURES = ("input_ids", "roles", "mentions", "sentences", "aux")  # int32, `aux` a scalar
 
 
 def task_name(source: str) -> str:
@@ -55,9 +58,7 @@ class TokenCacheSource(seqio.DataSource):
                "mentions": ex["mentions"].astype(np.int32),
                "sentences": ex["sentences"].astype(np.int32), "aux": np.int32(ex["aux"][0])}
 
-    spec = {k: tf.TensorSpec([None], tf.int32) for k in ("input_ids", "roles", "mentions",
-                                                        "sentences")}
-    spec["aux"] = tf.TensorSpec([], tf.int32)
+    spec = {k: tf.TensorSpec([] if k == "aux" else [None], tf.int32) for k in FEATURES}
     return tf.data.Dataset.from_generator(examples, output_signature=spec)
 
 
@@ -67,27 +68,24 @@ def register(config: DataConfig = DataConfig()) -> None:
   cache_dir = config.cache_dir or str(default_cache_dir(spec))
   flags = seqio.PassThroughVocabulary(1 << 16)
   features = {k: seqio.Feature(flags, add_eos=False, dtype="int32", rank=0 if k == "aux" else 1)
-              for k in ("input_ids", "roles", "mentions", "sentences", "aux")}
+              for k in FEATURES}
   languages = spec.languages
-  sources = [f"text.{l}" for l in languages] + list(TASK_OF_SOURCE)
-  for source in sources:
+  for source in [f"text.{l}" for l in languages] + list(TASK_OF_SOURCE):
     seqio.TaskRegistry.remove(task_name(source))
     seqio.TaskRegistry.add(task_name(source), source=TokenCacheSource(cache_dir, source),
                            output_features=features)
   rates = mixtures.MixtureRates(config.rate_mlm, config.rate_knowledge, config.rate_reasoning)
 
-  def rate_of(mixture):
-    def rate(task):  # evaluated when the mixture is read, from the cache's counts
-      opened = cache.TokenCache(cache_dir)
-      needed = mixtures.sources_needed(mixture, languages)
-      counts = {s: opened.source(s).num_examples for s in needed}
-      weights = mixtures.source_weights(mixture, rates, counts, languages,
-                                        config.language_temperature)
-      return weights[next(s for s in needed if task_name(s) == task.name)]
-    return rate
+  def rate(mixture, task):  # evaluated when the mixture is read, from the cache's counts
+    opened = cache.TokenCache(cache_dir)
+    needed = mixtures.sources_needed(mixture, languages)
+    counts = {s: opened.source(s).num_examples for s in needed}
+    weights = mixtures.source_weights(mixture, rates, counts, languages,
+                                      config.language_temperature)
+    return weights[next(s for s in needed if task_name(s) == task.name)]
 
   for mixture in MIXTURES:
     members = [task_name(s) for s in mixtures.sources_needed(mixture, languages)]
     seqio.MixtureRegistry.remove(mixture)
-    seqio.MixtureRegistry.add(mixture, [(t, rate_of(mixture)) for t in members])
+    seqio.MixtureRegistry.add(mixture, [(t, functools.partial(rate, mixture)) for t in members])
 

@@ -26,8 +26,10 @@ then concatenated in unit order: both give byte-identical files.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
+import functools
 import glob
 import hashlib
 import json
@@ -49,7 +51,6 @@ TEXT_CHUNK_BYTES = 64 << 20
 CORPUS_SOURCES = {"code_switched": RULE_KNOWLEDGE, "parallel": RULE_KNOWLEDGE,
                   "reasoning": RULE_REASONING, "triple": RULE_CAUSAL, "link": RULE_CAUSAL}
 TOKEN_ARRAYS = {"tokens": np.int32, "roles": np.int8, "mentions": np.int16, "sentences": np.int16}
-EXAMPLE_ARRAYS = {"aux": np.int16}
 
 
 class CacheMismatchError(CorpusError):
@@ -128,7 +129,7 @@ def run_unit(spec: CacheSpec, unit: tuple, out_dir: str, index: int) -> dict:
   from kmlm_jax.text.vocab import load_vocab
   vocab = load_vocab(spec.vocab)
   source, path, start, end = unit
-  stats = {"examples": 0, "tokens": 0, "lines": 0, "skipped": {}}
+  stats = {"examples": 0, "tokens": 0, "lines": 0, "skipped": collections.Counter()}
   if source.startswith("text."):
     examples = _text_examples(vocab, spec, path, start, end, stats)
   else:
@@ -141,12 +142,8 @@ def run_unit(spec: CacheSpec, unit: tuple, out_dir: str, index: int) -> dict:
   return stats
 
 
-def _skip(stats: dict, reason: str) -> None:
-  stats["skipped"][reason] = stats["skipped"].get(reason, 0) + 1
-
-
 def _text_examples(vocab, spec: CacheSpec, path: str, start: int, end: int, stats: dict):
-  width = spec.seq_length - 2
+  from kmlm_jax.text.segments import tokenize_text
   with open(path, "rb") as f:
     f.seek(start)
     data = f.read(end - start)
@@ -156,21 +153,16 @@ def _text_examples(vocab, spec: CacheSpec, path: str, start: int, end: int, stat
       text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
       if spec.skip_bad_lines:
-        _skip(stats, "non_utf8_line")
+        stats["skipped"]["non_utf8_line"] += 1
         continue
-      line = _count_lines(path, start) + k + 1
+      with open(path, "rb") as f:
+        line = f.read(start).count(b"\n") + k + 1
       raise CorpusError(f"{path}:{line}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
-    ids = vocab.encode(text)
-    if not ids:
-      _skip(stats, "empty_line")
-      continue
-    for i in range(0, len(ids), width):
-      yield np.asarray([vocab.bos_id] + ids[i:i + width] + [vocab.eos_id], np.int32), None, 0
-
-
-def _count_lines(path: str, end: int) -> int:
-  with open(path, "rb") as f:
-    return f.read(end).count(b"\n")
+    windows = tokenize_text(vocab, text, spec.seq_length)
+    if not windows:
+      stats["skipped"]["empty_line"] += 1
+    for tokens in windows:
+      yield tokens, None, None, None, 0
 
 
 def _tfrecords(path: str):
@@ -188,13 +180,12 @@ def _tfrecords(path: str):
 def _corpus_examples(vocab, spec: CacheSpec, source: str, path: str, stats: dict):
   from kmlm_jax.kg import records
   for raw in _tfrecords(path):
-    sample = records.from_example(raw)
     stats["lines"] += 1
-    for tokens, extra, aux in _sample_examples(vocab, source, sample):
-      if len(tokens) > spec.seq_length:
-        _skip(stats, "longer_than_seq_length")
-        continue
-      yield tokens, extra, aux
+    for example in _sample_examples(vocab, source, records.from_example(raw)):
+      if len(example[0]) > spec.seq_length:
+        stats["skipped"]["longer_than_seq_length"] += 1
+      else:
+        yield example
 
 
 def _sample_examples(vocab, source: str, sample):
@@ -211,27 +202,22 @@ def _sample_examples(vocab, source: str, sample):
                (prixlm.link_prefix(vocab, ids, names[1], b, a), names[0])]
     for prefix, obj in pairs:
       seq = prefix + prixlm.object_ids(vocab, ids, obj) + [vocab.eos_id]
-      yield np.asarray(seq, np.int32), None, len(prefix)
+      yield np.asarray(seq, np.int32), None, None, None, len(prefix)
     return
-  tokens, roles, mentions, sentences = segments.tokenize_segments(
-      vocab, sample.segments, sample.roles, sample.sentence_ids)
-  yield tokens, (roles, mentions, sentences), sample.cycle
+  arrays = segments.tokenize_segments(vocab, sample.segments, sample.roles, sample.sentence_ids)
+  yield *arrays, sample.cycle
 
 
 def _to_arrays(examples, with_roles: bool) -> dict[str, np.ndarray]:
-  tokens, extras, aux = [], [], []
-  for t, extra, a in examples:
-    tokens.append(t)
-    extras.append(extra)
-    aux.append(a)
-  lengths = np.asarray([len(t) for t in tokens], np.int64)
-  out = {"tokens": np.concatenate(tokens).astype(np.int32) if tokens else np.zeros(0, np.int32),
-         "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-         "aux": np.asarray(aux, np.int16)}
-  if with_roles:
-    for i, name in enumerate(("roles", "mentions", "sentences")):
-      parts = [e[i] for e in extras]
-      out[name] = (np.concatenate(parts) if parts else np.zeros(0)).astype(TOKEN_ARRAYS[name])
+  """The arrays of (tokens, roles, mentions, sentences, aux) examples."""
+  examples = list(examples)
+  lengths = np.asarray([len(e[0]) for e in examples], np.int64)
+  out = {"offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+         "aux": np.asarray([e[4] for e in examples], np.int16)}
+  for i, (name, dtype) in enumerate(TOKEN_ARRAYS.items()):
+    if i == 0 or with_roles:
+      parts = [e[i] for e in examples]
+      out[name] = (np.concatenate(parts) if parts else np.zeros(0)).astype(dtype)
   return out
 
 
@@ -249,13 +235,9 @@ def _merge(parts_dir: Path, source: str, indices: list[int], target: Path) -> No
     if name == "offsets":
       base = np.cumsum([0] + [int(p[-1]) for p in parts[:-1]])
       parts = [parts[0][:1]] + [p[1:] + b for p, b in zip(parts, base)]
-    total = sum(len(p) for p in parts)
-    dtype = parts[0].dtype
-    out = np.lib.format.open_memmap(target / f"{name}.npy", "w+", dtype, (total,))
-    at = 0
-    for p in parts:
-      out[at:at + len(p)] = p
-      at += len(p)
+    out = np.lib.format.open_memmap(target / f"{name}.npy", "w+", parts[0].dtype,
+                                    (sum(len(p) for p in parts),))
+    np.concatenate(parts, out=out)
     out.flush()
     del out
 
@@ -286,7 +268,9 @@ def build(cache_dir: Path | str, spec: CacheSpec, sources: list[str], *, runner:
       os.replace(staging, target)
       meta["sources"][source] = _source_entry(source, [units[i] for i in picked],
                                               [results[i] for i in picked])
-  _write_json(cache_dir / "cache.json", meta)
+  tmp = cache_dir / "cache.json.tmp"
+  tmp.write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+  os.replace(tmp, cache_dir / "cache.json")
   return meta
 
 
@@ -294,41 +278,24 @@ def _run_in_process(spec: CacheSpec, units: list[tuple], parts: str, progress: b
   """`run_unit` over every unit, in worker processes when there are several units and cores."""
   from tqdm.auto import tqdm
   workers = min(len(units), os.cpu_count() or 1)
-  bar = tqdm(total=len(units), desc="tokenizing", unit="unit", disable=not progress)
+  bar = functools.partial(tqdm, total=len(units), desc="tokenizing", unit="unit",
+                          disable=not progress)
   if workers <= 1:
-    results = []
-    for i, u in enumerate(units):
-      results.append(run_unit(spec, u, parts, i))
-      bar.update(1)
-    bar.close()
-    return results
+    return [run_unit(spec, u, parts, i) for i, u in bar(enumerate(units))]
   context = multiprocessing.get_context("spawn")  # the caller may hold JAX/TF threads
   with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
     futures = [pool.submit(run_unit, spec, u, parts, i) for i, u in enumerate(units)]
-    for f in concurrent.futures.as_completed(futures):
-      f.result()
-      bar.update(1)
-  bar.close()
+    for f in bar(concurrent.futures.as_completed(futures)):
+      f.result()  # the first failure stops the build
   return [f.result() for f in futures]
 
 
 def _source_entry(source: str, units: list[tuple], results: list[dict]) -> dict:
-  skipped: dict = {}
-  for r in results:
-    for k, v in r["skipped"].items():
-      skipped[k] = skipped.get(k, 0) + v
+  skipped = sum((collections.Counter(r["skipped"]) for r in results), collections.Counter())
   return {"rule": RULE_NAMES[rule_of(source)],
-          "examples": sum(r["examples"] for r in results),
-          "tokens": sum(r["tokens"] for r in results),
-          "lines": sum(r["lines"] for r in results),
+          **{k: sum(r[k] for r in results) for k in ("examples", "tokens", "lines")},
           "skipped": dict(sorted(skipped.items())),
           "inputs": sorted({u[1] for u in units})}
-
-
-def _write_json(path: Path, value: dict) -> None:
-  tmp = path.with_suffix(".json.tmp")
-  tmp.write_text(json.dumps(value, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-  os.replace(tmp, path)
 
 
 def _check_or_new(cache_dir: Path, spec: CacheSpec) -> dict:
@@ -397,12 +364,10 @@ class Source:
     out_starts = np.cumsum(lengths) - lengths
     flat = np.repeat(begins - out_starts, lengths) + np.arange(int(lengths.sum()))
     out = {"lengths": lengths, "aux": np.asarray(self._array("aux")[ids], np.int64)}
-    for name in TOKEN_ARRAYS:
+    for name, dtype in TOKEN_ARRAYS.items():
       a = self._array(name)
-      if a is not None:
-        out[name] = a[flat]
-      else:
-        out[name] = np.full(len(flat), -1 if name != "roles" else 0, TOKEN_ARRAYS[name])
+      out[name] = a[flat] if a is not None else np.full(len(flat), 0 if name == "roles" else -1,
+                                                         dtype)
     return out
 
 

@@ -35,7 +35,6 @@ from kmlm_jax.data import random as srandom
 from kmlm_jax.data.cache import TokenCache
 from kmlm_jax.text.errors import CorpusError
 
-ROW_KEYS = packing.ROW_KEYS
 _SHUFFLE = 0xB10C
 
 
@@ -82,11 +81,10 @@ def _source_key(name: str) -> int:
 
 def block_members(spec: InputSpec, shard: int, block: int):
   """Per source: (global example numbers, example ids) of one block."""
-  g_per_block = spec.block_examples
   out = []
   for name, weight, n in zip(spec.sources, spec.weights, spec.counts):
-    lo = int(np.floor(block * g_per_block * weight))
-    hi = int(np.floor((block + 1) * g_per_block * weight))
+    lo = int(np.floor(block * spec.block_examples * weight))
+    hi = int(np.floor((block + 1) * spec.block_examples * weight))
     number = np.arange(lo, hi, dtype=np.int64) * spec.num_shards + shard
     epoch, position = np.divmod(number, n)
     ids = srandom.permute(position, n, srandom.key(spec.seed, _source_key(name), epoch))
@@ -118,10 +116,8 @@ def make_block(spec: InputSpec, shard: int, block: int) -> tuple[dict, dict]:
     data["rules"] = np.full(len(ids), source.rule, np.int32)
     parts.append(data)
   arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-  num = len(arrays["lengths"])
-  order = np.argsort(srandom.key(spec.seed, _SHUFFLE, shard, block, np.arange(num)),
-                     kind="stable")
-  arrays = _take(arrays, order)
+  shuffle = srandom.key(spec.seed, _SHUFFLE, shard, block, np.arange(len(arrays["lengths"])))
+  arrays = _take(arrays, np.argsort(shuffle, kind="stable"))
   m = masking.mask_block(arrays["tokens"], arrays["roles"], arrays["mentions"],
                          arrays["sentences"], arrays["lengths"], arrays["rules"], arrays["aux"],
                          arrays["keys"], cache.special)
@@ -131,13 +127,8 @@ def make_block(spec: InputSpec, shard: int, block: int) -> tuple[dict, dict]:
                                              cache.special.pad, pack=spec.pack))
 
 
-def _spawn_pool(workers: int):
-  return concurrent.futures.ProcessPoolExecutor(
-      workers, mp_context=multiprocessing.get_context("spawn"))
-
-
 class Batches:
-  """This process's rows of every step, from its shards; `state()` is its part of the input state."""
+  """This process's rows of each step, from its shards; `state()`: its part of the input state."""
 
   def __init__(self, spec: InputSpec, process_index: int = 0, process_count: int = 1,
                state: np.ndarray | None = None, workers: int = 0, prefetch: int = 2):
@@ -151,10 +142,11 @@ class Batches:
     if full.shape != (u, 2):
       raise CorpusError(f"the saved input state is for {len(full)} input shards, this run has "
                         f"data.input_shards={u}; resume with the same value")
-    self._position = {s: [int(full[s, 0]), int(full[s, 1])] for s in self.shards}
+    self._position = {s: full[s].tolist() for s in self.shards}
     self._rows: dict[int, dict] = {}
     self.stats = {"examples": 0, "rows": 0, "tokens": 0, "predictions_dropped": 0}
-    self._pool = _spawn_pool(workers) if workers else None
+    self._pool = concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn")) if workers else None
     self._prefetch = prefetch
     self._futures: dict[tuple[int, int], concurrent.futures.Future] = {}
 
@@ -191,7 +183,7 @@ class Batches:
           del self._rows[shard]
         else:
           self._position[shard] = [block, taken + take]
-    return {k: np.concatenate([p[k] for p in parts]) for k in ROW_KEYS}
+    return {k: np.concatenate([p[k] for p in parts]) for k in packing.ROW_KEYS}
 
   def state(self) -> np.ndarray:
     """[shards of this process, 2]: (block, rows taken) of each of this process's shards."""

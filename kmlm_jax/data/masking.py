@@ -1,6 +1,6 @@
 """KMLM's masking rules, vectorized over a block of pre-tokenized examples.
 
-A block holds E examples back to back (N tokens; `cache.Block`). Each
+A block holds E examples back to back (N tokens). Each
 example has a rule, and every random draw is a hash of the example's key
 (seed, stream, global example index) and the token index, so an example is
 masked the same way whatever block, process or host it lands in.
@@ -68,10 +68,6 @@ class Masked:
   prefix: np.ndarray  # bool [N]
 
 
-def _starts(lengths: np.ndarray) -> np.ndarray:
-  return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-
-
 def _rank_within(flag: np.ndarray, example: np.ndarray, starts: np.ndarray) -> np.ndarray:
   """For each token, how many flagged tokens come before it in its example."""
   c = np.cumsum(flag, dtype=np.int64)
@@ -87,7 +83,7 @@ def mask_block(tokens, roles, mentions, sentences, lengths, rules, aux, keys,
   per example (`aux`: cycle length for reasoning, prefix length for causal).
   """
   lengths = np.asarray(lengths, np.int64)
-  starts = _starts(lengths)
+  starts = np.cumsum(lengths) - lengths
   example = np.repeat(np.arange(len(lengths)), lengths)
   index = np.arange(len(tokens), dtype=np.int64) - starts[example]
   rule = np.asarray(rules)[example]
@@ -140,11 +136,12 @@ def _reasoning_choice(roles, mentions, sentences, example, starts, rule, cycle,
   num = lambda flag: np.bincount(example[flag], minlength=len(keys))
   n_rel, n_ent, n_sent = num(is_rel), num(is_ent), num(new_sentence)
   draw = lambda purpose, n: srandom.below(srandom.key(keys, purpose), np.maximum(n, 1))
-  four = np.asarray(cycle)[starts] == 4 if len(starts) else np.zeros(0, bool)
-  bad = active[starts] & ~four & (np.asarray(cycle)[starts] != 3)
+  cycle = np.asarray(cycle)[starts]  # per example
+  four = cycle == 4
+  bad = active[starts] & ~four & (cycle != 3)
   if bad.any():
     raise ValueError(f"reasoning samples come from 3- or 4-cycles, got cycle="
-                     f"{int(np.asarray(cycle)[starts][bad][0])}")
+                     f"{int(cycle[bad][0])}")
   whole = four & (srandom.uniform(srandom.key(keys, _BRANCH)) < WHOLE_SENTENCE_PROBABILITY)
   two = srandom.uniform(srandom.key(keys, _COUNT)) >= 0.5
   relation = draw(_RELATION, n_rel)

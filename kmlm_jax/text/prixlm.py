@@ -30,12 +30,8 @@ from kmlm_jax.errors import InputError
 PRIXLM_TOKENS = ("[S]", "[P]", "[O]", "[EOS]")
 
 
-def lang_token(lang: str) -> str:
-  return f"[{lang}]"
-
-
 def added_tokens(languages: Sequence[str]) -> tuple[str, ...]:
-  return PRIXLM_TOKENS + tuple(lang_token(l) for l in languages)
+  return PRIXLM_TOKENS + tuple(f"[{l}]" for l in languages)
 
 
 @dataclasses.dataclass(frozen=True)

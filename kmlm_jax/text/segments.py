@@ -24,28 +24,22 @@ SPECIAL = -1
 
 def tokenize_segments(vocab, segments, roles, sentence_ids):
   """(ids, roles, mentions, sentences) int32 arrays of one sample."""
-  ids, tok_roles, mentions, sentences = [vocab.bos_id], [ROLE_TEXT], [SPECIAL], [SPECIAL]
+  tokens = [(vocab.bos_id, ROLE_TEXT, SPECIAL, SPECIAL)]  # (id, role, mention, sentence)
   piece, owner = "", []  # text of the current linker-free piece, segment of each char
 
   def flush():
     nonlocal piece, owner
     if piece:
-      tok, begins, _ = vocab.encode_with_offsets(piece)
-      for t, b in zip(tok, begins):
+      ids, begins, _ = vocab.encode_with_offsets(piece)
+      for t, b in zip(ids, begins):
         seg = owner[min(b, len(owner) - 1)]
-        ids.append(t)
-        tok_roles.append(roles[seg])
-        mentions.append(seg)
-        sentences.append(sentence_ids[seg])
+        tokens.append((t, roles[seg], seg, sentence_ids[seg]))
     piece, owner = "", []
 
   for k, (seg, role) in enumerate(zip(segments, roles)):
     if role == ROLE_LINKER:
       flush()
-      ids.append(vocab.mask_id)
-      tok_roles.append(ROLE_LINKER)
-      mentions.append(k)
-      sentences.append(sentence_ids[k])
+      tokens.append((vocab.mask_id, ROLE_LINKER, k, sentence_ids[k]))
       continue
     if piece and not glued(seg, role):
       piece += " "
@@ -53,16 +47,12 @@ def tokenize_segments(vocab, segments, roles, sentence_ids):
     piece += seg
     owner.extend([k] * len(seg))
   flush()
-  ids.append(vocab.eos_id)
-  tok_roles.append(ROLE_TEXT)
-  mentions.append(SPECIAL)
-  sentences.append(SPECIAL)
-  return tuple(np.asarray(a, np.int32) for a in (ids, tok_roles, mentions, sentences))
+  tokens.append((vocab.eos_id, ROLE_TEXT, SPECIAL, SPECIAL))
+  return tuple(np.asarray(a, np.int32) for a in zip(*tokens))
 
 
 def tokenize_text(vocab, text: str, max_length: int) -> list[np.ndarray]:
-  """A text line as `<s> ... </s>` windows of at most `max_length` ids."""
-  ids = vocab.encode(text)
-  width = max_length - 2
+  """A text line as `<s> ... </s>` windows of at most `max_length` ids (none if empty)."""
+  ids, width = vocab.encode(text), max_length - 2
   return [np.asarray([vocab.bos_id] + ids[i:i + width] + [vocab.eos_id], np.int32)
-          for i in range(0, max(len(ids), 1), width)] if ids else []
+          for i in range(0, len(ids), width)]

@@ -68,8 +68,7 @@ def xlmr_vocab_from_sentencepiece(path: Path) -> tuple[list[tuple[str, float]], 
     sp = spm.SentencePieceProcessor(model_file=str(path))
   except (OSError, RuntimeError) as e:
     raise TokenizerError(f"{path}: not a sentencepiece model ({e})") from None
-  proto = sp_proto.ModelProto()
-  proto.ParseFromString(sp.serialized_model_proto())
+  proto = sp_proto.ModelProto.FromString(sp.serialized_model_proto())
   pieces = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(3, sp.get_piece_size())]
   vocab = [(s, 0.0) for s in XLMR_SPECIALS] + pieces + [("<mask>", 0.0)]
   return vocab, proto.normalizer_spec.precompiled_charsmap

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
+import itertools
 import json
 from pathlib import Path
 from typing import Protocol
@@ -72,22 +73,18 @@ def sentencepiece_model_from_tokenizer_json(path: Path | str) -> bytes:
   for norm in spec["normalizer"].get("normalizers", [spec["normalizer"]]):
     if norm.get("type") == "Precompiled":
       charsmap = base64.b64decode(norm["precompiled_charsmap"])
-  proto = pb.ModelProto()
+  proto = pb.ModelProto(  # <unk> <s> </s> and the pieces
+      trainer_spec=pb.TrainerSpec(model_type=pb.TrainerSpec.UNIGRAM, vocab_size=len(vocab) - 2,
+                                  unk_id=0, bos_id=1, eos_id=2, pad_id=-1),
+      normalizer_spec=pb.NormalizerSpec(name="xlmr_precompiled", precompiled_charsmap=charsmap,
+                                        add_dummy_prefix=True, remove_extra_whitespaces=True,
+                                        escape_whitespaces=True))
   for piece, kind in (("<unk>", pb.ModelProto.SentencePiece.UNKNOWN),
                       ("<s>", pb.ModelProto.SentencePiece.CONTROL),
                       ("</s>", pb.ModelProto.SentencePiece.CONTROL)):
     proto.pieces.add(piece=piece, score=0.0, type=kind)
   for piece, score in vocab[4:-1]:
     proto.pieces.add(piece=piece, score=score, type=pb.ModelProto.SentencePiece.NORMAL)
-  proto.trainer_spec.model_type = pb.TrainerSpec.UNIGRAM
-  proto.trainer_spec.vocab_size = len(proto.pieces)
-  proto.trainer_spec.unk_id, proto.trainer_spec.bos_id = 0, 1
-  proto.trainer_spec.eos_id, proto.trainer_spec.pad_id = 2, -1
-  proto.normalizer_spec.name = "xlmr_precompiled"
-  proto.normalizer_spec.precompiled_charsmap = charsmap
-  proto.normalizer_spec.add_dummy_prefix = True
-  proto.normalizer_spec.remove_extra_whitespaces = True
-  proto.normalizer_spec.escape_whitespaces = True
   return proto.SerializeToString()
 
 
@@ -214,12 +211,8 @@ class HFVocab:
     self.eos_id = t.sep_token_id if t.sep_token_id is not None else t.eos_token_id
     self.pad_id, self.unk_id, self.mask_id = t.pad_token_id, t.unk_token_id, t.mask_token_id
     self.mask_token = t.mask_token
-    special = sorted(set(t.all_special_ids))
-    # The first id after the leading block of special ids.
-    first = 0
-    while first in special:
-      first += 1
-    self.first_regular_id = first
+    special = set(t.all_special_ids)  # first regular id: the first after the leading specials
+    self.first_regular_id = next(i for i in itertools.count() if i not in special)
 
   def encode_with_offsets(self, text: str):
     enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -242,10 +235,8 @@ def load_vocab(path: str) -> TokenVocab:
   if p.suffix in (".json", ".model") and p.is_file():
     try:
       return XLMRSentencePiece.from_file(p)
-    except TokenizerError:
-      raise
-    except ValueError:
-      if p.suffix == ".model":
+    except ValueError as e:  # not an XLM-R tokenizer.json: try transformers
+      if p.suffix == ".model" or isinstance(e, TokenizerError):
         raise
   try:
     return HFVocab(load_tokenizer(p), str(p))
@@ -275,21 +266,10 @@ def seqio_vocabulary(path: str | None = None):
       self.vocab = load_vocab(vocab_path)
       super().__init__(extra_ids=0)
 
-    @property
-    def eos_id(self):
-      return self.vocab.eos_id
-
-    @property
-    def pad_id(self):
-      return self.vocab.pad_id
-
-    @property
-    def unk_id(self):
-      return self.vocab.unk_id
-
-    @property
-    def _base_vocab_size(self):
-      return self.vocab.vocab_size
+    eos_id = property(lambda self: self.vocab.eos_id)
+    pad_id = property(lambda self: self.vocab.pad_id)
+    unk_id = property(lambda self: self.vocab.unk_id)
+    _base_vocab_size = property(lambda self: self.vocab.vocab_size)
 
     def _encode(self, s):
       return self.vocab.encode(s)

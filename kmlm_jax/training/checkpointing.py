@@ -13,7 +13,6 @@ before.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shutil
 from pathlib import Path
@@ -25,10 +24,6 @@ import orbax.checkpoint as ocp
 from kmlm_jax.training.trainer import TrainState
 
 log = logging.getLogger("kmlm_jax.training")
-
-
-def _as_dict(state: TrainState) -> dict:
-  return {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
 
 
 class Checkpointer:
@@ -43,7 +38,7 @@ class Checkpointer:
 
   def save(self, step: int, state: TrainState, meta: dict) -> None:
     self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(_as_dict(state)), meta=ocp.args.JsonSave(meta)), force=True)
+        state=ocp.args.StandardSave(vars(state)), meta=ocp.args.JsonSave(meta)), force=True)
 
   def restore_latest(self, abstract_state: TrainState) -> tuple[TrainState, dict] | None:
     """The newest readable checkpoint as (state, meta), or None if there is none.
@@ -54,7 +49,7 @@ class Checkpointer:
     for step in reversed(self.steps()):
       try:
         restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(_as_dict(abstract_state)),
+            state=ocp.args.StandardRestore(vars(abstract_state)),
             meta=ocp.args.JsonRestore()))
       except Exception as e:  # orbax/tensorstore raise many types for damaged files
         moved = self._quarantine(step)
@@ -73,9 +68,6 @@ class Checkpointer:
     shutil.move(str(self.directory / str(step)), str(target))
     self.manager.reload()
     return target
-
-  def wait(self) -> None:
-    self.manager.wait_until_finished()
 
   def close(self) -> None:
     self.manager.wait_until_finished()

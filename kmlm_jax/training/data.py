@@ -25,8 +25,7 @@ from kmlm_jax.text.errors import CorpusError
 
 def udhr_pattern() -> str:
   """The embedded UDHR text, one file per language (the default `data.text_pattern`)."""
-  data = Path(str(resources.files("kmlm_jax.text").joinpath("data/udhr")))
-  return str(data / "{lang}.txt")
+  return str(resources.files("kmlm_jax.text") / "data" / "udhr" / "{lang}.txt")
 
 
 def cache_spec(config: DataConfig) -> tuple[cache.CacheSpec, list[str]]:
@@ -127,7 +126,7 @@ class SyntheticBatches:
     pass
 
 
-class CacheBatches:
+class CacheBatches(Batches):
   """`Batches` whose `state()` is the global input state (a collective across processes)."""
 
   def __init__(self, spec: InputSpec, process_index: int, process_count: int,
@@ -139,25 +138,14 @@ class CacheBatches:
                           "it cannot continue with data.mixture != synthetic")
       blocks = np.asarray(state["blocks"], np.int64).reshape(-1, 2)
     self.process_count = process_count
-    self.batches = Batches(spec, process_index, process_count, blocks, workers)
-    self.stats = self.batches.stats
-
-  def __iter__(self):
-    return self
-
-  def __next__(self) -> dict[str, np.ndarray]:
-    return next(self.batches)
+    super().__init__(spec, process_index, process_count, blocks, workers)
 
   def state(self) -> dict:
-    local = self.batches.state()
+    local = super().state()
     if self.process_count > 1:
       from jax.experimental import multihost_utils
       local = np.asarray(multihost_utils.process_allgather(local)).reshape(-1, 2)
-    return {"kind": "cache", "num_shards": self.batches.spec.num_shards,
-            "blocks": local.tolist()}
-
-  def close(self) -> None:
-    self.batches.close()
+    return {"kind": "cache", "num_shards": self.spec.num_shards, "blocks": local.tolist()}
 
 
 def make_batches(config: DataConfig, vocab_size: int, process_index: int, process_count: int,

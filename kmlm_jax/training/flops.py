@@ -35,7 +35,5 @@ def peak_flops(device_kind: str, override: float = 0.0) -> float | None:
   """Peak FLOP/s of a device kind, or None when unknown (CPUs)."""
   if override:
     return override
-  for prefix, value in sorted(PEAK_FLOPS.items(), key=lambda kv: -len(kv[0])):
-    if device_kind.startswith(prefix):
-      return value
-  return None
+  matches = [prefix for prefix in PEAK_FLOPS if device_kind.startswith(prefix)]
+  return PEAK_FLOPS[max(matches, key=len)] if matches else None  # the most specific kind

@@ -1,12 +1,13 @@
 """The train loop: init or resume, step, log, checkpoint, stop cleanly.
 
 `train(config, workdir)` runs `config.train.steps` steps of the jitted
-step of `trainer.py` (the `PretrainingTask`) on the mesh of `config.mesh`, feeding host
-batches from `data.make_batches`. Every `checkpoint_every` steps (and at
-the end, and on SIGTERM) it saves the state and the input state (a few
-integers per input shard, `kmlm_jax.data.input`); `resume=True` continues
-from the newest readable checkpoint and reopens the input at that state in
-constant time, so the result is bit-identical to an uninterrupted run. A non-finite loss stops the run with `NonFiniteLoss`
+step of `trainer.py` (the `PretrainingTask`) on the mesh of `config.mesh`,
+feeding host batches from `data.make_batches`. Every `checkpoint_every`
+steps (and at the end, and on SIGTERM) it saves the state and the input
+state (a few integers per input shard, `kmlm_jax.data.input`);
+`resume=True` continues from the newest readable checkpoint and reopens the
+input at that state in constant time, so the result is bit-identical to an
+uninterrupted run. A non-finite loss stops the run with `NonFiniteLoss`
 before anything non-finite is saved. Metrics go to TensorBoard under
 WORKDIR/tb and to a console progress bar.
 
@@ -46,18 +47,6 @@ class WorkdirError(InputError):
   """A work directory that does not fit the run (checkpoints present, none readable)."""
 
 
-@dataclasses.dataclass
-class _Pending:
-  step: int
-  metrics: dict
-  tokens: int
-
-
-def _host_metrics(pending: list[_Pending]) -> list[tuple[int, dict, int]]:
-  fetched = jax.device_get([p.metrics for p in pending])
-  return [(p.step, m, p.tokens) for p, m in zip(pending, fetched)]
-
-
 def _check_finite(records) -> None:
   for step, m, _ in records:
     if not bool(m["finite"]):
@@ -67,7 +56,7 @@ def _check_finite(records) -> None:
           "checkpoints saved before are intact; lower train.learning_rate or check the data.")
 
 
-def _scalars(step, m, lr, tokens_per_s, tflops_per_device, mfu) -> dict:
+def _scalars(m, lr, tokens_per_s, tflops_per_device, mfu) -> dict:
   out = {"loss": float(m["loss"]), "grad_norm": float(m["grad_norm"]), "learning_rate": lr,
          "tokens_per_s": tokens_per_s, "tflops_per_device": tflops_per_device}
   if mfu is not None:
@@ -87,9 +76,10 @@ def load_init_params(config: ExperimentConfig) -> dict | None:
     return None
   from kmlm_jax import model_checkpoint as mc
   model_config, params, _ = mc.load_model_checkpoint(config.init_from)
-  if model_config.architecture() != config.model.architecture():
-    theirs, ours = model_config.architecture(), config.model.architecture()
-    diff = ", ".join(f"{k}={theirs[k]!r} (run: {ours[k]!r})" for k in theirs if theirs[k] != ours[k])
+  theirs, ours = model_config.architecture(), config.model.architecture()
+  if theirs != ours:
+    diff = ", ".join(f"{k}={theirs[k]!r} (run: {ours[k]!r})" for k in theirs
+                     if theirs[k] != ours[k])
     raise WorkdirError(f"init_from {config.init_from}: its architecture differs from "
                        f"model's: {diff}")
   return mc.model_params(mc.build_model(config.model, params))  # checks names and shapes
@@ -120,13 +110,11 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
                        "--resume to continue, or use another --workdir")
   trainer = pretraining_trainer(config)
   input_state = None
-  restored = None
   if ckpt.steps():
     shapes = jax.eval_shape(trainer.init_state)
     restored = ckpt.restore_latest(checkpointing.abstract_like(shapes, trainer.state_shardings))
     if restored is None:
       raise WorkdirError(f"{workdir}/checkpoints: no checkpoint could be restored")
-  if restored is not None:
     state, meta = restored
     input_state = meta.get("input")
     log.info("resumed from step %d (input state %s)", int(state.step),
@@ -159,7 +147,7 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
 
   def flush(step):
     nonlocal pending, t_last, step_last
-    records = _host_metrics(pending)
+    records = jax.device_get(pending)  # (step, metrics, tokens) of each step since the last
     pending = []
     _check_finite(records)
     elapsed = time.perf_counter() - t_last
@@ -168,7 +156,7 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
     tokens = sum(r[2] for r in records)
     per_device = step_flops * steps / elapsed / jax.device_count()
     for s, m, _ in records:
-      scalars = _scalars(s, m, float(trainer.schedule(s - 1)), tokens / elapsed,
+      scalars = _scalars(m, float(trainer.schedule(s - 1)), tokens / elapsed,
                          per_device / 1e12, per_device / peak if peak else None)
       history.append({"step": s, **scalars})
       if writer is not None:
@@ -179,26 +167,23 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
       bar.set_postfix({k: f"{last[k]:.3g}" for k in ("loss", "mlm/loss", "knowledge/loss",
                                                       "reasoning/loss") if k in last})
 
-  def save(step):
-    ckpt.save(step, state, {"input": batches.state(), "step": step, "config": config.name})
-
   try:
     for step in range(first_step + 1, config.train.steps + 1):
       host = next(batches)
       tokens = int((host["segment_ids"] > 0).sum()) * jax.process_count()
       state, metrics = trainer.step(state, host)
-      pending.append(_Pending(step, metrics, tokens))
+      pending.append((step, metrics, tokens))
       if step == first_step + 1:  # start-up cost: process start to the first step done
         jax.block_until_ready(metrics)
         startup_s = time.time() - psutil.Process().create_time()
       if bar is not None:
         bar.update(1)
-      last = step == config.train.steps
-      if step % config.train.log_every == 0 or last or stop["signal"]:
-        flush(step)
-      if step % config.train.checkpoint_every == 0 or last or stop["signal"]:
-        flush(step)  # never save a state that followed a non-finite step
-        save(step)
+      last = step == config.train.steps or stop["signal"]
+      save = last or step % config.train.checkpoint_every == 0
+      if save or step % config.train.log_every == 0:
+        flush(step)  # also before saving: never save a state that followed a non-finite step
+      if save:
+        ckpt.save(step, state, {"input": batches.state(), "step": step, "config": config.name})
       if config.train.eval_every and step % config.train.eval_every == 0:
         _periodic_eval(trainer, config, state, writer, step)
       if stop["signal"]:
@@ -214,13 +199,12 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
     if writer is not None:
       writer.close()
 
-  final_step = int(state.step)
   if status == "completed":
     params = to_host(state.params) if jax.process_count() == 1 else \
         multihost_utils.process_allgather(state.params, tiled=True)
     if jax.process_index() == 0:
       _export_model(config, params, workdir / "model")
-  summary = {"status": status, "steps": final_step, "first_step": first_step,
+  summary = {"status": status, "steps": int(state.step), "first_step": first_step,
              "seconds_to_first_step": startup_s, "history": history, "workdir": str(workdir)}
   if jax.process_index() == 0:
     (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -282,5 +266,6 @@ def _export_model(config: ExperimentConfig, params: dict, target: Path) -> None:
   vocab = config.data.vocab or default_vocab_path()
   tokenizer_dir = Path(vocab).parent if Path(vocab).name == "tokenizer.json" else (
       Path(vocab) if Path(vocab).is_dir() else None)
-  mc.save_model_checkpoint(target, config.model, jax.tree.map(np.asarray, params), metadata={"trained": config.name},
-                           tokenizer_dir=tokenizer_dir, overwrite=True)
+  mc.save_model_checkpoint(target, config.model, jax.tree.map(np.asarray, params),
+                           metadata={"trained": config.name}, tokenizer_dir=tokenizer_dir,
+                           overwrite=True)

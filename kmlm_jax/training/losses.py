@@ -2,7 +2,8 @@
 
 Shapes: B rows, P predictions per row, V vocabulary. The loss terms are the
 three KMLM losses: 0 = MLM on text (L_MLM), 1 = knowledge (L_K),
-2 = reasoning (L_L), and Prix-LM's causal loss 3; the masking rules of `kmlm_jax.data.masking` (RULE_*).
+2 = reasoning (L_L), and Prix-LM's causal loss 3; the masking rules of
+`kmlm_jax.data.masking` (RULE_*).
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -55,9 +54,8 @@ class PretrainingTask(Task):
 
   def loss_fn(self, params, batch, rng, counts):
     nll, correct = forward(self.model(params), batch, rng)
-    loss, sums = losses.kmlm_loss(nll, correct, batch["mlm_weights"], batch["mlm_terms"],
-                                  counts, self.config.train.alpha)
-    return loss, sums
+    return losses.kmlm_loss(nll, correct, batch["mlm_weights"], batch["mlm_terms"], counts,
+                            self.config.train.alpha)
 
   def report(self, sums, counts):
     return {"count": counts,

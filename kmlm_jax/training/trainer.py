@@ -94,10 +94,8 @@ def split_params(params: dict, trainable: Callable) -> tuple[dict, dict]:
 
 
 def merge_params(*parts: dict) -> dict:
-  flat = {}
-  for part in parts:
-    flat.update(traverse_util.flatten_dict(part))
-  return traverse_util.unflatten_dict(flat)
+  return traverse_util.unflatten_dict(
+      {k: v for part in parts for k, v in traverse_util.flatten_dict(part).items()})
 
 
 def abstract_arrays(tree: Any) -> Any:
@@ -174,14 +172,11 @@ def make_trainer(task: Task, partitioner: Partitioner, optimizer: OptimizerConfi
 
       def body(carry, xs):
         i, mb = xs
-        (l, m), g = grad_fn(train, mb, jax.random.fold_in(rng, i))
-        return jax.tree.map(jnp.add, carry, (l, m, g)), None
+        return jax.tree.map(jnp.add, carry, grad_fn(train, mb, jax.random.fold_in(rng, i))), None
 
-      first = jax.tree.map(lambda x: x[0], micro)
-      shapes = jax.eval_shape(grad_fn, train, first, rng)
-      zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
-                           (shapes[0][0], shapes[0][1], shapes[1]))
-      (loss, metrics, grads), _ = jax.lax.scan(body, zeros, (jnp.arange(accum), micro))
+      shapes = jax.eval_shape(grad_fn, train, jax.tree.map(lambda x: x[0], micro), rng)
+      ((loss, metrics), grads), _ = jax.lax.scan(body, jax.tree.map(jnp.zeros_like, shapes),
+                                                 (jnp.arange(accum), micro))
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, train)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(
