@@ -178,13 +178,6 @@ def _round_width(n: int) -> int:
   return 1 << max(0, n - 1).bit_length()
 
 
-def device_trie(trie: Trie, sharding=None) -> DeviceTrie:
-  """Copies the arrays beam search needs to devices (`sharding`: e.g. replicated)."""
-  put = lambda x: jax.device_put(np.asarray(x, np.int32), sharding)
-  return DeviceTrie(put(trie.row_ptr), put(trie.child_token), put(trie.child_state),
-                    put(trie.eos_entity))
-
-
 class BeamSearch:
   """Constrained beam search over one trie with one model, compiled once per shape.
 
@@ -216,11 +209,11 @@ class BeamSearch:
                           root_degree=_round_width(trie.root_degree),
                           branch=_round_width(trie.max_branch_below_root),
                           eos_id=trie.eos_id)
-    self.num_entities = trie.num_entities
     self._graphdef, state = nnx.split(model)
     replicated = None if mesh is None else NamedSharding(mesh, PartitionSpec())
     self._state = state if mesh is None else jax.device_put(state, replicated)
-    self._trie = device_trie(trie, replicated)
+    self._trie = DeviceTrie(*(jax.device_put(np.asarray(getattr(trie, name), np.int32), replicated)
+                              for name in DeviceTrie._fields))
 
   def __call__(self, prefix_ids, prefix_len, exclude=None) -> SearchResult:
     """Searches B queries at once.
@@ -231,8 +224,7 @@ class BeamSearch:
       prefix_len: [B] int, valid tokens per row.
       exclude: optional [B, X] int entity ids never to return (-1 pads).
     """
-    prefix_ids = np.asarray(prefix_ids)
-    prefix_len = np.asarray(prefix_len)
+    prefix_ids, prefix_len = np.asarray(prefix_ids), np.asarray(prefix_len)
     if prefix_ids.ndim != 2 or prefix_len.shape != prefix_ids.shape[:1]:
       raise ValueError(f"prefix_ids must be [B, Tp] and prefix_len [B]; got "
                        f"{prefix_ids.shape} and {prefix_len.shape}")
@@ -258,9 +250,3 @@ class BeamSearch:
         _search_jit(self._graphdef, self.static, self._state, self._trie, *inputs))
     return SearchResult(entities=entities[:b], scores=scores[:b], steps=int(steps))
 
-
-def beam_search(model, trie: Trie, prefix_ids, prefix_len, *, num_beams: int,
-                exclude=None, max_decode_len: int | None = None) -> SearchResult:
-  """One-off `BeamSearch(...)(prefix_ids, prefix_len, exclude)` (compiles every call)."""
-  return BeamSearch(model, trie, num_beams=num_beams, max_decode_len=max_decode_len)(
-      prefix_ids, prefix_len, exclude)

@@ -62,10 +62,6 @@ jax.tree_util.register_dataclass(
     meta_fields=[])
 
 
-def _is_concrete(x) -> bool:
-  return not isinstance(x, jax.core.Tracer)
-
-
 def _check_prefix(model, prefix_ids, prefix_len, max_decode_len: int, num_rows: int):
   c = model.config
   if prefix_ids.ndim != 2 or prefix_len.ndim != 1 or prefix_len.shape[0] != prefix_ids.shape[0]:
@@ -78,7 +74,7 @@ def _check_prefix(model, prefix_ids, prefix_len, max_decode_len: int, num_rows: 
     raise ValueError(
         f"prefix length {prefix_ids.shape[1]} + max_decode_len {max_decode_len} needs position "
         f"{last_position}, beyond max_position_embeddings {c.max_position_embeddings}")
-  if _is_concrete(prefix_len):
+  if not isinstance(prefix_len, jax.core.Tracer):
     lengths = jax.device_get(prefix_len)
     if lengths.size and (lengths.min() < 1 or lengths.max() > prefix_ids.shape[1]):
       raise ValueError(f"prefix_len must lie in [1, {prefix_ids.shape[1]}]; got "
@@ -101,8 +97,7 @@ def encode_prefix(model, prefix_ids: jax.Array, prefix_len: jax.Array, *,
     (cache with empty object slots, last_hidden [B, D]: the final hidden
     state at the last prefix token, which predicts the first object token).
   """
-  prefix_ids = jnp.asarray(prefix_ids, jnp.int32)
-  prefix_len = jnp.asarray(prefix_len, jnp.int32)
+  prefix_ids, prefix_len = jnp.asarray(prefix_ids, jnp.int32), jnp.asarray(prefix_len, jnp.int32)
   _check_prefix(model, prefix_ids, prefix_len, max_decode_len, num_rows)
   c = model.config
   b, tp = prefix_ids.shape
@@ -154,7 +149,7 @@ def decode_step(model, cache: KVCache, token_ids: jax.Array,
   if token_ids.shape != (b, r):
     raise ValueError(f"token_ids must be [{b}] or [{b}, {r}] for this cache; got "
                      f"{tuple(token_ids.shape)}")
-  if _is_concrete(step) and not 0 <= int(step) < cache.max_decode_len:
+  if not isinstance(step, jax.core.Tracer) and not 0 <= int(step) < cache.max_decode_len:
     raise ValueError(f"step {int(step)} outside the cache's {cache.max_decode_len} object slots")
   step = jnp.asarray(step, jnp.int32)
   positions = jnp.broadcast_to((cache.prefix_len + step + c.position_offset)[:, None], (b, r))

@@ -253,13 +253,11 @@ def _terminals(final_state: np.ndarray, num_states: int, duplicates: str):
   sorted_states = final_state[order]
   first = np.ones(n, bool)
   first[1:] = sorted_states[1:] != sorted_states[:-1]
-  if not first.all():
-    dup = order[np.flatnonzero(~first)[0]]
-    twin = order[np.flatnonzero(~first)[0] - 1]
-    if duplicates == "error":
-      raise TrieError(f"entities {int(twin)} and {int(dup)} have the same name "
-                      f"({int((~first).sum())} duplicates in all); pass duplicates='first' to "
-                      f"keep the lowest entity index")
+  if duplicates == "error" and not first.all():
+    dup = np.flatnonzero(~first)[0]
+    raise TrieError(f"entities {int(order[dup - 1])} and {int(order[dup])} have the same name "
+                    f"({int((~first).sum())} duplicates in all); pass duplicates='first' to "
+                    f"keep the lowest entity index")
   terminal_entity = np.full(num_states, -1, np.int32)
   terminal_entity[sorted_states[first]] = order[first]
   entity_state = np.full(n, -1, np.int32)
@@ -267,30 +265,15 @@ def _terminals(final_state: np.ndarray, num_states: int, duplicates: str):
   return terminal_entity, entity_state
 
 
-def names_digest(flat: np.ndarray, lengths: np.ndarray, eos_id: int,
-                 max_decode_len: int | None, duplicates: str) -> str:
-  """sha256 of everything the trie depends on (hex)."""
-  h = hashlib.sha256()
-  h.update(f"trie-v{_FORMAT}|{eos_id}|{max_decode_len}|{duplicates}|".encode())
-  h.update(np.ascontiguousarray(lengths, np.int64).tobytes())
-  h.update(np.ascontiguousarray(flat, np.int64).tobytes())
-  return h.hexdigest()
-
-
-def build_trie_cached(names: Sequence[Sequence[int]] | tuple[np.ndarray, np.ndarray],
-                      eos_id: int, cache_dir: str | os.PathLike, *,
+def build_trie_cached(names: Sequence[Sequence[int]], eos_id: int, cache_dir: str | os.PathLike, *,
                       max_decode_len: int | None = None, duplicates: str = "error") -> Trie:
-  """Loads `cache_dir/trie-<digest>.npz` or builds and saves it.
-
-  `names` is a list of token lists or a `(flat, lengths)` pair; the digest
-  covers the tokens, eos_id, max_decode_len and duplicates policy.
-  """
-  if isinstance(names, tuple) and len(names) == 2 and isinstance(names[0], np.ndarray):
-    flat, lengths = np.asarray(names[0], np.int64), np.asarray(names[1], np.int64)
-  else:
-    flat, lengths = flatten_names(names)
-  digest = names_digest(flat, lengths, eos_id, max_decode_len, duplicates)
-  path = os.path.join(os.fspath(cache_dir), f"trie-{digest[:24]}.npz")
+  """Loads `cache_dir/trie-<digest>.npz` or builds and saves it; the sha256
+  digest covers the tokens, eos_id, max_decode_len and duplicates policy."""
+  flat, lengths = flatten_names(names)
+  h = hashlib.sha256(f"trie-v{_FORMAT}|{eos_id}|{max_decode_len}|{duplicates}|".encode())
+  h.update(lengths.tobytes())
+  h.update(flat.tobytes())
+  path = os.path.join(os.fspath(cache_dir), f"trie-{h.hexdigest()[:24]}.npz")
   if os.path.exists(path):
     try:
       return Trie.load(path)

@@ -14,12 +14,11 @@ select on English dev, test on every language, several seeds.
 
 from __future__ import annotations
 
-import collections
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from kmlm_jax.evaluation.finetune import IGNORE, FinetuneConfig, evaluate, finetune_and_select
+from kmlm_jax.evaluation.finetune import IGNORE, FinetuneConfig, run_seeds
 
 
 def encode_sentence(vocab, tokens: Sequence[str], tags: Sequence[str], labels: Mapping[str, int],
@@ -36,18 +35,13 @@ def encode_sentence(vocab, tokens: Sequence[str], tags: Sequence[str], labels: M
   return _pad(vocab, ids, targets, max_length)
 
 
-def _pad(vocab, ids, labels, max_length):
-  n = len(ids)
-  out = {"input_ids": np.full(max_length, vocab.pad_id, np.int32),
-         "attention_mask": np.zeros(max_length, np.int32)}
-  out["input_ids"][:n], out["attention_mask"][:n] = ids, 1
-  if isinstance(labels, list):
-    padded = np.full(max_length, IGNORE, np.int32)
-    padded[:n] = labels
-    out["labels"] = padded
-  else:
-    out["labels"] = np.int32(labels)
-  return out
+def _pad(vocab, ids: list[int], labels: list[int] | int, max_length: int) -> dict:
+  """One example's arrays, right-padded to `max_length`; token `labels` padded with IGNORE."""
+  pad = max_length - len(ids)
+  return {"input_ids": np.array(ids + [vocab.pad_id] * pad, np.int32),
+          "attention_mask": np.array([1] * len(ids) + [0] * pad, np.int32),
+          "labels": (np.array(labels + [IGNORE] * pad, np.int32) if isinstance(labels, list)
+                     else np.int32(labels))}
 
 
 def spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
@@ -70,10 +64,6 @@ def span_f1(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -
   return 2 * tp / max(2 * tp + fp + fn, 1)
 
 
-def _word_tags(example: dict, prediction: np.ndarray, names: Sequence[str]) -> list[str]:
-  return [names[int(p)] for p, t in zip(prediction, example["labels"]) if t != IGNORE]
-
-
 def run_ner(model_fn, vocab, train, dev, tests: Mapping[str, Sequence], labels: Sequence[str],
             config: FinetuneConfig, devices=None) -> dict:
   """`train`/`dev`/`tests[lang]`: TaggedSentence lists (IOB2); returns F1 per language."""
@@ -81,13 +71,13 @@ def run_ner(model_fn, vocab, train, dev, tests: Mapping[str, Sequence], labels: 
   encode = lambda sents: [encode_sentence(vocab, s.tokens, s.tags, index, config.max_length)
                           for s in sents]
 
-  def f1(predicted, examples):
-    gold = [[labels[t] for t in e["labels"] if t != IGNORE] for e in examples]
-    return span_f1(gold, [_word_tags(e, p, labels) for e, p in zip(examples, predicted)])
+  def f1(predicted, examples):  # over the words' first pieces (labels != IGNORE)
+    words = [e["labels"] != IGNORE for e in examples]
+    return span_f1([[labels[t] for t in e["labels"][w]] for e, w in zip(examples, words)],
+                   [[labels[t] for t in p[w]] for p, w in zip(predicted, words)])
 
-  train_x, dev_x = encode(train), encode(dev)
-  test_x = {lang: encode(s) for lang, s in tests.items()}
-  return _seeds(model_fn, train_x, dev_x, test_x, f1, config, devices)
+  return run_seeds(model_fn, encode(train), encode(dev), {l: encode(s) for l, s in tests.items()},
+                   f1, config, devices)
 
 
 def encode_relx(vocab, example, labels: Mapping[str, int], max_length: int) -> dict:
@@ -120,19 +110,5 @@ def run_relx(model_fn, vocab, train, dev, tests: Mapping[str, Sequence], labels:
   def score(predicted, examples):
     return macro_f1(predicted, np.asarray([e["labels"] for e in examples]), len(labels))
 
-  return _seeds(model_fn, encode(train), encode(dev), {l: encode(x) for l, x in tests.items()},
+  return run_seeds(model_fn, encode(train), encode(dev), {l: encode(x) for l, x in tests.items()},
                 score, config, devices)
-
-
-def _seeds(model_fn, train, dev, tests, score, config, devices) -> dict:
-  per_seed = collections.defaultdict(list)
-  logs = []
-  for seed in config.seeds:
-    tuner, log = finetune_and_select(model_fn, train, dev, config, seed, score, devices)
-    logs.append(log)
-    for lang, examples in tests.items():
-      predicted = evaluate(tuner, examples, config.batch_size, tuple(examples[0]))
-      per_seed[lang].append(score(predicted, examples))
-  return {"score": {l: float(np.mean(v)) for l, v in per_seed.items()},
-          "std": {l: float(np.std(v)) for l, v in per_seed.items()},
-          "per_seed": dict(per_seed), "logs": logs}

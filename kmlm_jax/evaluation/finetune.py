@@ -13,6 +13,7 @@ for token classification, where -100 marks positions without a label).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from typing import Callable, Iterable, Sequence
 
@@ -139,9 +140,7 @@ def batches(examples: Sequence[dict], batch_size: int, seed: int | None, pad: di
 
 def evaluate(tuner: Finetuner, examples: Sequence[dict], batch_size: int, keys) -> np.ndarray:
   """Predicted label per example ([N] or [N, T] for token tasks)."""
-  out = []
-  for batch in batches(examples, batch_size, None, keys):
-    out.append(tuner.predict(batch).argmax(-1))
+  out = [tuner.predict(batch).argmax(-1) for batch in batches(examples, batch_size, None, keys)]
   return np.concatenate(out)[:len(examples)]
 
 
@@ -183,3 +182,21 @@ def finetune_and_select(model_fn: Callable[[int], TaskModel], train: Sequence[di
     epoch += 1
   tuner.state = dataclasses.replace(tuner.state, params=best_params)
   return tuner, {"best_dev": best, "history": history}
+
+
+def run_seeds(model_fn: Callable[[int], TaskModel], train: Sequence[dict], dev: Sequence[dict],
+              tests: dict[str, Sequence[dict]], score, config: FinetuneConfig,
+              devices=None) -> dict:
+  """`finetune_and_select` with every seed, then `score` on each language's test examples:
+  {"score": {lang: mean}, "std": {lang: std}, "per_seed": {lang: [score]}, "logs": [log]}."""
+  per_seed = collections.defaultdict(list)
+  logs = []
+  for seed in config.seeds:
+    tuner, log = finetune_and_select(model_fn, train, dev, config, seed, score, devices)
+    logs.append(log)
+    for lang, examples in tests.items():
+      predicted = evaluate(tuner, examples, config.batch_size, tuple(examples[0]))
+      per_seed[lang].append(score(predicted, examples))
+  return {"score": {l: float(np.mean(v)) for l, v in per_seed.items()},
+          "std": {l: float(np.std(v)) for l, v in per_seed.items()},
+          "per_seed": dict(per_seed), "logs": logs}

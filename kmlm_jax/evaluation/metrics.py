@@ -32,15 +32,6 @@ import numpy as np
 TIES = ("mean", "optimistic", "pessimistic")
 
 
-def _answers(answers, num_queries: int, num_candidates: int) -> np.ndarray:
-  answers = np.asarray(answers).reshape(-1)
-  if answers.shape[0] != num_queries:
-    raise ValueError(f"{answers.shape[0]} answers for {num_queries} queries")
-  if ((answers < 0) | (answers >= num_candidates)).any():
-    raise ValueError(f"answers outside [0, {num_candidates})")
-  return answers
-
-
 def filter_mask(answers, num_candidates: int, rows=(), cols=()) -> np.ndarray:
   """[Q, C] bool, True where candidate `cols[i]` is left out of query `rows[i]`'s
   ranking; never at the query's own answer."""
@@ -103,7 +94,11 @@ def ranks(scores, answers, filtered=None, *, ties: str = "mean",
   scores = np.asarray(scores)
   if scores.ndim != 2:
     raise ValueError(f"scores must be [Q, C]; got {scores.shape}")
-  answers = _answers(answers, *scores.shape)
+  answers = np.asarray(answers).reshape(-1)
+  if answers.shape[0] != scores.shape[0]:
+    raise ValueError(f"{answers.shape[0]} answers for {scores.shape[0]} queries")
+  if ((answers < 0) | (answers >= scores.shape[1])).any():
+    raise ValueError(f"answers outside [0, {scores.shape[1]})")
   if np.isnan(scores).any():
     raise ValueError("scores contain NaN")
   if lower_is_better:

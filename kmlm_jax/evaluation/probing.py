@@ -24,7 +24,6 @@ import dataclasses
 from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -111,17 +110,14 @@ def predict(model: ClozeModel, probes: Sequence[dict], max_tokens: int = 5,
 
 def accuracy(model: ClozeModel, probes: Sequence[dict], max_tokens: int = 5,
              method: str = "independent") -> dict:
-  """{"by_language": {lang: acc}, "by_relation": {(lang, relation): acc}, "avg": float}."""
+  """{"by_language": {lang: acc}, "by_relation": {"lang/relation": acc}, "avg": float}."""
   predicted = predict(model, probes, max_tokens, method)
-  hits, totals = collections.Counter(), collections.Counter()
-  rel_hits, rel_totals = collections.Counter(), collections.Counter()
+  hits, rel_hits = collections.defaultdict(list), collections.defaultdict(list)
   for p, pred in zip(probes, predicted):
     ok = pred == model.vocab.encode(p["object"])
-    totals[p["lang"]] += 1
-    hits[p["lang"]] += ok
-    rel_totals[(p["lang"], p["relation"])] += 1
-    rel_hits[(p["lang"], p["relation"])] += ok
-  by_lang = {l: hits[l] / totals[l] for l in sorted(totals)}
+    hits[p["lang"]].append(ok)
+    rel_hits[f"{p['lang']}/{p['relation']}"].append(ok)
+  by_lang = {l: float(np.mean(hits[l])) for l in sorted(hits)}
   return {"by_language": by_lang,
-          "by_relation": {f"{l}/{r}": rel_hits[(l, r)] / n for (l, r), n in rel_totals.items()},
+          "by_relation": {k: float(np.mean(v)) for k, v in rel_hits.items()},
           "avg": float(np.mean(list(by_lang.values()))) if by_lang else float("nan")}

@@ -17,28 +17,25 @@ def avg_tgt(scores: Mapping[str, float]) -> float:
 
 
 def task_table(task: str, scores: Mapping[str, Mapping[str, float]], languages: Sequence[str],
-               baseline: str | None = None, spread: Mapping[str, Mapping[str, float]] | None = None,
-               percent: bool = True) -> str:
-  """| model | lang... | avg_tgt | delta | for one task; `scores[model][lang]`.
-
-  `delta` is avg_tgt minus the baseline's; `spread` adds "± std" cells.
+               baseline: str | None = None,
+               spread: Mapping[str, Mapping[str, float]] | None = None) -> str:
+  """| model | lang... | avg_tgt | delta | for one task; `scores[model][lang]` (fractions)
+  printed as percentages. `delta` is avg_tgt minus the baseline's; `spread` adds "± std" cells.
   """
-  scale = 100.0 if percent else 1.0
   header = "| " + task + " | " + " | ".join(languages) + " | avg_tgt | delta |"
   lines = [header, "|---" * (len(languages) + 3) + "|"]
   base = avg_tgt(scores[baseline]) if baseline in scores else None
   for model, by_lang in scores.items():
     cells = []
     for lang in languages:
-      v = by_lang.get(lang, float("nan"))
-      cell = f"{v * scale:.1f}"
+      cell = f"{by_lang.get(lang, float('nan')) * 100:.1f}"
       if spread and model in spread and lang in spread[model]:
-        cell += f" ± {spread[model][lang] * scale:.1f}"
+        cell += f" ± {spread[model][lang] * 100:.1f}"
       cells.append(cell)
     a = avg_tgt(by_lang)
-    delta = "0" if model == baseline else (f"{(a - base) * scale:+.1f}" if base is not None
+    delta = "0" if model == baseline else (f"{(a - base) * 100:+.1f}" if base is not None
                                             else "-")
-    lines.append(f"| {model} | " + " | ".join(cells) + f" | {a * scale:.1f} | {delta} |")
+    lines.append(f"| {model} | " + " | ".join(cells) + f" | {a * 100:.1f} | {delta} |")
   return "\n".join(lines) + "\n"
 
 

@@ -105,11 +105,6 @@ def _vocab_path(config: EvalConfig, ckpt: Path) -> Path:
   return path
 
 
-def _vocab_for(config: EvalConfig, ckpt: Path):
-  from kmlm_jax.text.vocab import load_vocab
-  return load_vocab(_vocab_path(config, ckpt))
-
-
 def _read_xlr(corpus: CorpusDir) -> list[dict]:
   """Every split of CORPUS/eval/xlr as the records `xlr.run` reads (checked per line)."""
   from kmlm_jax.evaluation.readers import read_xlr
@@ -125,12 +120,6 @@ def _read_xlr(corpus: CorpusDir) -> list[dict]:
     raise InputError(f"{corpus.eval_path('xlr')}: items have different numbers of choices "
                      f"{sorted(counts)}; XLR needs one")
   return items
-
-
-def _read_probes(corpus: CorpusDir, limit: int | None) -> list[dict]:
-  """CORPUS/eval/probes.jsonl as the records `probing` reads (checked per line)."""
-  from kmlm_jax.evaluation.readers import read_probes
-  return [q.to_dict() for q in read_probes(corpus.eval_path("probes.jsonl"))[:limit]]
 
 
 def _check_corpus(config: EvalConfig, tasks: Sequence[str]) -> CorpusDir | None:
@@ -158,9 +147,7 @@ def check_inputs(config: EvalConfig, ckpts: Sequence[Path | str],
     mc.read_model_config(ckpt)
     _vocab_path(config, Path(ckpt))
   _check_corpus(config, tasks)
-  for task in ("ner", "relx"):
-    if task not in tasks:
-      continue
+  for task in [t for t in ("ner", "relx") if t in tasks]:
     train, dev, test = (getattr(config, f"{task}_{s}") for s in ("train", "dev", "test"))
     if not (train and dev and test):
       raise ConfigError(f"task {task} needs {task}_train, {task}_dev and {task}_test files "
@@ -181,7 +168,8 @@ def read_task_data(config: EvalConfig, tasks: Sequence[str]) -> dict:
   if "xlr" in tasks:
     data["xlr"] = _read_xlr(corpus)
   if "probe" in tasks or "probe_rank" in tasks:
-    data["probes"] = _read_probes(corpus, config.max_probes)
+    probes = readers.read_probes(corpus.eval_path("probes.jsonl"))[:config.max_probes]
+    data["probes"] = [q.to_dict() for q in probes]
   if "ner" in tasks:
     read = lambda p: readers.read_conll(p, scheme=config.ner_scheme, to_iob2=True)
     data["ner"] = (read(config.ner_train), read(config.ner_dev),
@@ -198,80 +186,62 @@ def evaluate_checkpoint(config: EvalConfig, ckpt: Path, tasks: Sequence[str],
   from flax import nnx
 
   from kmlm_jax import model_checkpoint as mc
-  from kmlm_jax.evaluation import probing, xlr
+  from kmlm_jax.evaluation import classification, probing, xlr
   from kmlm_jax.models.task_heads import TaskModel
+  from kmlm_jax.text.vocab import load_vocab
   if data is None:
     check_inputs(config, [ckpt], tasks)
     data = read_task_data(config, tasks)
-  vocab = _vocab_for(config, ckpt)  # before the (slower) parameters
+  vocab = load_vocab(_vocab_path(config, ckpt))  # before the (slower) parameters
   model_config, params, _ = mc.load_model_checkpoint(ckpt)
   corpus = CorpusDir(config.corpus_dir)
+  # A fresh encoder with a `kind` head for each fine-tuning seed.
+  heads = lambda kind, n=1: lambda seed: TaskModel(mc.build_model(model_config, params), kind, n,
+                                                   rngs=nnx.Rngs(seed))
+  frozen = lambda: mc.build_model(  # no dropout, for the tasks without fine-tuning
+      model_config.replace(dropout_rate=0.0, attention_dropout_rate=0.0), params)
+
+  def split_params():
+    graphdef, state = nnx.split(frozen(), nnx.Param)
+    return graphdef, nnx.to_pure_dict(state)
+
   out = {}
   if "xlr" in tasks:
-
-    def model_fn(seed):
-      encoder = mc.build_model(model_config, params)
-      return TaskModel(encoder, "multiple_choice", rngs=nnx.Rngs(seed))
-
     t = time.perf_counter()
-    out["xlr"] = xlr.run(model_fn, vocab, data["xlr"], config.finetune, devices)
+    out["xlr"] = xlr.run(heads("multiple_choice"), vocab, data["xlr"], config.finetune, devices)
     out["xlr"]["seconds"] = time.perf_counter() - t
   if "probe" in tasks:
-    model = mc.build_model(model_config.replace(dropout_rate=0.0, attention_dropout_rate=0.0),
-                           params)
-    graphdef, state = nnx.split(model, nnx.Param)
+    graphdef, state = split_params()
     t = time.perf_counter()
-    cloze = probing.ClozeModel(graphdef, nnx.to_pure_dict(state), vocab)
-    out["probe"] = probing.accuracy(cloze, data["probes"], config.probe_max_tokens,
-                                    config.probe_method)
+    out["probe"] = probing.accuracy(probing.ClozeModel(graphdef, state, vocab), data["probes"],
+                                    config.probe_max_tokens, config.probe_method)
     out["probe"]["seconds"] = time.perf_counter() - t
   if "probe_rank" in tasks:
     from kmlm_jax.evaluation import zero_shot
-    model = mc.build_model(model_config.replace(dropout_rate=0.0, attention_dropout_rate=0.0),
-                           params)
-    graphdef, state = nnx.split(model, nnx.Param)
-    scorer = zero_shot.Scorer(graphdef, nnx.to_pure_dict(state), vocab, length=48, batch=128)
+    scorer = zero_shot.Scorer(*split_params(), vocab, length=48, batch=128)
     out["probe_rank"] = {"by_language": zero_shot.probe_accuracy(
         scorer, corpus.graph(), data["probes"], max_distractors=10)}
     out["probe_rank"]["by_language"].pop("avg", None)
-  if "ner" in tasks or "relx" in tasks:
-    out.update(_classification(config, tasks, model_config, params, vocab, devices, data))
-  if "lp" in tasks:
-    from kmlm_jax.evaluation import link_prediction as lp
-    from kmlm_jax.evaluation import lp_eval
-    model = mc.build_model(model_config.replace(dropout_rate=0.0, attention_dropout_rate=0.0),
-                           params)
-    ranks = {l: lp_eval.prixlm_ranks(model, vocab, corpus.path, l,
-                                     num_beams=config.lp_beams)[0]
-             for l in corpus.languages}
-    out["lp"] = {"by_language": {l: lp.metrics(r) for l, r in ranks.items()}}
-  return out
-
-
-def _classification(config: EvalConfig, tasks, model_config, params, vocab, devices,
-                    data: dict) -> dict:
-  from flax import nnx
-
-  from kmlm_jax import model_checkpoint as mc
-  from kmlm_jax.evaluation import classification
-  from kmlm_jax.models.task_heads import TaskModel
-  out = {}
   if "ner" in tasks:
     train, dev, tests = data["ner"]
     labels = sorted({t for d in [train, dev] for s in d.sentences for t in s.tags} |
                     {t for s in tests.values() for x in s for t in x.tags},
                     key=lambda t: (t != "O", t))
-    model_fn = lambda seed: TaskModel(mc.build_model(model_config, params), "token", len(labels),
-                                      rngs=nnx.Rngs(seed))
-    out["ner"] = classification.run_ner(model_fn, vocab, train.sentences, dev.sentences, tests,
-                                        labels, config.finetune, devices)
+    out["ner"] = classification.run_ner(heads("token", len(labels)), vocab, train.sentences,
+                                        dev.sentences, tests, labels, config.finetune, devices)
   if "relx" in tasks:
     train, dev, tests = data["relx"]
     labels = sorted({x.relation for d in [train, dev, *tests.values()] for x in d})
-    model_fn = lambda seed: TaskModel(mc.build_model(model_config, params), "sequence", len(labels),
-                                      rngs=nnx.Rngs(seed))
-    out["relx"] = classification.run_relx(model_fn, vocab, train, dev, tests, labels,
-                                          config.finetune, devices)
+    out["relx"] = classification.run_relx(heads("sequence", len(labels)), vocab, train, dev,
+                                          tests, labels, config.finetune, devices)
+  if "lp" in tasks:
+    from kmlm_jax.evaluation import link_prediction as lp
+    from kmlm_jax.evaluation import lp_eval
+    model = frozen()
+    ranks = {l: lp_eval.prixlm_ranks(model, vocab, corpus.path, l,
+                                     num_beams=config.lp_beams)[0]
+             for l in corpus.languages}
+    out["lp"] = {"by_language": {l: lp.metrics(r) for l, r in ranks.items()}}
   return out
 
 
@@ -286,7 +256,7 @@ def _scores(result: dict, task: str) -> dict[str, float]:
 
 
 def run(config: EvalConfig, ckpt: Path | str, out: Path | str, *, baseline: Path | str | None = None,
-        tasks: Sequence[str] | None = None, names: tuple[str, str] | None = None) -> dict:
+        tasks: Sequence[str] | None = None) -> dict:
   """Evaluates `ckpt` (and `baseline`), writes the report; returns the results."""
   from kmlm_jax.evaluation import report
   tasks = check_tasks(tuple(tasks or config.tasks), "--tasks" if tasks else "tasks")
@@ -296,9 +266,7 @@ def run(config: EvalConfig, ckpt: Path | str, out: Path | str, *, baseline: Path
   if out.exists() and not out.is_dir():
     raise ConfigError(f"--out {out}: exists and is not a directory")
   (out / "plots").mkdir(parents=True, exist_ok=True)
-  runs = {(names or (Path(ckpt).parent.name, ""))[0] or str(ckpt): Path(ckpt)}
-  if baseline:
-    runs[(names or ("", Path(baseline).parent.name))[1] or str(baseline)] = Path(baseline)
+  runs = {Path(p).parent.name or str(p): Path(p) for p in [ckpt, baseline] if p}
   results = {name: evaluate_checkpoint(config, path, tasks, data=data)
              for name, path in runs.items()}
   base_name = list(runs)[1] if baseline else None
@@ -328,8 +296,6 @@ def run(config: EvalConfig, ckpt: Path | str, out: Path | str, *, baseline: Path
 
 
 def _jsonable(value):
-  if isinstance(value, (np.floating, np.integer)):
-    return value.item()
-  if isinstance(value, np.ndarray):
-    return value.tolist()
+  if isinstance(value, (np.floating, np.integer, np.ndarray)):
+    return value.tolist()  # a Python scalar for numpy scalars
   raise TypeError(type(value))

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from kmlm_jax.evaluation.finetune import FinetuneConfig, evaluate, finetune_and_select
+from kmlm_jax.evaluation.finetune import FinetuneConfig, run_seeds
 
 
 def encode_item(vocab, item: dict, max_length: int) -> dict:
@@ -50,17 +50,6 @@ def run(model_fn, vocab, items: Sequence[dict], config: FinetuneConfig, devices=
   train, dev = split[("train", "en")], split[("dev", "en")]
   if not train or not dev:
     raise ValueError("XLR needs English train and dev items")
-  langs = sorted({lang for s, lang in split if s == "test"})
-  per_seed = collections.defaultdict(list)
-  logs = []
-  for seed in config.seeds:
-    tuner, log = finetune_and_select(model_fn, train, dev, config, seed, accuracy, devices)
-    logs.append(log)
-    for lang in langs:
-      test = split[("test", lang)]
-      per_seed[lang].append(accuracy(evaluate(tuner, test, config.batch_size, tuple(test[0])),
-                                     test))
-  return {"accuracy": {l: float(np.mean(v)) for l, v in per_seed.items()},
-          "std": {l: float(np.std(v)) for l, v in per_seed.items()},
-          "per_seed": dict(per_seed), "logs": logs,
-          "counts": {l: len(split[("test", l)]) for l in langs}}
+  tests = {lang: split[("test", lang)] for s, lang in sorted(split) if s == "test"}
+  out = run_seeds(model_fn, train, dev, tests, accuracy, config, devices)
+  return {"accuracy": out.pop("score"), **out, "counts": {l: len(t) for l, t in tests.items()}}

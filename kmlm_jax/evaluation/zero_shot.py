@@ -164,10 +164,9 @@ def _best_candidates(owners, scores) -> dict[int, int]:
 
 
 def _per_language(outcomes) -> dict[str, float]:
-  hits, totals = collections.Counter(), collections.Counter()
+  hits = collections.defaultdict(list)
   for lang, ok in outcomes:
-    totals[lang] += 1
-    hits[lang] += bool(ok)
-  out = {lang: hits[lang] / totals[lang] for lang in sorted(totals)}
+    hits[lang].append(bool(ok))
+  out = {lang: float(np.mean(hits[lang])) for lang in sorted(hits)}
   out["avg"] = float(np.mean(list(out.values()))) if out else float("nan")
   return out

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from kmlm_jax.evaluation.readers.errors import error, get, iter_json_records, read_lines
 
@@ -123,14 +123,21 @@ def read_facts(path: Path | str, relation: str | None = None) -> list[ClozeFact]
   return out
 
 
-def join(templates: Sequence[ClozeTemplate], facts: Iterable[ClozeFact],
-         lang: str) -> list[ClozeQuery]:
-  """Queries for every fact whose relation has a template, in fact order."""
-  by_relation = {t.relation: t for t in templates}
-  return [ClozeQuery(lang=lang, relation=f.relation, template=by_relation[f.relation].template,
-                     subject=f.subject, object=f.object, subject_id=f.subject_id,
-                     object_id=f.object_id, uuid=f.uuid)
-          for f in facts if f.relation in by_relation]
+def read_queries(templates: Sequence[ClozeTemplate], candidates: Callable[[str], Iterable[Path]],
+                 lang: str) -> list[ClozeQuery]:
+  """Each template's facts as queries, relations in template order, facts in file order.
+
+  A relation's facts are the first existing file of `candidates(relation)`;
+  relations without one are skipped.
+  """
+  out = []
+  for t in templates:
+    path = next((p for p in candidates(t.relation) if p.is_file()), None)
+    if path is not None:
+      out += [ClozeQuery(lang=lang, relation=t.relation, template=t.template, subject=f.subject,
+                         object=f.object, subject_id=f.subject_id, object_id=f.object_id,
+                         uuid=f.uuid) for f in read_facts(path, t.relation)]
+  return out
 
 
 def read_probes(path: Path | str) -> list[ClozeQuery]:

@@ -7,41 +7,50 @@ the file at the faulty record.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
-
 from kmlm_jax.errors import InputError
-from kmlm_jax.kg.errors import where  # noqa: F401  (the one FILE:LINE: field formatter)
+from kmlm_jax.kg.errors import where  # the one FILE:LINE: field formatter
+
+_SPACE = re.compile(r"\s*")
 
 
 class ReaderError(InputError):
   """Malformed evaluation data; the message names file, line and field."""
 
 
-
-
 def error(path, line: int | None, message: str, field: str | None = None) -> ReaderError:
   return ReaderError(f"{where(path, line, field)}: {message}")
+
+
+@contextlib.contextmanager
+def _reading(path: Path):
+  """Turns a missing, unreadable or non-utf-8 file into a ReaderError naming it."""
+  try:
+    yield
+  except FileNotFoundError:
+    raise ReaderError(f"{path}: no such file") from None
+  except UnicodeDecodeError as e:
+    raise ReaderError(f"{path}: not valid utf-8 at byte {e.start}") from None
+  except OSError as e:  # a directory, no permission, ...
+    raise ReaderError(f"{path}: cannot be read ({e.strerror or e})") from None
 
 
 def read_lines(path: Path | str, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
   """(1-based line number, line without its newline); a decoding error names the line."""
   path = Path(path)
-  try:
-    with path.open("rb") as f:
-      for number, raw in enumerate(f, 1):
-        try:
-          text = raw.decode(encoding)
-        except UnicodeDecodeError as e:
-          raise error(path, number, f"not valid {encoding} ({e.reason} at byte {e.start}); "
-                      "pass the file's encoding (CoNLL-2002 files are latin-1)") from None
-        yield number, text.rstrip("\r\n")
-  except FileNotFoundError:
-    raise ReaderError(f"{path}: no such file") from None
-  except OSError as e:  # a directory, no permission, ...
-    raise ReaderError(f"{path}: cannot be read ({e.strerror or e})") from None
+  with _reading(path), path.open("rb") as f:
+    for number, raw in enumerate(f, 1):
+      try:
+        text = raw.decode(encoding)
+      except UnicodeDecodeError as e:
+        raise error(path, number, f"not valid {encoding} ({e.reason} at byte {e.start}); "
+                    "pass the file's encoding (CoNLL-2002 files are latin-1)") from None
+      yield number, text.rstrip("\r\n")
 
 
 def iter_json_records(path: Path | str) -> Iterator[tuple[int, dict]]:
@@ -51,14 +60,8 @@ def iter_json_records(path: Path | str) -> Iterator[tuple[int, dict]]:
   any number of lines; the line of an element is the line it starts on.
   """
   path = Path(path)
-  try:
+  with _reading(path):
     text = path.read_text("utf-8")
-  except FileNotFoundError:
-    raise ReaderError(f"{path}: no such file") from None
-  except UnicodeDecodeError as e:
-    raise ReaderError(f"{path}: not valid utf-8 at byte {e.start}") from None
-  except OSError as e:  # a directory, no permission, ...
-    raise ReaderError(f"{path}: cannot be read ({e.strerror or e})") from None
   if text.lstrip().startswith("["):
     yield from _array_records(path, text)
     return
@@ -74,15 +77,8 @@ def iter_json_records(path: Path | str) -> Iterator[tuple[int, dict]]:
 
 def _array_records(path: Path, text: str) -> Iterator[tuple[int, dict]]:
   decoder = json.JSONDecoder()
-  pos = text.index("[") + 1
-
-  def skip(p: int) -> int:
-    while p < len(text) and text[p].isspace():
-      p += 1
-    return p
-
-  pos = skip(pos)
-  if pos < len(text) and text[pos] == "]":
+  pos = _SPACE.match(text, text.index("[") + 1).end()
+  if text.startswith("]", pos):
     return
   while True:
     line = text.count("\n", 0, pos) + 1
@@ -91,15 +87,14 @@ def _array_records(path: Path, text: str) -> Iterator[tuple[int, dict]]:
     except json.JSONDecodeError as e:
       raise error(path, e.lineno, f"invalid JSON ({e.msg} at column {e.colno})") from None
     yield line, _object(record, path, line)
-    pos = skip(pos)
-    if pos < len(text) and text[pos] == ",":
-      pos = skip(pos + 1)
-      continue
-    if pos < len(text) and text[pos] == "]":
-      if text[pos + 1:].strip():
-        raise error(path, text.count("\n", 0, pos) + 1, "invalid JSON (data after the array)")
+    pos = _SPACE.match(text, pos).end()
+    if text.startswith(",", pos):
+      pos = _SPACE.match(text, pos + 1).end()
+    elif text.startswith("]", pos) and not text[pos + 1:].strip():
       return
-    raise error(path, text.count("\n", 0, pos) + 1, "invalid JSON (expected ',' or ']')")
+    else:
+      problem = "data after the array" if text.startswith("]", pos) else "expected ',' or ']'"
+      raise error(path, text.count("\n", 0, pos) + 1, f"invalid JSON ({problem})")
 
 
 def _object(record: Any, path: Path, line: int) -> dict:

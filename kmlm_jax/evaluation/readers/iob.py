@@ -65,11 +65,6 @@ class TagError(InputError):
     self.index = index
 
 
-def label_set(tags: Iterable[str]) -> tuple[str, ...]:
-  types = sorted({t[2:] for t in tags if t != "O"})
-  return ("O",) + tuple(f"{p}-{t}" for t in types for p in "BI")
-
-
 def check_tags(tags: Sequence[str], scheme: str = "iob2",
                entity_types: Iterable[str] | None = None) -> None:
   """Raises TagError (a ValueError with the tag's position) at the first tag breaking `scheme`."""
@@ -172,4 +167,5 @@ def read_conll(path: Path | str, *, scheme: str = "iob2", to_iob2: bool = False,
   flush()
   if not sentences:
     raise ReaderError(f"{path}: no sentences")
-  return IOBDataset(tuple(sentences), label_set(t for s in sentences for t in s.tags))
+  kinds = sorted({t[2:] for s in sentences for t in s.tags if t != "O"})
+  return IOBDataset(tuple(sentences), ("O",) + tuple(f"{p}-{k}" for k in kinds for p in "BI"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kmlm_jax.evaluation.readers.cloze import ClozeQuery, join, read_facts, read_templates
+from kmlm_jax.evaluation.readers.cloze import ClozeQuery, read_queries, read_templates
 from kmlm_jax.evaluation.readers.errors import ReaderError
 
 TEMPLATE_FILES = ("templates.jsonl", "relations.jsonl")
@@ -24,9 +24,4 @@ def read_mlama(root: Path | str, lang: str) -> list[ClozeQuery]:
   found = [folder / n for n in TEMPLATE_FILES if (folder / n).is_file()]
   if not found:
     raise ReaderError(f"{folder}: no {' or '.join(TEMPLATE_FILES)}")
-  out = []
-  for t in read_templates(found[0], lang):
-    path = folder / f"{t.relation}.jsonl"
-    if path.is_file():
-      out.extend(join([t], read_facts(path, t.relation), lang))
-  return out
+  return read_queries(read_templates(found[0], lang), lambda r: [folder / f"{r}.jsonl"], lang)

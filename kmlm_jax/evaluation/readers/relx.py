@@ -61,37 +61,32 @@ def parse_markers(sentence: str, normalize_space: bool = True) -> tuple[str, dic
   or a missing or empty entity. Spans exclude spaces inside the markers;
   `normalize_space` also collapses whitespace runs and strips the text.
   """
-  out: list[str] = []
-  size = 0
-  last = ""  # the text's last character so far
+  text = ""
   spans: dict[str, list[int]] = {}
   open_entity = None
   for piece in _MARKER.split(sentence):
     if not _MARKER.fullmatch(piece):
       if normalize_space:
         piece = re.sub(r"\s+", " ", piece)
-        if piece.startswith(" ") and last in ("", " "):
+        if piece.startswith(" ") and text[-1:] in ("", " "):
           piece = piece[1:]
-      out.append(piece)
-      size += len(piece)
-      last = piece[-1:] or last
+      text += piece
       continue
     name = piece.strip("</>")
     if piece.startswith("</"):
       if open_entity != name:
         raise ValueError(f"{piece} without a matching <{name}>")
-      spans[name].append(size)
+      spans[name].append(len(text))
       open_entity = None
     else:
       if name in spans:
         raise ValueError(f"<{name}> appears twice")
       if open_entity is not None:
         raise ValueError(f"<{name}> inside <{open_entity}> (nested entities)")
-      spans[name] = [size]
+      spans[name] = [len(text)]
       open_entity = name
   if open_entity is not None:
     raise ValueError(f"unclosed <{open_entity}> (no </{open_entity}>)")
-  text = "".join(out)
   if normalize_space:
     text = text.rstrip()
   result = {}

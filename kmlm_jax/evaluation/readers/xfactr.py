@@ -17,16 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kmlm_jax.evaluation.readers.cloze import ClozeQuery, join, read_facts, read_templates
+from kmlm_jax.evaluation.readers.cloze import ClozeQuery, read_queries, read_templates
 from kmlm_jax.evaluation.readers.errors import ReaderError
-
-
-def facts_file(facts_dir: Path, relation: str, lang: str) -> Path | None:
-  for candidate in (facts_dir / lang / f"{relation}.jsonl", facts_dir / f"{relation}.{lang}.jsonl",
-                    facts_dir / f"{relation}.jsonl"):
-    if candidate.is_file():
-      return candidate
-  return None
 
 
 def read_xfactr(templates: Path | str, facts_dir: Path | str,
@@ -36,10 +28,6 @@ def read_xfactr(templates: Path | str, facts_dir: Path | str,
   lang = lang or templates.name.split(".")[0]
   if not facts_dir.is_dir():
     raise ReaderError(f"{facts_dir}: not a directory of facts files")
-  table = read_templates(templates, lang)
-  out = []
-  for t in table:
-    path = facts_file(facts_dir, t.relation, lang)
-    if path is not None:
-      out.extend(join([t], read_facts(path, t.relation), lang))
-  return out
+  return read_queries(read_templates(templates, lang),
+                      lambda r: [facts_dir / lang / f"{r}.jsonl", facts_dir / f"{r}.{lang}.jsonl",
+                                 facts_dir / f"{r}.jsonl"], lang)

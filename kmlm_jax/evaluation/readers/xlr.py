@@ -52,9 +52,8 @@ class XLRItem:
 
   def to_dict(self) -> dict:
     """The project's record (the keys `kmlm_jax.evaluation.xlr` reads); None fields dropped."""
-    out = dataclasses.asdict(self)
-    out = {k: list(v) if isinstance(v, tuple) else v for k, v in out.items() if v is not None}
-    return out
+    return {k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 def read_xlr(path: Path | str, *, lang: str | None = None, split: str | None = None,
