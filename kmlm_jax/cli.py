@@ -124,13 +124,8 @@ def _add_adapters(sub):
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="kmlm-jax", description=__doc__)
   sub = parser.add_subparsers(dest="command", required=True)
-  _add_convert(sub)
-  _add_init(sub)
-  _add_kg(sub)
-  _add_data(sub)
-  _add_train(sub)
-  _add_adapters(sub)
-  _add_eval(sub)
+  for add in (_add_convert, _add_init, _add_kg, _add_data, _add_train, _add_adapters, _add_eval):
+    add(sub)
   return parser
 
 
@@ -161,10 +156,7 @@ def _init(args) -> int:
 
 def _kg(args) -> int:
   from kmlm_jax.kg import commands
-  if args.kg_command == "stats":
-    print(commands.stats(args.dir))
-    return 0
-  print(commands.build(args))
+  print(commands.stats(args.dir) if args.kg_command == "stats" else commands.build(args))
   return 0
 
 

@@ -1,9 +1,5 @@
-"""Frozen-dataclass configs: model and mesh.
-
-Later issues add data, train and eval configs next to these. Every config is
-a frozen dataclass so it can be hashed, compared and passed as a static
-argument to `jax.jit`.
-"""
+"""The configs: frozen dataclasses, so they can be hashed, compared and passed as static
+arguments to `jax.jit`."""
 
 from __future__ import annotations
 
@@ -122,9 +118,6 @@ def preset(name: str, **overrides) -> ModelConfig:
     raise InputError(f"unknown model preset {name!r}; known: {', '.join(PRESETS)}") from None
   return config.replace(**overrides) if overrides else config
 
-
-# Logical axis names carried by every parameter and constrained activation.
-LOGICAL_AXES = ("batch", "length", "vocab", "embed", "mlp", "heads", "kv", "layers")
 
 # Default mapping from logical axes to mesh axes (MaxText style): batch over
 # data and fsdp, parameters' embed dimension over fsdp (ZeRO-3 style), and the
@@ -275,13 +268,12 @@ def override(config, assignments) -> "ExperimentConfig":
 
 def _set(obj, path, raw, key):
   name = path[0]
-  if not dataclasses.is_dataclass(obj) or name not in {f.name for f in dataclasses.fields(obj)}:
-    fields = [f.name for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj) else []
+  fields = [f.name for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj) else []
+  if name not in fields:
     raise InputError(f"unknown config key {key!r}; {name!r} is not one of {fields}")
   current = getattr(obj, name)
-  if len(path) > 1:
-    return dataclasses.replace(obj, **{name: _set(current, path[1:], raw, key)})
-  return dataclasses.replace(obj, **{name: _parse(raw, current, key)})
+  value = _set(current, path[1:], raw, key) if len(path) > 1 else _parse(raw, current, key)
+  return dataclasses.replace(obj, **{name: value})
 
 
 def _parse(raw: str, current, key: str):

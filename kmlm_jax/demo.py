@@ -48,17 +48,19 @@ def corpus_texts(corpus: Path, languages):
 def trim_vocab(corpus: Path, out: Path, languages) -> int:
   from kmlm_jax.text.trim import trim_tokenizer_json
   from kmlm_jax.text.vocab import default_vocab_path
-  size = trim_tokenizer_json(default_vocab_path(), corpus_texts(corpus, languages),
+  return trim_tokenizer_json(default_vocab_path(), corpus_texts(corpus, languages),
                              out / "tokenizer.json")
-  return size
 
 
-def run_config(base, name: str, mixture: str, corpus: Path, vocab: Path, vocab_size: int,
-               steps: int, batch: int):
+def run_config(name: str, mixture: str, corpus: Path, tokenizer: Path, vocab_size: int,
+               steps: int, batch: int, cache_dir: Path):
+  """configs/tiny.py training `steps` steps of `batch` rows on `mixture`."""
   from kmlm_jax.config import override
+  from kmlm_jax.experiment import load_config
+  base = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.py")
   return dataclasses.replace(override(base, [
-      f"model.vocab_size={vocab_size}", f"data.vocab={vocab / 'tokenizer.json'}",
-      f"data.corpus_dir={corpus}", f"data.cache_dir={corpus.parent / 'token_cache'}",
+      f"model.vocab_size={vocab_size}", f"data.vocab={tokenizer}",
+      f"data.corpus_dir={corpus}", f"data.cache_dir={cache_dir}",
       f"data.mixture={mixture}", f"train.steps={steps}",
       f"data.batch_size={batch}", f"train.checkpoint_every={steps}",
       f"train.log_every={max(1, steps // 20)}", f"train.warmup_steps={max(1, steps // 10)}"]),
@@ -68,7 +70,6 @@ def run_config(base, name: str, mixture: str, corpus: Path, vocab: Path, vocab_s
 def stream_accuracy(config, params, batches: int) -> dict[str, float]:
   """MLM accuracy of each stream on fresh masks (seed 12345) of its own task."""
   import jax
-  from flax import nnx
 
   from kmlm_jax.training.data import make_batches
   from kmlm_jax.training.loop import pretraining_trainer
@@ -149,7 +150,6 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.WARNING)
   from kmlm_jax.convert import commands
-  from kmlm_jax.experiment import load_config
   from kmlm_jax.kg.sample import KMLM_LANGUAGES, build_sample_corpora
   from kmlm_jax.training.loop import train
 
@@ -164,13 +164,12 @@ def main(argv=None) -> int:
   print("2/5 trimming the XLM-R tokenizer to the corpora ...", flush=True)
   vocab_size = trim_vocab(out / "kg", out / "vocab", KMLM_LANGUAGES)
   print(f"    {vocab_size:,} of 250,002 pieces kept", flush=True)
-  base = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.py")
   runs = {"MLM-only": "cc100", "KMLM-Mix": "kmlm_mix"}
   results = {}
-  for i, (name, mixture) in enumerate(runs.items()):
+  for name, mixture in runs.items():
     print(f"3/5 training {name} ({args.steps} steps x {args.batch_size} rows) ...", flush=True)
-    config = run_config(base, name, mixture, out / "kg", out / "vocab", vocab_size, args.steps,
-                        args.batch_size)
+    config = run_config(name, mixture, out / "kg", out / "vocab" / "tokenizer.json", vocab_size,
+                        args.steps, args.batch_size, out / "token_cache")
     t = time.perf_counter()
     summary = train(config, out / name, progress=True)
     timings[f"train_{name}_s"] = time.perf_counter() - t
@@ -188,11 +187,10 @@ def main(argv=None) -> int:
 
   table = results_table(results, tuple(runs))
   timings["total_s"] = time.perf_counter() - start
+  corpora = {k: manifest[k] for k in ("entities", "triples", "cycles3", "cycles4")}
   (out / "results.json").write_text(json.dumps({"results": results, "timings": timings,
-                                                "corpora": {k: manifest[k] for k in (
-                                                    "entities", "triples", "cycles3",
-                                                    "cycles4")},
-                                                "vocab_size": vocab_size}, indent=1))
+                                                "corpora": corpora, "vocab_size": vocab_size},
+                                               indent=1))
   (out / "results.md").write_text(table + "\n")
   print("\n" + table + "\n")
   print("timings: " + " ".join(f"{k}={v:.0f}" for k, v in timings.items()))

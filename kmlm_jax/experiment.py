@@ -74,10 +74,10 @@ def check_paths(config: ExperimentConfig, *, model: bool = True) -> None:
       CorpusDir(data.corpus_dir).manifest  # noqa: B018  (reads and checks manifest.json)
     except InputError as e:
       raise ConfigError(f"data.corpus_dir: {e}") from None
-  if data.vocab and not Path(data.vocab).exists():
-    raise ConfigError(f"data.vocab: {data.vocab}: no such tokenizer file or directory")
   if data.vocab:
     from kmlm_jax.text.vocab import load_vocab
+    if not Path(data.vocab).exists():
+      raise ConfigError(f"data.vocab: {data.vocab}: no such tokenizer file or directory")
     try:
       load_vocab(data.vocab)  # cached: the run reuses it
     except InputError as e:

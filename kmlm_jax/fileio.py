@@ -19,21 +19,26 @@ from kmlm_jax.errors import OutputExistsError
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
+def check_output_dir(target: Path | str, overwrite: bool = False,
+                     error: type[Exception] = OutputExistsError) -> None:
+  """Raises `error` for a `target` that is a file, or non-empty and not to `overwrite`."""
+  target = Path(target)
+  if target.exists() and not target.is_dir():
+    raise error(f"{target}: exists and is not a directory")
+  if target.exists() and any(target.iterdir()) and not overwrite:
+    raise error(f"{target}: already exists and is not empty (pass --overwrite)")
+
+
 @contextlib.contextmanager
 def atomic_directory(target: Path | str, overwrite: bool = False,
                      error: type[Exception] = OutputExistsError):
   """Yields a temporary sibling directory that is renamed to `target` on success.
 
   A failure (any exception, KeyboardInterrupt included) leaves nothing at
-  `target` and removes the temporary. An existing non-empty `target` raises
-  `error` unless `overwrite`.
+  `target` and removes the temporary. `check_output_dir` checks `target` first.
   """
   target = Path(target)
-  if target.exists() and (not target.is_dir() or any(target.iterdir())):
-    if not overwrite:
-      raise error(f"{target}: already exists and is not empty (pass --overwrite)")
-    if not target.is_dir():
-      raise error(f"{target}: is a file, not a directory")
+  check_output_dir(target, overwrite, error)
   target.parent.mkdir(parents=True, exist_ok=True)
   tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
   try:

@@ -72,11 +72,9 @@ def model_params(model: Encoder) -> dict:
 
 
 def copy_tokenizer_files(source: Path, target: Path) -> list[str]:
-  copied = []
-  for name in TOKENIZER_FILES:
-    if (Path(source) / name).exists():
-      shutil.copy2(Path(source) / name, Path(target) / name)
-      copied.append(name)
+  copied = [name for name in TOKENIZER_FILES if (Path(source) / name).exists()]
+  for name in copied:
+    shutil.copy2(Path(source) / name, Path(target) / name)
   return copied
 
 
@@ -110,6 +108,8 @@ def save_model_checkpoint(path: Path | str, config: ModelConfig, params: Mapping
 
 _POSITIVE = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
              "max_position_embeddings", "type_vocab_size")
+# The JSON values each field type accepts (Python's bool is an int: only bool fields take it).
+_JSON_TYPES = {int: int, float: (int, float), bool: bool, str: str}
 
 
 def _check_fields(model: dict, config_file: Path) -> None:
@@ -117,11 +117,8 @@ def _check_fields(model: dict, config_file: Path) -> None:
   hints = typing.get_type_hints(ModelConfig)
   for name, value in model.items():
     kind = hints.get(name)
-    ok = {int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-          bool: lambda v: isinstance(v, bool),
-          str: lambda v: isinstance(v, str)}.get(kind, lambda v: True)(value)
-    if not ok:
+    if kind in _JSON_TYPES and (not isinstance(value, _JSON_TYPES[kind])
+                               or isinstance(value, bool) != (kind is bool)):
       raise CheckpointError(f"{config_file}: field 'model.{name}': expected "
                             f"{kind.__name__}, got {json.dumps(value)[:40]}")
     if name in _POSITIVE and value < 1:

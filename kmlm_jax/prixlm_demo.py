@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -39,14 +38,11 @@ def main(argv=None) -> int:
   import numpy as np
 
   from kmlm_jax import model_checkpoint as mc
-  from kmlm_jax.config import override
-  from kmlm_jax.demo import corpus_texts
-  from kmlm_jax.kg.sample import build_sample_corpora
+  from kmlm_jax.demo import corpus_texts, run_config
   from kmlm_jax.evaluation import lp_eval
   from kmlm_jax.evaluation import link_prediction as lp
-  from kmlm_jax.experiment import load_config
   from kmlm_jax.kg.corpus_dir import CorpusDir
-  from kmlm_jax.kg.sample import KMLM_LANGUAGES
+  from kmlm_jax.kg.sample import KMLM_LANGUAGES, build_sample_corpora
   from kmlm_jax.models.kge import KGEConfig
   from kmlm_jax.text import prixlm
   from kmlm_jax.text.trim import trim_tokenizer_json
@@ -60,32 +56,26 @@ def main(argv=None) -> int:
   if not args.corpus:
     print("1/4 building the sample KG corpora ...", flush=True)
     build_sample_corpora(corpus, overwrite=True)
-  langs = list(CorpusDir(corpus).languages)
+  corpus_dir = CorpusDir(corpus)
+  langs = list(corpus_dir.languages)
 
   print("2/4 trimming the tokenizer and adding the Prix-LM tokens ...", flush=True)
 
   def texts():
     yield from corpus_texts(corpus, [l for l in langs if l in KMLM_LANGUAGES])
     for lang in langs:
-      for name, _ in lp_eval.read_tsv(CorpusDir(corpus).eval_path("lp", f"{lang}.entities.tsv"),
-                                      2):
-        yield name
+      path = corpus_dir.eval_path("lp", f"{lang}.entities.tsv")
+      yield from (name for name, _ in lp_eval.read_tsv(path, 2))
 
+  vocab_path = out / "vocab" / "tokenizer.json"
   trim_tokenizer_json(default_vocab_path(), texts(), out / "vocab" / "trimmed.json")
   add_tokens_to_tokenizer_json(out / "vocab" / "trimmed.json", prixlm.added_tokens(langs),
-                               out / "vocab" / "tokenizer.json")
-  vocab_path = out / "vocab" / "tokenizer.json"
+                               vocab_path)
   vocab = load_vocab(str(vocab_path))
 
   print(f"3/4 training Prix-LM ({args.steps} steps x {args.batch_size} rows) ...", flush=True)
-  base = load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.py")
-  config = dataclasses.replace(override(base, [
-      f"model.vocab_size={vocab.vocab_size}", f"data.vocab={vocab_path}",
-      f"data.corpus_dir={corpus}", f"data.cache_dir={out / 'token_cache'}",
-      "data.mixture=prixlm", f"train.steps={args.steps}",
-      f"data.batch_size={args.batch_size}", f"train.checkpoint_every={args.steps}",
-      f"train.log_every={max(1, args.steps // 20)}",
-      f"train.warmup_steps={max(1, args.steps // 10)}"]), name="prixlm-tiny")
+  config = run_config("prixlm-tiny", "prixlm", corpus, vocab_path, vocab.vocab_size, args.steps,
+                      args.batch_size, out / "token_cache")
   t = time.perf_counter()
   summary = train(config, out / "train", progress=True)
   train_s = time.perf_counter() - t

@@ -88,21 +88,17 @@ def logical_to_spec(logical_axes: LogicalAxes | None, rules, mesh: Mesh,
   return PartitionSpec(*spec)
 
 
-def _is_variable(x) -> bool:
-  return isinstance(x, nnx.Variable)
-
-
 def state_shardings(state: Any, mesh: Mesh, rules) -> Any:
   """NamedShardings of a tree: a Variable's from its `out_sharding` logical axes (the
   result is then a pure dict), any other leaf replicated."""
 
   def one(v):
-    if _is_variable(v):
+    if isinstance(v, nnx.Variable):
       axes = v.get_metadata().get("out_sharding")
       return NamedSharding(mesh, logical_to_spec(axes, rules, mesh, v.shape))
     return NamedSharding(mesh, PartitionSpec())
 
-  out = jax.tree.map(one, state, is_leaf=_is_variable)
+  out = jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
   return nnx.to_pure_dict(out) if isinstance(out, nnx.State) else out
 
 

@@ -68,24 +68,6 @@ class AdapterOutput(nn.Module):
     return h + self.adapters[active](h)
 
 
-class _Layer(nn.Module):
-  def __init__(self, output: AdapterOutput):
-    super().__init__()
-    self.output = output
-
-
-class _Encoder(nn.Module):
-  def __init__(self, layers):
-    super().__init__()
-    self.layer = nn.ModuleList(layers)
-
-
-class _Base(nn.Module):
-  def __init__(self, layers):
-    super().__init__()
-    self.encoder = _Encoder(layers)
-
-
 class TorchAdapterSet(nn.Module):
   """All layers' adapters and fusion under `{prefix}encoder.layer.{i}.output`.
 
@@ -95,14 +77,16 @@ class TorchAdapterSet(nn.Module):
 
   def __init__(self, config: dict):
     super().__init__()
-    layers = [_Layer(AdapterOutput(config["hidden_size"], config["bottleneck"], config["names"],
-                                   config.get("fusion_name")))
-              for _ in range(config["num_layers"])]
+    layers = nn.ModuleList(
+        nn.ModuleDict({"output": AdapterOutput(config["hidden_size"], config["bottleneck"],
+                                               config["names"], config.get("fusion_name"))})
+        for _ in range(config["num_layers"]))
     self.prefix = config["prefix"].rstrip(".")
-    setattr(self, self.prefix, _Base(layers))
+    # ModuleDicts name the state dict's keys like transformers' modules.
+    self.add_module(self.prefix, nn.ModuleDict({"encoder": nn.ModuleDict({"layer": layers})}))
 
   def layer(self, i: int) -> AdapterOutput:
-    return getattr(self, self.prefix).encoder.layer[i].output
+    return self.get_submodule(f"{self.prefix}.encoder.layer.{i}.output")
 
 
 def patch_hf_model(model: nn.Module, adapters: TorchAdapterSet, active) -> nn.Module:

@@ -7,11 +7,11 @@ conversion (or a failed `verify`) leaves nothing at the destination.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 
 import jax
 
+from kmlm_jax import fileio
 from kmlm_jax import model_checkpoint as mc
 from kmlm_jax.convert import hf, verify as verify_lib
 
@@ -46,24 +46,21 @@ def _tokenizer_or_none(directory: Path | None):
     return None
 
 
-def _has_tokenizer(directory: Path) -> bool:
-  return any((directory / n).exists() for n in mc.TOKENIZER_FILES)
-
-
-def check_destination(target: Path | str, overwrite: bool) -> None:
-  """The check of `hf.atomic_directory`, made before the (long) read and conversion."""
-  target = Path(target)
-  if target.exists() and not target.is_dir():
-    raise hf.ConversionError(f"{target}: exists and is not a directory")
-  if target.exists() and any(target.iterdir()) and not overwrite:
-    raise hf.ConversionError(f"{target}: already exists and is not empty (pass --overwrite)")
+def _verify(report: Report, config, params, hf_dir: Path, tokenizer_dir: Path | None,
+            want_logits: bool, against: str) -> None:
+  """Compares with transformers; a difference above the tolerance raises `VerifyError`."""
+  report.max_abs_diff, what = verify_lib.verify(config, params, hf_dir, want_logits,
+                                                tokenizer=_tokenizer_or_none(tokenizer_dir))
+  report.lines.append(f"verify: {what} against {against}")
+  if not report.ok():
+    raise VerifyError(report, what)
 
 
 def hf_to_checkpoint(source: Path | str, target: Path | str, *, verify: bool = False,
                      overwrite: bool = False) -> Report:
   """transformers directory -> kmlm-jax model checkpoint."""
   source, target = Path(source), Path(target)
-  check_destination(target, overwrite)
+  fileio.check_output_dir(target, overwrite, hf.ConversionError)  # before the long conversion
   loaded = hf.load_hf_params(source)
   c = loaded.config
   lines = [f"read {source}: {c.flavour} L={c.num_layers} D={c.hidden_size} "
@@ -73,25 +70,17 @@ def hf_to_checkpoint(source: Path | str, target: Path | str, *, verify: bool = F
                  "(normal(0.02) dense, zero biases)")
   if loaded.dropped:
     lines.append(f"not converted (buffers / other objectives): {', '.join(loaded.dropped)}")
-  tokenizer_dir = source if _has_tokenizer(source) else None
+  tokenizer_dir = source if any((source / n).exists() for n in mc.TOKENIZER_FILES) else None
   metadata = {"source": str(source), "mlm_head_initialised": not loaded.has_mlm_head}
   report = Report(lines)
   # Verify before the rename, from what was written, so a failed check leaves nothing.
-  with hf.atomic_directory(target, overwrite=overwrite) as tmp:
-    staged = tmp / "ckpt"
-    mc.save_model_checkpoint(staged, c, loaded.params, metadata=metadata,
+  with fileio.atomic_directory(target, overwrite, error=hf.ConversionError) as tmp:
+    mc.save_model_checkpoint(tmp, c, loaded.params, metadata=metadata,
                              tokenizer_dir=tokenizer_dir)
     if verify:
-      config, params, _ = mc.load_model_checkpoint(staged)
-      diff, what = verify_lib.verify(config, params, source, want_logits=loaded.has_mlm_head,
-                                     tokenizer=_tokenizer_or_none(tokenizer_dir))
-      report.max_abs_diff = diff
-      lines.append(f"verify: {what} against transformers PyTorch")
-      if not report.ok():
-        raise VerifyError(report, what)
-    for child in staged.iterdir():
-      shutil.move(str(child), tmp / child.name)
-    staged.rmdir()
+      config, params, _ = mc.load_model_checkpoint(tmp)
+      _verify(report, config, params, source, tokenizer_dir, loaded.has_mlm_head,
+              "transformers PyTorch")
   lines.append(f"wrote {target}")
   return report
 
@@ -100,23 +89,16 @@ def checkpoint_to_hf(source: Path | str, target: Path | str, *, verify: bool = F
                      overwrite: bool = False) -> Report:
   """kmlm-jax model checkpoint -> transformers MaskedLM directory."""
   source, target = Path(source), Path(target)
-  check_destination(target, overwrite)
+  fileio.check_output_dir(target, overwrite, hf.ConversionError)
   config, params, metadata = mc.load_model_checkpoint(source)
   tokenizer_dir = mc.tokenizer_dir_of(source)
   lines = [f"read {source}: {config.flavour} L={config.num_layers} D={config.hidden_size}"]
   report = Report(lines)
-  with hf.atomic_directory(target, overwrite=overwrite) as tmp:
-    hf.write_hf_dir(tmp / "hf", config, params, tokenizer_dir=tokenizer_dir)
+  with fileio.atomic_directory(target, overwrite, error=hf.ConversionError) as tmp:
+    hf.write_hf_dir(tmp, config, params, tokenizer_dir=tokenizer_dir)
     if verify:
-      diff, what = verify_lib.verify(config, params, tmp / "hf", want_logits=True,
-                                     tokenizer=_tokenizer_or_none(tokenizer_dir))
-      report.max_abs_diff = diff
-      lines.append(f"verify: {what} against transformers.AutoModelForMaskedLM")
-      if not report.ok():
-        raise VerifyError(report, what)
-    for child in (tmp / "hf").iterdir():
-      shutil.move(str(child), tmp / child.name)
-    (tmp / "hf").rmdir()
+      _verify(report, config, params, tmp, tokenizer_dir, True,
+              "transformers.AutoModelForMaskedLM")
   if tokenizer_dir is None:
     lines.append("note: no tokenizer files in the checkpoint; none exported")
   lines.append(f"wrote {target}")
@@ -133,7 +115,7 @@ def init_checkpoint(preset_name: str, target: Path | str, *, seed: int = 0,
   if preset_name not in PRESETS:
     raise hf.ConversionError(f"--preset {preset_name!r}: unknown model preset; known: "
                              f"{', '.join(PRESETS)}")
-  check_destination(target, overwrite)
+  fileio.check_output_dir(target, overwrite, hf.ConversionError)
   try:
     config = preset(preset_name, **overrides)
   except (TypeError, ValueError) as e:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import typing
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -24,6 +25,7 @@ from kmlm_jax import fileio
 from kmlm_jax import model_checkpoint as mc
 from kmlm_jax.config import ModelConfig
 from kmlm_jax.convert import name_map as nm
+from kmlm_jax.convert.safetensors_reader import SafetensorsError, SafetensorsFile
 from kmlm_jax.errors import InputError
 
 
@@ -32,6 +34,20 @@ class ConversionError(InputError):
 
 
 SUPPORTED_MODEL_TYPES = {"bert": "bert", "xlm-roberta": "xlmr", "roberta": "xlmr"}
+
+# ModelConfig field -> transformers config.json key (in config.json's order).
+HF_KEYS = {
+    "vocab_size": "vocab_size", "hidden_size": "hidden_size",
+    "num_layers": "num_hidden_layers", "num_heads": "num_attention_heads",
+    "intermediate_size": "intermediate_size", "hidden_act": "hidden_act",
+    "dropout_rate": "hidden_dropout_prob", "attention_dropout_rate": "attention_probs_dropout_prob",
+    "max_position_embeddings": "max_position_embeddings", "type_vocab_size": "type_vocab_size",
+    "initializer_range": "initializer_range", "layer_norm_eps": "layer_norm_eps",
+    "pad_token_id": "pad_token_id"}
+# transformers' defaults of the keys a config.json may omit (pad_token_id: by flavour).
+HF_DEFAULTS = {"hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+               "attention_probs_dropout_prob": 0.1, "type_vocab_size": 2,
+               "initializer_range": 0.02, "layer_norm_eps": 1e-12}
 
 # ---------------------------------------------------------------- configs
 
@@ -49,44 +65,22 @@ def model_config_from_hf(hf: Mapping, source: str = "config.json") -> ModelConfi
                           f"{hf['position_embedding_type']!r} is not supported (only 'absolute')")
   if hf.get("is_decoder") or hf.get("add_cross_attention"):
     raise ConversionError(f"{source}: decoder / cross-attention models are not supported")
-  required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-              "intermediate_size", "max_position_embeddings")
-  missing = [k for k in required if k not in hf]
+  defaults = {**HF_DEFAULTS, "pad_token_id": 1 if flavour == "xlmr" else 0}
+  missing = [k for k in HF_KEYS.values() if k not in hf and k not in defaults]
   if missing:
     raise ConversionError(f"{source}: missing field(s) {', '.join(missing)}")
+  types = typing.get_type_hints(ModelConfig)  # int, float or str
   try:
-    return ModelConfig(
-        flavour=flavour,
-        vocab_size=int(hf["vocab_size"]),
-        hidden_size=int(hf["hidden_size"]),
-        num_layers=int(hf["num_hidden_layers"]),
-        num_heads=int(hf["num_attention_heads"]),
-        intermediate_size=int(hf["intermediate_size"]),
-        max_position_embeddings=int(hf["max_position_embeddings"]),
-        type_vocab_size=int(hf.get("type_vocab_size", 2)),
-        pad_token_id=int(hf.get("pad_token_id", 1 if flavour == "xlmr" else 0)),
-        layer_norm_eps=float(hf.get("layer_norm_eps", 1e-12)),
-        hidden_act=str(hf.get("hidden_act", "gelu")),
-        dropout_rate=float(hf.get("hidden_dropout_prob", 0.1)),
-        attention_dropout_rate=float(hf.get("attention_probs_dropout_prob", 0.1)),
-        initializer_range=float(hf.get("initializer_range", 0.02)),
-    )
+    return ModelConfig(flavour=flavour, **{
+        ours: types[ours](hf.get(key, defaults.get(key))) for ours, key in HF_KEYS.items()})
   except (TypeError, ValueError) as e:
     raise ConversionError(f"{source}: {e}") from None
 
 
 def hf_config_from_model_config(config: ModelConfig) -> dict:
   """A transformers config.json dict for the MaskedLM class of the flavour."""
-  common = dict(
-      vocab_size=config.vocab_size, hidden_size=config.hidden_size,
-      num_hidden_layers=config.num_layers, num_attention_heads=config.num_heads,
-      intermediate_size=config.intermediate_size, hidden_act=config.hidden_act,
-      hidden_dropout_prob=config.dropout_rate,
-      attention_probs_dropout_prob=config.attention_dropout_rate,
-      max_position_embeddings=config.max_position_embeddings,
-      type_vocab_size=config.type_vocab_size, initializer_range=config.initializer_range,
-      layer_norm_eps=config.layer_norm_eps, pad_token_id=config.pad_token_id,
-      position_embedding_type="absolute", tie_word_embeddings=True, dtype="float32")
+  common = {key: getattr(config, ours) for ours, key in HF_KEYS.items()}
+  common.update(position_embedding_type="absolute", tie_word_embeddings=True, dtype="float32")
   if config.flavour == "xlmr":
     return dict(architectures=["XLMRobertaForMaskedLM"], model_type="xlm-roberta",
                 bos_token_id=0, eos_token_id=2, **common)
@@ -100,15 +94,12 @@ class TensorReader(contextlib.AbstractContextManager):
   """Lazy name -> numpy access to the tensors of a transformers directory."""
 
   def __init__(self, directory: Path):
-    self.directory = directory
-    self._files: dict[str, Path] = {}
-    self._handles: dict[Path, object] = {}
-    self._torch: dict[str, object] | None = None
+    # name -> (file, the SafetensorsFile or torch state dict holding it)
+    self._sources: dict[str, tuple[Path, object]] = {}
     index = directory / "model.safetensors.index.json"
-    single = directory / "model.safetensors"
     bin_file = directory / "pytorch_model.bin"
-    if single.exists():
-      self._open_safetensors(single)
+    if (directory / "model.safetensors").exists():
+      self._open_safetensors(directory / "model.safetensors")
     elif index.exists():
       try:
         weight_map = json.loads(index.read_text())["weight_map"]
@@ -117,57 +108,47 @@ class TensorReader(contextlib.AbstractContextManager):
       for shard in sorted(set(weight_map.values())):
         self._open_safetensors(directory / shard)
     elif bin_file.exists():
-      self._open_torch(bin_file)
+      import torch
+      try:
+        state = torch.load(bin_file, map_location="cpu", weights_only=True, mmap=True)
+      except Exception as e:  # torch raises many types for a bad file
+        raise ConversionError(f"{bin_file}: corrupt or unreadable PyTorch file ({e})") from None
+      self._sources.update((name, (bin_file, state)) for name in state)
     else:
       raise ConversionError(
           f"{directory}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
 
   def _open_safetensors(self, path: Path):
-    from kmlm_jax.convert.safetensors_reader import SafetensorsError, SafetensorsFile
     if not path.exists():
       raise ConversionError(f"{path}: file listed in the index is missing")
     try:
       handle = SafetensorsFile(path)
     except SafetensorsError as e:
       raise ConversionError(str(e)) from None
-    self._handles[path] = handle
-    for name in handle.keys():
-      self._files[name] = path
-
-  def _open_torch(self, path: Path):
-    import torch
-    try:
-      state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # torch raises many types for a bad file
-      raise ConversionError(f"{path}: corrupt or unreadable PyTorch file ({e})") from None
-    self._torch = state
-    for name in state:
-      self._files[name] = path
+    self._sources.update((name, (path, handle)) for name in handle.keys())
 
   def names(self) -> list[str]:
-    return list(self._files)
+    return list(self._sources)
 
   def __contains__(self, name: str) -> bool:
-    return name in self._files
+    return name in self._sources
 
   def get(self, name: str) -> np.ndarray:
-    path = self._files[name]
+    path, source = self._sources[name]
     try:
-      if self._torch is not None:
-        t = self._torch[name]
-        return t.float().numpy() if str(t.dtype) == "torch.bfloat16" else t.numpy()
-      # (bf16 safetensors come back as ml_dtypes.bfloat16 and are widened on assignment.)
-      return self._handles[path].get(name)
+      if isinstance(source, SafetensorsFile):
+        # (bf16 safetensors come back as ml_dtypes.bfloat16 and are widened on assignment.)
+        return source.get(name)
+      t = source[name]
+      return t.float().numpy() if str(t.dtype) == "torch.bfloat16" else t.numpy()
     except Exception as e:
       raise ConversionError(f"{path}: tensor {name!r} could not be read ({e})") from None
 
   def __exit__(self, *exc):
-    self._handles.clear()
-    self._torch = None
-    return False
+    self._sources.clear()
 
 
-def read_hf_config(directory: Path) -> tuple[dict, ModelConfig]:
+def read_hf_config(directory: Path) -> ModelConfig:
   directory = Path(directory)
   if not directory.is_dir():
     raise ConversionError(f"{directory}: no such directory")
@@ -178,7 +159,7 @@ def read_hf_config(directory: Path) -> tuple[dict, ModelConfig]:
     hf = json.loads(path.read_text())
   except json.JSONDecodeError as e:
     raise ConversionError(f"{path}: invalid JSON ({e})") from None
-  return hf, model_config_from_hf(hf, str(path))
+  return model_config_from_hf(hf, str(path))
 
 
 @dataclasses.dataclass
@@ -188,8 +169,6 @@ class LoadedHF:
   config: ModelConfig
   params: dict
   has_mlm_head: bool
-  has_pooler: bool
-  prefix: str  # "bert." / "roberta." / "" (bare encoder)
   dropped: list[str]  # tensors deliberately not converted (e.g. NSP head)
 
 
@@ -211,25 +190,24 @@ def load_hf_params(directory: Path | str) -> LoadedHF:
   than numpy: Orbax saves them with one host copy instead of two.)
   """
   directory = Path(directory)
-  _, config = read_hf_config(directory)
+  config = read_hf_config(directory)
   with TensorReader(directory) as reader:
     names = reader.names()
     prefix = _detect_prefix(names, config)
-    head_names = {nm.hf_name(r, config, prefix) for r in nm.MLM_HEAD_RULES[config.flavour]}
+    head_names = {nm.hf_name(r, prefix) for r in nm.MLM_HEAD_RULES[config.flavour]}
     has_head = any(n in head_names for n in names)
     has_pooler = prefix + "pooler.dense.weight" in names
     rules = nm.rules_for(config, with_pooler=has_pooler, with_mlm_head=has_head)
     config = config.replace(use_pooler=has_pooler, use_mlm_head=True)
-    expected = _expected_shapes(config)
+    expected = traverse_util.flatten_dict(mc.abstract_params(config), sep=".")
 
     params: dict[str, np.ndarray] = {}
     used: set[str] = set()
     for rule in rules:
-      shape = expected[rule.ours]
-      # Stacked parameters are assembled layer by layer in one buffer.
-      out = np.empty(shape, np.float32) if rule.stacked else None
-      for i in range(config.num_layers) if rule.stacked else [None]:
-        name = nm.hf_name(rule, config, prefix, i)
+      out = np.empty(expected[rule.ours].shape, np.float32)
+      # A stacked parameter is assembled layer by layer; `...` indexes all of an unstacked one.
+      for i in range(config.num_layers) if rule.stacked else [...]:
+        name = nm.hf_name(rule, prefix, i)
         if name not in reader:
           raise ConversionError(f"{directory}: missing tensor {name!r} (needed for {rule.ours})")
         t = reader.get(name)
@@ -237,47 +215,34 @@ def load_hf_params(directory: Path | str) -> LoadedHF:
           value = rule.hook.to_ours(t, config)
         except ValueError:
           value = None
-        target = shape[1:] if rule.stacked else shape
-        if value is None or tuple(value.shape) != tuple(target):
+        if value is None or tuple(value.shape) != out[i].shape:
           raise ConversionError(
               f"{directory}: tensor {name!r} has shape {tuple(t.shape)}, which does not fit "
-              f"{rule.ours} {tuple(target)} of config.json")
-        if rule.stacked:
-          out[i] = value
-        else:
-          out = value
+              f"{rule.ours} {out[i].shape} of config.json")
+        out[i] = value
         used.add(name)
         del t, value
-      params[rule.ours] = jnp.asarray(out, dtype=jnp.float32)
+      params[rule.ours] = jnp.asarray(out)
       del out
 
     dropped = []
-    for name in names:
-      if name in used:
-        continue
+    for name in [n for n in names if n not in used]:
       alias = nm.ALIASES[config.flavour].get(name)
       if alias is not None and alias in params:
         if not np.array_equal(reader.get(name), np.asarray(params[alias])):
           raise ConversionError(
               f"{directory}: tensor {name!r} differs from {alias}; untied MLM decoders are "
               "not supported")
-        continue
-      if name.endswith(nm.BUFFER_SUFFIXES) or name.startswith(nm.DROPPED_PREFIXES):
+      elif name.endswith(nm.BUFFER_SUFFIXES) or name.startswith(nm.DROPPED_PREFIXES):
         dropped.append(name)
-        continue
-      raise ConversionError(f"{directory}: unexpected tensor {name!r} (no rule maps it)")
+      else:
+        raise ConversionError(f"{directory}: unexpected tensor {name!r} (no rule maps it)")
 
   if not has_head:
     # A bare encoder: the MLM head starts from the standard initialisation.
     params.update({k: jnp.asarray(v) for k, v in initial_mlm_head(config).items()})
   params = traverse_util.unflatten_dict(params, sep=".")
-  return LoadedHF(config, params, has_head, has_pooler, prefix, dropped)
-
-
-def _expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-  """Parameter name ("a.b") -> shape, read off an abstract (never allocated) model."""
-  flat = traverse_util.flatten_dict(mc.abstract_params(config), sep=".")
-  return {k: tuple(v.shape) for k, v in flat.items()}
+  return LoadedHF(config, params, has_head, dropped)
 
 
 def initial_mlm_head(config: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
@@ -301,15 +266,10 @@ def hf_tensors(config: ModelConfig, params: Mapping) -> Iterator[tuple[str, np.n
   """Yields (transformers name, fp32 array) of nested `params` for a MaskedLM checkpoint."""
   params = traverse_util.flatten_dict(dict(params), sep=".")
   prefix = nm.ENCODER_PREFIX[config.flavour]
-  rules = nm.rules_for(config, with_pooler="pooler.kernel" in params, with_mlm_head=True)
-  for rule in rules:
+  for rule in nm.rules_for(config, with_pooler="pooler.kernel" in params, with_mlm_head=True):
     value = np.asarray(params[rule.ours], dtype=np.float32)
-    if rule.stacked:
-      for i in range(config.num_layers):
-        yield nm.hf_name(rule, config, prefix, i), np.ascontiguousarray(
-            rule.hook.to_hf(value[i], config))
-    else:
-      yield nm.hf_name(rule, config, prefix), np.ascontiguousarray(rule.hook.to_hf(value, config))
+    for i in range(config.num_layers) if rule.stacked else [...]:
+      yield nm.hf_name(rule, prefix, i), np.ascontiguousarray(rule.hook.to_hf(value[i], config))
 
 
 def write_hf_dir(directory: Path | str, config: ModelConfig, params: Mapping,
@@ -317,7 +277,7 @@ def write_hf_dir(directory: Path | str, config: ModelConfig, params: Mapping,
   """Writes config.json, model.safetensors (and tokenizer files) atomically."""
   from safetensors.numpy import save_file
   directory = Path(directory)
-  with atomic_directory(directory) as tmp:
+  with fileio.atomic_directory(directory, error=ConversionError) as tmp:
     (tmp / "config.json").write_text(json.dumps(hf_config_from_model_config(config), indent=2))
     save_file(dict(hf_tensors(config, params)), str(tmp / "model.safetensors"),
               metadata={"format": "pt"})
@@ -334,7 +294,3 @@ XLMR_TOKENIZER_CONFIG = {
     "sep_token": "</s>", "cls_token": "<s>", "unk_token": "<unk>", "pad_token": "<pad>",
     "mask_token": "<mask>", "model_max_length": 512}
 
-
-def atomic_directory(target: Path, overwrite: bool = False):
-  """`kmlm_jax.fileio.atomic_directory` raising ConversionError for an existing target."""
-  return fileio.atomic_directory(target, overwrite, error=ConversionError)

@@ -22,24 +22,20 @@ Array = np.ndarray
 class Hook:
   """A reshape in both directions; `to_ours(t, c)` and `to_hf(a, c)` invert each other."""
 
-  name: str
   to_ours: Callable[[Array, ModelConfig], Array]
   to_hf: Callable[[Array, ModelConfig], Array]
 
 
-IDENTITY = Hook("identity", lambda t, c: t, lambda a, c: a)
+IDENTITY = Hook(lambda t, c: t, lambda a, c: a)
 # torch Linear stores [out, in]; we store [in, out].
-LINEAR = Hook("linear", lambda t, c: t.T, lambda a, c: a.T)
+LINEAR = Hook(lambda t, c: t.T, lambda a, c: a.T)
 # [H*K, D] -> [D, H, K] for the query/key/value projections.
-TO_HEADS = Hook("to_heads",
-                lambda t, c: t.T.reshape(c.hidden_size, c.num_heads, c.head_dim),
+TO_HEADS = Hook(lambda t, c: t.T.reshape(c.hidden_size, c.num_heads, c.head_dim),
                 lambda a, c: a.reshape(c.hidden_size, c.hidden_size).T)
-HEAD_BIAS = Hook("head_bias",
-                 lambda t, c: t.reshape(c.num_heads, c.head_dim),
+HEAD_BIAS = Hook(lambda t, c: t.reshape(c.num_heads, c.head_dim),
                  lambda a, c: a.reshape(c.hidden_size))
 # [D, H*K] -> [H, K, D] for the attention output projection.
-FROM_HEADS = Hook("from_heads",
-                  lambda t, c: t.T.reshape(c.num_heads, c.head_dim, c.hidden_size),
+FROM_HEADS = Hook(lambda t, c: t.T.reshape(c.num_heads, c.head_dim, c.hidden_size),
                   lambda a, c: a.reshape(c.hidden_size, c.hidden_size).T)
 
 
@@ -88,36 +84,24 @@ POOLER_RULES = (
     Rule("pooler.dense.bias", "pooler.bias"),
 )
 
+# Per flavour: the MLM head's transform prefix, LayerNorm name and output bias.
 MLM_HEAD_RULES = {
-    "bert": (
-        Rule("cls.predictions.transform.dense.weight", "mlm_head.dense_kernel", LINEAR, False),
-        Rule("cls.predictions.transform.dense.bias", "mlm_head.dense_bias", encoder=False),
-        Rule("cls.predictions.transform.LayerNorm.weight", "mlm_head.norm_scale", encoder=False),
-        Rule("cls.predictions.transform.LayerNorm.bias", "mlm_head.norm_bias", encoder=False),
-        Rule("cls.predictions.bias", "mlm_head.bias", encoder=False),
-    ),
-    "xlmr": (
-        Rule("lm_head.dense.weight", "mlm_head.dense_kernel", LINEAR, False),
-        Rule("lm_head.dense.bias", "mlm_head.dense_bias", encoder=False),
-        Rule("lm_head.layer_norm.weight", "mlm_head.norm_scale", encoder=False),
-        Rule("lm_head.layer_norm.bias", "mlm_head.norm_bias", encoder=False),
-        Rule("lm_head.bias", "mlm_head.bias", encoder=False),
-    ),
+    flavour: (Rule(t + "dense.weight", "mlm_head.dense_kernel", LINEAR, encoder=False),
+              Rule(t + "dense.bias", "mlm_head.dense_bias", encoder=False),
+              Rule(t + norm + ".weight", "mlm_head.norm_scale", encoder=False),
+              Rule(t + norm + ".bias", "mlm_head.norm_bias", encoder=False),
+              Rule(bias, "mlm_head.bias", encoder=False))
+    for flavour, t, norm, bias in (
+        ("bert", "cls.predictions.transform.", "LayerNorm", "cls.predictions.bias"),
+        ("xlmr", "lm_head.", "layer_norm", "lm_head.bias"))
 }
 
-# Tensors transformers may store that carry no information of their own:
-# the tied decoder (equal to the word embeddings), its bias alias, and
-# buffers. Each maps to the parameter it must equal, or None for buffers.
-ALIASES = {
-    "bert": {
-        "cls.predictions.decoder.weight": "embeddings.word",
-        "cls.predictions.decoder.bias": "mlm_head.bias",
-    },
-    "xlmr": {
-        "lm_head.decoder.weight": "embeddings.word",
-        "lm_head.decoder.bias": "mlm_head.bias",
-    },
-}
+# Tensors transformers may store that carry no information of their own: the tied
+# decoder (equal to the word embeddings) and its bias alias, each mapped to the parameter
+# it must equal; and buffers.
+ALIASES = {flavour: {head + "decoder.weight": "embeddings.word",
+                     head + "decoder.bias": "mlm_head.bias"}
+           for flavour, head in (("bert", "cls.predictions."), ("xlmr", "lm_head."))}
 BUFFER_SUFFIXES = ("embeddings.position_ids", "embeddings.token_type_ids")
 # Heads of other pretraining objectives that an MLM conversion drops, by prefix.
 DROPPED_PREFIXES = ("cls.seq_relationship.",)
@@ -134,6 +118,6 @@ def rules_for(config: ModelConfig, with_pooler: bool, with_mlm_head: bool) -> tu
   return rules
 
 
-def hf_name(rule: Rule, config: ModelConfig, prefix: str, layer: int | None = None) -> str:
+def hf_name(rule: Rule, prefix: str, layer=None) -> str:
   name = rule.hf.format(i=layer) if rule.stacked else rule.hf
   return prefix + name if rule.encoder else name

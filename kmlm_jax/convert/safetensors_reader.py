@@ -41,17 +41,16 @@ class SafetensorsFile:
     with open(self.path, "rb") as f:
       head = f.read(8)
       if len(head) < 8:
-        raise SafetensorsError(f"{self.path}: corrupt safetensors file (shorter than 8 bytes)")
+        raise self._corrupt("shorter than 8 bytes")
       n = int.from_bytes(head, "little")
       if n > size - 8:
-        raise SafetensorsError(f"{self.path}: corrupt safetensors file (header of {n} bytes "
-                               f"in a {size}-byte file)")
+        raise self._corrupt(f"header of {n} bytes in a {size}-byte file")
       try:
         header = json.loads(f.read(n))
       except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SafetensorsError(f"{self.path}: corrupt safetensors file (header: {e})") from None
+        raise self._corrupt(f"header: {e}") from None
     if not isinstance(header, dict):
-      raise SafetensorsError(f"{self.path}: corrupt safetensors file (header is not an object)")
+      raise self._corrupt("header is not an object")
     self.metadata = header.pop("__metadata__", {})
     self.data_start = 8 + n
     self.entries = {}
@@ -61,15 +60,15 @@ class SafetensorsFile:
         shape = tuple(int(s) for s in info["shape"])
         begin, end = (int(o) for o in info["data_offsets"])
       except (KeyError, TypeError, ValueError) as e:
-        raise SafetensorsError(f"{self.path}: corrupt safetensors file (tensor {name!r}: "
-                               f"bad header entry {e})") from None
+        raise self._corrupt(f"tensor {name!r}: bad header entry {e}") from None
       if end - begin != math.prod(shape) * dtype.itemsize or begin < 0:
-        raise SafetensorsError(f"{self.path}: corrupt safetensors file (tensor {name!r}: "
-                               f"offsets {begin}..{end} do not match shape {shape})")
+        raise self._corrupt(f"tensor {name!r}: offsets {begin}..{end} do not match shape {shape}")
       if self.data_start + end > size:
-        raise SafetensorsError(f"{self.path}: corrupt safetensors file (tensor {name!r} ends "
-                               f"past the end of the file; truncated?)")
+        raise self._corrupt(f"tensor {name!r} ends past the end of the file; truncated?")
       self.entries[name] = (dtype, shape, begin)
+
+  def _corrupt(self, why: str) -> SafetensorsError:
+    return SafetensorsError(f"{self.path}: corrupt safetensors file ({why})")
 
   def keys(self) -> list[str]:
     return list(self.entries)
