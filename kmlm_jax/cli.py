@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from pathlib import Path
 
-from kmlm_jax.errors import InputError, KmlmError
+from kmlm_jax.errors import InputError, KmlmError, WriteError
 
 
 def _add_convert(sub):
@@ -89,6 +90,9 @@ def _add_train(sub):
   p.add_argument("--config", required=True, metavar="FILE", help="configs/*.py with get_config()")
   p.add_argument("--workdir", metavar="DIR", help="default: workdir/<config name>")
   p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+  p.add_argument("--allow-schedule-change", action="store_true",
+                 help="with --resume: accept a learning-rate schedule (train.steps, "
+                      "learning_rate, warmup_steps) that differs from the checkpoint's run")
   p.add_argument("--distributed", action="store_true",
                  help="call jax.distributed.initialize() (auto when SLURM / TPU pod / "
                       "JAX_COORDINATOR_ADDRESS is set)")
@@ -123,6 +127,8 @@ def _add_adapters(sub):
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="kmlm-jax", description=__doc__)
+  parser.add_argument("--debug", action="store_true",
+                      help="print the traceback of an error as well as its one-line message")
   sub = parser.add_subparsers(dest="command", required=True)
   for add in (_add_convert, _add_init, _add_kg, _add_data, _add_train, _add_adapters, _add_eval):
     add(sub)
@@ -170,7 +176,8 @@ def _train(args) -> int:
   check_paths(config)  # bad paths fail here, before devices, models and compiles
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
   distributed.maybe_initialize(force=args.distributed)
-  summary = train(config, args.workdir or f"workdir/{config.name}", resume=args.resume)
+  summary = train(config, args.workdir or f"workdir/{config.name}", resume=args.resume,
+                  allow_schedule_change=args.allow_schedule_change)
   last = summary["history"][-1] if summary["history"] else {}
   print(f"status={summary['status']} steps={summary['steps']} "
         + " ".join(f"{k}={v:.4g}" for k, v in last.items() if k != "step"))
@@ -228,22 +235,34 @@ def _adapters(args) -> int:
 
 def main(argv=None) -> int:
   """Runs one subcommand; every user error ends in one stderr line
-  `kmlm-jax SUBCOMMAND: error: MESSAGE` and its exit code (`kmlm_jax.errors`: 1
-  verification failed, 2 bad input, 3 non-finite loss; argparse's usage errors: 2)."""
+  `kmlm-jax SUBCOMMAND: error: MESSAGE` and its exit code (`kmlm_jax.errors`; README,
+  "Exit codes"): 1 runtime failure (a verification failed, an output cannot be written),
+  2 bad input or usage, 3 non-finite loss, 130 interrupted. `--debug` adds the traceback."""
   args = build_parser().parse_args(argv)
   from kmlm_jax.convert.commands import VerifyError
   try:
     return {"convert": _convert, "init": _init, "kg": _kg, "data": _data, "train": _train,
             "adapters": _adapters, "eval": _eval}[args.command](args)
-  except KmlmError as e:
+  except (KmlmError, OSError, KeyboardInterrupt) as e:
+    if args.debug:
+      traceback.print_exc()
     if isinstance(e, VerifyError):
       print("\n".join(e.report.lines))
-    message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
-    print(f"kmlm-jax {args.command}: error: {message}", file=sys.stderr)
+    print(f"kmlm-jax {args.command}: error: {_one_line(e)}", file=sys.stderr)
     sys.stderr.flush()
     if isinstance(e, VerifyError):
       print(f"max_abs_diff={e.report.max_abs_diff:.3g}")
-    return e.exit_code
+    return 130 if isinstance(e, KeyboardInterrupt) else getattr(e, "exit_code",
+                                                                WriteError.exit_code)
+
+
+def _one_line(e: BaseException) -> str:
+  if isinstance(e, KeyboardInterrupt):
+    return "interrupted"
+  if isinstance(e, OSError) and not isinstance(e, KmlmError):  # an I/O failure, not a bug
+    where = f"{e.filename}: " if e.filename else ""
+    return f"{where}{e.strerror or e}"
+  return " ".join(line.strip() for line in str(e).splitlines() if line.strip())
 
 
 if __name__ == "__main__":

@@ -95,7 +95,7 @@ def pretraining_trainer(config: ExperimentConfig, devices=None) -> Trainer:
 
 
 def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False,
-          progress: bool = True,
+          allow_schedule_change: bool = False, progress: bool = True,
           batch_source: Callable[[int], Iterator[dict]] | None = None) -> dict:
   """Runs training; returns a summary dict (also written to WORKDIR/summary.json).
 
