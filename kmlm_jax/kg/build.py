@@ -1,7 +1,8 @@
 """`kmlm-jax kg build`: a KG in, pretraining corpora and evaluation sets out.
 
 Output directory (written to a temporary sibling and renamed at the end, so
-a failed build leaves nothing behind):
+a failed build leaves nothing behind; an output that cannot be written, e.g.
+a full disk, is a `WriteError` naming it):
 
   manifest.json        counts per stream and language, read/skip counts,
                        held-out counts, options, files
@@ -23,6 +24,7 @@ units on workers and writes byte-identical shards.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
 import time
@@ -32,6 +34,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from kmlm_jax import fileio
+from kmlm_jax.errors import KmlmError, WriteError
 from kmlm_jax.kg import cycles as cycles_lib
 from kmlm_jax.kg import evalsets, reasoning, records, sentences
 from kmlm_jax.kg.errors import KGInputError, ReadStats
@@ -133,17 +136,17 @@ def write_stream(plan: Plan, stream: str, out: Path, progress: bool = False) -> 
   (out / "corpora" / stream).mkdir(parents=True)
   by_lang, by_cycle, counts = collections.Counter(), collections.Counter(), {}
   preview = []
-  writers = [tf.io.TFRecordWriter(str(out / p)) for p in paths]
   try:
-    for u, unit in enumerate(tqdm(plan.units(stream), desc=stream, disable=not progress)):
-      for j, sample in enumerate(plan.generate(unit, counts)):
-        writers[(u + j) % n].write(records.to_example(sample))
-        count_sample(sample, by_lang, by_cycle)
-        if len(preview) < plan.options.preview:
-          preview.append(preview_line(sample))
-  finally:
-    for w in writers:
-      w.close()
+    with contextlib.ExitStack() as stack:  # closes every writer, even when one fails
+      writers = [stack.enter_context(tf.io.TFRecordWriter(str(out / p))) for p in paths]
+      for u, unit in enumerate(tqdm(plan.units(stream), desc=stream, disable=not progress)):
+        for j, sample in enumerate(plan.generate(unit, counts)):
+          writers[(u + j) % n].write(records.to_example(sample))
+          count_sample(sample, by_lang, by_cycle)
+          if len(preview) < plan.options.preview:
+            preview.append(preview_line(sample))
+  except tf.errors.OpError as e:  # e.g. ResourceExhaustedError: "PATH; No space left on device"
+    raise OSError(e.message.rsplit("; ", 1)[-1]) from None
   return finish_stream(out, stream, paths, preview, by_lang, by_cycle, counts)
 
 
@@ -218,7 +221,7 @@ def build(graph: KnowledgeGraph, out: Path | str, options: BuildOptions, *,
   options.sentences.targets(graph)  # validates the languages early
   stream_writer = stream_writer or write_stream
   timings = {}
-  with fileio.atomic_directory(out, overwrite=overwrite, error=KGInputError) as tmp:
+  with writing(out), fileio.atomic_directory(out, overwrite=overwrite, error=KGInputError) as tmp:
     t = time.perf_counter()
     plan = make_plan(graph, options, progress)
     timings["cycles_and_split_s"] = time.perf_counter() - t
@@ -260,6 +263,17 @@ def build(graph: KnowledgeGraph, out: Path | str, options: BuildOptions, *,
   return manifest
 
 
+@contextlib.contextmanager
+def writing(out: Path | str):
+  """Turns an OSError (full disk, read-only, no permission) into a `WriteError` naming `out`."""
+  try:
+    yield
+  except OSError as e:
+    if isinstance(e, KmlmError):
+      raise
+    raise WriteError(f"{out}: cannot write ({e.strerror or e}); nothing was left there") from None
+
+
 def _jsonable(value):
   """Tuples as lists, numpy integers as ints: the value as manifest.json holds it."""
   return json.loads(json.dumps(value, default=int))
@@ -280,15 +294,23 @@ def read_manifest(directory: Path | str) -> dict:
   return manifest
 
 
+def table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+  """An aligned Markdown table: text left, numbers right (with thousands separators)."""
+  cells = [[f"{c:,}" if isinstance(c, int) else str(c) for c in row] for row in (header, *rows)]
+  widths = [max(3, *map(len, column)) for column in zip(*cells)]
+  right = [i > 0 and all(isinstance(row[i], int) for row in rows) for i in range(len(header))]
+  rule = ["-" * (w - 1) + ":" if r else "-" * w for w, r in zip(widths, right)]
+  line = lambda row: "| " + " | ".join(c.rjust(w) if r else c.ljust(w)
+                                       for c, w, r in zip(row, widths, right)) + " |"
+  return "\n".join([line(cells[0]), line(rule), *map(line, cells[1:])])
+
+
 def stats_table(manifest: dict) -> str:
   """A Markdown table like KMLM Table 8: samples per stream and language."""
   langs = sorted({l for s in manifest["streams"].values() for l in s["by_lang"]})
-  lines = ["| stream | " + " | ".join(langs) + " | total |",
-           "|---" * (len(langs) + 2) + "|"]
-  for name, entry in manifest["streams"].items():
-    cells = [f"{entry['by_lang'].get(l, 0):,}" for l in langs]
-    lines.append(f"| {name} | " + " | ".join(cells) + f" | {entry['samples']:,} |")
+  rows = [[name, *(entry["by_lang"].get(l, 0) for l in langs), entry["samples"]]
+          for name, entry in manifest["streams"].items()]
   head = (f"entities={manifest['entities']:,} relations={manifest['relations']:,} "
           f"triples={manifest['triples']:,} cycles3={manifest['cycles3']:,} "
           f"cycles4={manifest['cycles4']:,} skipped={manifest['skipped']:,}")
-  return head + "\n\n" + "\n".join(lines)
+  return head + "\n\n" + table(["stream", *langs, "total"], rows)

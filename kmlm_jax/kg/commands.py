@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
-import json
+import os
 import time
 from pathlib import Path
 
+from kmlm_jax import fileio
+from kmlm_jax.errors import WriteError
 from kmlm_jax.kg import build as build_lib
 from kmlm_jax.kg.errors import KGInputError
+from kmlm_jax.kg.evalsets import SPLITS
 from kmlm_jax.kg.sample import KMLM_LANGUAGES
 
 
@@ -59,8 +62,24 @@ def read_source(args):
   return graph, stats, info, source
 
 
+def check_out(out: Path, overwrite: bool) -> None:
+  """An existing non-empty `--out` (without --overwrite), a file, or a folder that cannot
+  be written in (read-only, no permission): refused before anything is read."""
+  try:
+    fileio.check_output_dir(out, overwrite, KGInputError)
+  except KGInputError as e:
+    raise KGInputError(f"--out {e}") from None
+  parent = next((p for p in out.absolute().parents if p.exists()), Path("/"))
+  if not parent.is_dir():
+    raise KGInputError(f"--out {out}: {parent} is not a directory")
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise WriteError(f"--out {out}: cannot write in {parent} (read-only file system or "
+                     "no permission)")
+
+
 def check_arguments(args) -> None:
   """Argument errors that need no input read: raised before the (long) read."""
+  check_out(Path(args.out), args.overwrite)
   if args.entities_tsv and not args.triples_tsv:
     raise KGInputError("--entities-tsv goes with --triples-tsv")
   if args.num_shards < 1:
@@ -71,11 +90,6 @@ def check_arguments(args) -> None:
                      ("--relation-whitelist", args.relation_whitelist)):
     if path and "://" not in path and not Path(path).is_file():  # URLs: read by Beam
       raise KGInputError(f"{flag} {path}: not found (no such file)")
-  out = Path(args.out)
-  if out.exists() and not out.is_dir():
-    raise KGInputError(f"--out {out}: exists and is not a directory")
-  if out.exists() and any(out.iterdir()) and not args.overwrite:
-    raise KGInputError(f"{out}: already exists and is not empty (pass --overwrite)")
 
 
 def build(args) -> str:
@@ -93,23 +107,41 @@ def build(args) -> str:
   manifest = build_lib.build(graph, args.out, options, read_stats=stats, source=source,
                              read_info=info, overwrite=args.overwrite, progress=True,
                              stream_writer=writer)
-  timings = {"read_s": round(read_s, 2),
-             **{k: round(v, 2) for k, v in manifest.pop("timings").items()},
-             "total_s": round(time.perf_counter() - start, 2)}
-  return "\n".join([build_lib.stats_table(manifest), "",
-                    "timings: " + json.dumps(timings), f"wrote {args.out}/manifest.json"])
+  timings = {"read": read_s, **{k.removesuffix("_s"): v for k, v in
+                                  manifest.pop("timings").items()},
+             "total": time.perf_counter() - start}
+  return "\n".join([report(manifest), "",
+                    "timings (s): " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()),
+                    f"wrote {args.out}/manifest.json"])
+
+
+def report(manifest: dict) -> str:
+  """The manifest as aligned tables: samples per stream and language, evaluation
+  sets per language, what the read skipped."""
+  ev, read, langs = manifest["eval"], manifest["read"], manifest["languages"]
+  per_lang = [("link prediction test", ev["lp_test"]), ("probes", ev["probes"]),
+              *((f"xlr {split}", ev["xlr"][split]) for split in SPLITS),
+              *((f"alignment {split}", {l: s[split] for l, s in ev["alignment"].items()})
+                for split in SPLITS)]
+  rows = [[name, *(counts.get(l, 0) for l in langs), sum(counts.values())]
+          for name, counts in per_lang]
+  skipped = [[reason, n, (read["skipped_examples"].get(reason) or [""])[0]]
+             for reason, n in read["skipped_by_reason"].items()]
+  held = " ".join(f"{k}={v:,}" for k, v in manifest["held_out"].items())
+  lines = [build_lib.stats_table(manifest), "", f"held out of pretraining: {held}", "",
+           build_lib.table(["evaluation set", *langs, "total"], rows), "",
+           f"read: {read['records_read']:,} records, kept {read['records_kept']:,}, "
+           f"skipped {read['skipped']:,}; names cleaned (tabs, line breaks -> space): "
+           f"{read.get('names_cleaned', 0):,}"]
+  if skipped:
+    lines += ["", build_lib.table(["skipped", "records", "first at"], skipped)]
+  return "\n".join(lines)
 
 
 def stats(directory) -> str:
   manifest = build_lib.read_manifest(directory)
   try:
-    ev, read = manifest["eval"], manifest["read"]
-    return "\n".join([
-        build_lib.stats_table(manifest), "", f"held out of pretraining: {manifest['held_out']}",
-        f"link prediction test queries: {ev['lp_test']}", f"probes: {ev['probes']}",
-        "xlr: " + ", ".join(f"{k}={sum(v.values())}" for k, v in ev["xlr"].items()),
-        f"read: {json.dumps(read['skipped_by_reason'])} "
-        f"(read {read['records_read']}, kept {read['records_kept']})"])
-  except (KeyError, TypeError, AttributeError) as e:
+    return report(manifest)
+  except (KeyError, TypeError, AttributeError, ValueError, IndexError) as e:
     raise KGInputError(f"{directory}/manifest.json: damaged (missing or malformed field "
                        f"{e})") from None

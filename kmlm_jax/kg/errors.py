@@ -38,12 +38,15 @@ class ReadStats:
   Invariant checked by `check()`: records_read == records_kept + sum(skipped).
   `skipped` maps a reason ("malformed_json", "no_label", ...) to a count;
   `examples` keeps the first few locations per reason for the manifest.
+  `names_cleaned` counts labels and aliases whose tabs or line breaks were
+  replaced by a space (`graph.clean_name`).
   """
 
   records_read: int = 0
   records_kept: int = 0
   skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
   examples: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+  names_cleaned: int = 0
 
   def skip(self, reason: str, location: str, max_examples: int = 5) -> None:
     self.skipped[reason] += 1
@@ -71,4 +74,4 @@ class ReadStats:
   def as_dict(self) -> dict:
     return {"records_read": self.records_read, "records_kept": self.records_kept,
             "skipped": self.num_skipped, "skipped_by_reason": dict(sorted(self.skipped.items())),
-            "skipped_examples": self.examples}
+            "skipped_examples": self.examples, "names_cleaned": self.names_cleaned}

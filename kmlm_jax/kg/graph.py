@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 import zipfile
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -18,7 +19,13 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from kmlm_jax import fileio
-from kmlm_jax.kg.errors import KGInputError
+from kmlm_jax.kg.errors import BadRecord, KGInputError
+
+# Wikidata caps labels and aliases at 250 characters; a name over this limit is a
+# bad record (it would make every name table row this wide: see `KnowledgeGraph.save`).
+MAX_NAME_CHARS = 1000
+_BREAK_CHARS = "\t\n\r\v\f\x1c-\x1f\x85\u2028\u2029"
+_BREAKS = re.compile(f"[ {_BREAK_CHARS}]*[{_BREAK_CHARS}][ {_BREAK_CHARS}]*")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +162,20 @@ class KnowledgeGraph:
 def _u(a: np.ndarray) -> np.ndarray:
   """Object array of str -> fixed-width unicode array (np.savez without pickle)."""
   return np.asarray(list(a), dtype=str) if len(a) else np.zeros(0, "<U1")
+
+
+def clean_name(name: str, field: str) -> tuple[str, bool]:
+  """(`name` with each run of tabs and line breaks, with the spaces around it, replaced
+  by one space and the ends stripped of them, whether that changed it). Real dumps
+  hold such labels; the TSV and JSONL outputs cannot. A name over `MAX_NAME_CHARS`
+  raises `BadRecord` ("name_too_long") naming `field`."""
+  if len(name) > MAX_NAME_CHARS:
+    raise BadRecord("name_too_long", field, f"name of {len(name):,} characters, over the "
+                    f"maximum {MAX_NAME_CHARS:,} (Wikidata allows 250)")
+  if name.isprintable():  # the fast path: no tab or line break
+    return name, False
+  cleaned = _BREAKS.sub(" ", name).strip(" ")
+  return cleaned, cleaned != name
 
 
 @dataclasses.dataclass

@@ -12,12 +12,15 @@ two nodes joined by cross-lingual links. So the reader makes one node per
 - the item's label in `lang` is the name, and it has no label (and no
   aliases) in any other language of the graph.
 Entities come in entity-list order, then in order of first appearance in
-the triples; relations in order of first appearance. Blank lines are
-ignored; duplicate triple lines are reported in `info["duplicate_triples"]`
-and repeated entity-list lines in `info["duplicate_entity_lines"]`.
+the triples; relations in order of first appearance. A UTF-8 BOM at the
+start of a file and whitespace around each field are dropped; line breaks
+inside a name become a space (`graph.clean_name`, counted in
+`ReadStats.names_cleaned`). Blank lines are ignored; duplicate triple lines
+are reported in `info["duplicate_triples"]` and repeated entity-list lines in
+`info["duplicate_entity_lines"]`.
 
-Bad lines (`wrong_field_count`, `empty_field`, `bad_language`, and
-`unknown_language` when `languages` is given) raise `KGInputError` naming
+Bad lines (`wrong_field_count`, `empty_field`, `bad_language`, `name_too_long`,
+and `unknown_language` when `languages` is given) raise `KGInputError` naming
 FILE:LINE and the field, or with `skip_bad_records=True` become counted
 skips in `ReadStats`.
 
@@ -33,7 +36,7 @@ from pathlib import Path
 from typing import Sequence
 
 from kmlm_jax.kg.errors import BadRecord, KGInputError, ReadStats
-from kmlm_jax.kg.graph import ItemRecord, KnowledgeGraph, build_graph
+from kmlm_jax.kg.graph import ItemRecord, KnowledgeGraph, build_graph, clean_name
 from kmlm_jax.kg.wikidata import check_languages
 
 TRIPLE_FIELDS = ("head", "relation", "tail", "lang")
@@ -65,7 +68,7 @@ class _TsvReader:
     if not path.is_file():
       raise KGInputError(f"{path}: file not found" if not path.exists() else f"{path}: not a file")
     try:
-      with open(path, encoding="utf-8") as f:
+      with open(path, encoding="utf-8-sig") as f:
         for lineno, line in enumerate(f, 1):
           line = line.rstrip("\r\n")
           if not line.strip():
@@ -81,15 +84,17 @@ class _TsvReader:
       raise KGInputError(f"{path}: not UTF-8 text ({e})") from None
 
   def _split(self, line: str, fields: tuple[str, ...]) -> list[str]:
-    values = line.split("\t")
+    values = [v.strip() for v in line.split("\t")]
     if len(values) != len(fields):
       raise BadRecord("wrong_field_count", None, f"expected {len(fields)} tab-separated fields "
                       f"({', '.join(fields)}), got {len(values)}")
     for name, value in zip(fields, values):
-      if not value.strip():
+      if not value:
         raise BadRecord("empty_field", name, "empty value")
     self._check_lang(values[-1])
-    return values
+    cleaned = [clean_name(value, name) for name, value in zip(fields[:-1], values)]
+    self.stats.names_cleaned += sum(changed for _, changed in cleaned)
+    return [value for value, _ in cleaned] + values[-1:]
 
   def _check_lang(self, lang: str) -> None:
     if lang in self.languages:

@@ -11,8 +11,10 @@ What becomes the graph:
   supply relation labels and aliases.
 - labels and aliases are kept for exactly the requested language codes;
   variants are not merged (`zh` does not pick up `zh-hans` or `zh-cn`; ask
-  for them by name if you want them). Aliases equal to the label or repeated
-  are dropped.
+  for them by name if you want them). Runs of tabs and line breaks in a
+  label or alias become one space (`graph.clean_name`; counted in
+  `ReadStats.names_cleaned`); aliases then equal to the label or repeated are
+  dropped.
 - a claim becomes a triple only when its main snak has `snaktype == "value"`
   and an item-valued `wikibase-entityid` datavalue, and its rank is not
   `deprecated` (normal and preferred statements are both kept). Qualifiers,
@@ -26,9 +28,12 @@ What becomes the graph:
 
 Records and `ReadStats` (records_read == kept + skipped always holds):
 - a record is a line holding an entity or property. Bad records
-  (`malformed_json`, `missing_id`, `malformed_field`, `duplicate_id`) raise
-  `KGInputError` naming FILE:LINE (and field), or with
-  `skip_bad_records=True` become counted skips.
+  (`malformed_json`, JSON nested too deeply included, `missing_id`,
+  `malformed_field`, `duplicate_id`, `line_too_long`: a line over
+  `MAX_LINE_BYTES`, `name_too_long`: a label or alias over
+  `graph.MAX_NAME_CHARS`) raise `KGInputError` naming FILE:LINE (and field),
+  or with `skip_bad_records=True` become counted skips. The two limits bound
+  the memory one line can take, in the parse and in the graph's name tables.
 - always counted skips, never errors, because they are normal in real dumps:
   `no_label` (an item with no label in any requested language),
   `not_in_whitelist` (entity or property outside a whitelist),
@@ -67,7 +72,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from kmlm_jax.kg.errors import BadRecord, KGInputError, ReadStats, where
-from kmlm_jax.kg.graph import ItemRecord, KnowledgeGraph, build_graph
+from kmlm_jax.kg.graph import ItemRecord, KnowledgeGraph, build_graph, clean_name
 
 # MediaWiki / Wikidata language codes that CLDR (babel) does not list.
 WIKIDATA_EXTRA_LANGUAGE_CODES = frozenset("""
@@ -89,6 +94,10 @@ _ITEM_PREFIX = b'{"type":"item","id":"'
 _PREFIX_LEN = len(_ITEM_PREFIX)
 _MAGIC = {"gzip": b"\x1f\x8b", "bz2": b"BZh"}
 _PROGRESS_EVERY = 4096
+_BOM = b"\xef\xbb\xbf"
+# The longest dump line read; longer lines are `line_too_long` bad records. Wikidata's
+# largest entities take a few MB of JSON.
+MAX_LINE_BYTES = 16 << 20
 
 
 # ----------------------------------------------------------------- languages
@@ -176,19 +185,22 @@ def _bad_tuple(e: BadRecord) -> tuple:
   return ("bad", e.reason, e.field, e.message)
 
 
-def _names(obj: dict, languages: tuple[str, ...]) -> tuple[dict, dict]:
-  """Labels and aliases in `languages` (empty `[]` tables are PHP's `{}`)."""
+def _names(obj: dict, languages: tuple[str, ...]) -> tuple[dict, dict, int]:
+  """Labels and aliases in `languages` (empty `[]` tables are PHP's `{}`), cleaned
+  by `clean_name`, and how many of them cleaning changed."""
   labels_in, aliases_in = obj.get("labels") or {}, obj.get("aliases") or {}
   for field, table in (("labels", labels_in), ("aliases", aliases_in)):
     if not isinstance(table, dict):
       raise BadRecord("malformed_field", field, f"expected an object, got {type(table).__name__}")
-  labels, aliases = {}, {}
+  labels, aliases, cleaned = {}, {}, 0
   for lang in languages:
     try:
       entry = labels_in.get(lang)
       label = entry["value"] if entry is not None else ""
       if type(label) is not str:
         raise TypeError(f"label is a {type(label).__name__}, not a string")
+      label, changed = clean_name(label, f"labels.{lang}")
+      cleaned += changed
       if label:
         labels[lang] = label
       kept = {}
@@ -196,6 +208,8 @@ def _names(obj: dict, languages: tuple[str, ...]) -> tuple[dict, dict]:
         alias = entry["value"]
         if type(alias) is not str:
           raise TypeError(f"alias is a {type(alias).__name__}, not a string")
+        alias, changed = clean_name(alias, f"aliases.{lang}")
+        cleaned += changed
         if alias and alias != label:
           kept.setdefault(alias)
       if kept:
@@ -203,7 +217,7 @@ def _names(obj: dict, languages: tuple[str, ...]) -> tuple[dict, dict]:
     except (KeyError, TypeError) as e:
       raise BadRecord("malformed_field", f"labels/aliases.{lang}",
                       f"expected {{'value': ...}} entries ({type(e).__name__}: {e})") from None
-  return labels, aliases
+  return labels, aliases, cleaned
 
 
 def _item_claims(claims, relation_whitelist, counts: dict) -> list[tuple[str, str]]:
@@ -255,20 +269,25 @@ class LineParser:
     ("open",) / ("close",)        the array's `[` / `]`
     ("skip", reason)              a counted skip
     ("bad", reason, field, msg)   a bad record
-    ("item" | "property", id, outcome, claim_counts)
+    ("item" | "property", id, outcome, claim_counts, names_cleaned)
 
   `outcome` is an `ItemRecord`, a ("skip", ...) or a ("bad", ...), used
   only when the id is not a duplicate. `claim_counts` (per `CLAIM_KINDS`,
   or None for properties and when the claims were not reached) counts the
-  item's statements, up to a malformed one.
+  item's statements, up to a malformed one. `names_cleaned` counts the
+  labels and aliases `clean_name` changed.
   """
 
   languages: tuple[str, ...]
   entity_whitelist: frozenset[str] | None = None
   relation_whitelist: frozenset[str] | None = None
+  max_line_bytes: int = MAX_LINE_BYTES
 
   def __call__(self, line: bytes):
-    line = line.strip()
+    if len(line) > self.max_line_bytes:
+      return ("bad", "line_too_long", None, f"line of {len(line):,} bytes, over the maximum "
+              f"{self.max_line_bytes:,} (kmlm_jax.kg.wikidata.MAX_LINE_BYTES)")
+    line = line.strip().removeprefix(_BOM)
     if not line:
       return None
     if line[-1] == 44:  # b","
@@ -285,6 +304,8 @@ class LineParser:
       obj = json.loads(line)
     except ValueError as e:
       return ("bad", "malformed_json", None, f"malformed JSON ({e})")
+    except RecursionError:
+      return ("bad", "malformed_json", None, "malformed JSON (nested too deeply to parse)")
     try:
       return self._record(obj)
     except BadRecord as e:
@@ -306,19 +327,19 @@ class LineParser:
     if whitelist is not None and rid not in whitelist:
       return ("skip", "not_in_whitelist")
     try:
-      labels, aliases = _names(obj, self.languages)
+      labels, aliases, cleaned = _names(obj, self.languages)
     except BadRecord as e:
-      return (kind, rid, _bad_tuple(e), None)
+      return (kind, rid, _bad_tuple(e), None, 0)
     if not item:
-      return (kind, rid, ItemRecord(rid, labels, aliases), None)
+      return (kind, rid, ItemRecord(rid, labels, aliases), None, cleaned)
     if not labels:
-      return (kind, rid, ("skip", "no_label"), None)
+      return (kind, rid, ("skip", "no_label"), None, cleaned)
     counts = dict.fromkeys(CLAIM_KINDS, 0)
     try:
       claims = _item_claims(obj.get("claims"), self.relation_whitelist, counts)
     except BadRecord as e:
-      return (kind, rid, _bad_tuple(e), tuple(counts.values()))
-    return (kind, rid, ItemRecord(rid, labels, aliases, claims), tuple(counts.values()))
+      return (kind, rid, _bad_tuple(e), tuple(counts.values()), cleaned)
+    return (kind, rid, ItemRecord(rid, labels, aliases, claims), tuple(counts.values()), cleaned)
 
 
 # ----------------------------------------------------------------- files
@@ -390,7 +411,7 @@ def prepare_read(path: Path | str, languages: Sequence[str], *,
   if local and not path.is_file():
     raise KGInputError(f"{path}: Wikidata dump not found" if not path.exists()
                        else f"{path}: not a regular file")
-  return path, LineParser(languages, entities, relations)
+  return path, LineParser(languages, entities, relations, MAX_LINE_BYTES)
 
 
 def read_wikidata_dump(
@@ -494,6 +515,8 @@ class DumpAssembler:
       self.closed = True
     else:
       self.stats.records_read += 1
+      if tag in ("item", "property"):
+        self.stats.names_cleaned += parsed[4]
       if tag == "item":
         return self._item(parsed, lineno)
       if tag == "property":
@@ -510,7 +533,7 @@ class DumpAssembler:
       self.stats.bad(self.skip_bad, self.path, lineno, *outcome[1:])
 
   def _item(self, parsed: tuple, lineno: int) -> bool:
-    _, qid, outcome, claim_counts = parsed
+    _, qid, outcome, claim_counts, _ = parsed
     if qid in self.entities:
       self._drop(("bad", "duplicate_id", "id", f"entity {qid} appears a second time"), lineno)
       return False
@@ -528,7 +551,7 @@ class DumpAssembler:
     return False
 
   def _property(self, parsed: tuple, lineno: int) -> None:
-    _, pid, outcome, _ = parsed
+    _, pid, outcome, _, _ = parsed
     if pid in self.properties:
       self._drop(("bad", "duplicate_id", "id", f"property {pid} appears a second time"), lineno)
     elif isinstance(outcome, ItemRecord):

@@ -237,7 +237,7 @@ def test_cli_build_sample_and_stats(tmp_path):
   assert manifest["entities"] > 800 and manifest["cycles3"] > 1000 and manifest["skipped"] == 0
   assert "| code_switched |" in out and "wrote" in out
   code, out, err = _cli("kg", "stats", tmp_path / "kg")
-  assert code == 0 and "| reasoning |" in out
+  assert code == 0 and "| reasoning " in out and "| alignment train " in out
 
 
 @pytest.mark.slow
