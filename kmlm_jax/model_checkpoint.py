@@ -13,6 +13,7 @@ in `kmlm_jax.training`.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import typing
 from pathlib import Path
@@ -25,6 +26,7 @@ from flax import nnx, traverse_util
 
 from kmlm_jax.config import ModelConfig
 from kmlm_jax.errors import InputError
+from kmlm_jax import fileio
 from kmlm_jax.fileio import atomic_directory
 from kmlm_jax.models.encoder import Encoder, _activation
 
@@ -71,10 +73,25 @@ def model_params(model: Encoder) -> dict:
   return jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param)))
 
 
+def check_tokenizer_files(directory: Path | str) -> None:
+  """The files a tokenizer_config.json names (`vocab_file`, `tokenizer_file`, ...) must
+  be inside its directory: transformers would read them from wherever they point."""
+  config_file = Path(directory) / "tokenizer_config.json"
+  if not config_file.is_file():
+    return
+  for key, value in fileio.read_json_object(config_file, CheckpointError).items():
+    if key.endswith("_file") and value is not None and fileio.inside(directory, value) is None:
+      raise CheckpointError(f"{config_file}: field {key!r} names {value!r}, outside "
+                            f"{directory}; tokenizer files must be in the tokenizer's folder")
+
+
 def copy_tokenizer_files(source: Path, target: Path) -> list[str]:
+  """Copies the tokenizer files of `source` (checked first) into `target`; returns their
+  names. (Plain copies: modes as the umask gives, not the source's.)"""
+  check_tokenizer_files(source)
   copied = [name for name in TOKENIZER_FILES if (Path(source) / name).exists()]
   for name in copied:
-    shutil.copy2(Path(source) / name, Path(target) / name)
+    shutil.copyfile(Path(source) / name, Path(target) / name)
   return copied
 
 
@@ -98,32 +115,68 @@ def save_model_checkpoint(path: Path | str, config: ModelConfig, params: Mapping
   with atomic_directory(path, overwrite=overwrite, error=CheckpointError) as tmp:
     (tmp / "model_config.json").write_text(json.dumps(
         {"model": config.architecture(), "metadata": dict(metadata or {})}, indent=2))
-    with _local_checkpointer() as checkpointer:
-      checkpointer.save(tmp / "params", dict(params))
-      checkpointer.wait_until_finished()
+    _save_params(tmp / "params", params)
     if tokenizer_dir is not None:
       (tmp / "tokenizer").mkdir()
       copy_tokenizer_files(tokenizer_dir, tmp / "tokenizer")
 
 
-_POSITIVE = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-             "max_position_embeddings", "type_vocab_size")
+def _save_params(path: Path, params: Mapping) -> None:
+  """Orbax's save; its failure to write (full disk: a ValueError naming the OS error, and
+  error logs from its threads) becomes that OSError, for `atomic_directory`'s WriteError."""
+  absl = logging.getLogger("absl")
+  level = absl.level
+  absl.setLevel(logging.CRITICAL)
+  try:
+    with _local_checkpointer() as checkpointer:
+      checkpointer.save(path, dict(params))
+      checkpointer.wait_until_finished()
+  except (ValueError, RuntimeError) as e:
+    raise (fileio.os_error(e, path) or e) from None
+  finally:
+    absl.setLevel(level)
+
+
+POSITIVE_FIELDS = ("vocab_size", "hidden_size", "num_layers", "num_heads",
+                   "intermediate_size", "max_position_embeddings", "type_vocab_size")
 # The JSON values each field type accepts (Python's bool is an int: only bool fields take it).
 _JSON_TYPES = {int: int, float: (int, float), bool: bool, str: str}
 
 
+def field_problem(name: str, value) -> str | None:
+  """What is wrong with JSON `value` for ModelConfig field `name` (its type, a dimension
+  below 1, a negative pad id), or None; the caller names the file and key."""
+  kind = typing.get_type_hints(ModelConfig).get(name)
+  if kind in _JSON_TYPES and (not isinstance(value, _JSON_TYPES[kind])
+                             or isinstance(value, bool) != (kind is bool)):
+    return f"expected {kind.__name__}, got {json.dumps(value)[:40]}"
+  if name in POSITIVE_FIELDS and value < 1:
+    return f"must be at least 1, got {value}"
+  if name == "pad_token_id" and value < 0:
+    return f"must be at least 0, got {value}"
+  return None
+
+
+def config_problem(config: ModelConfig) -> str | None:
+  """What is wrong across the fields of a config (field names are ModelConfig's), or None."""
+  try:
+    _activation(config.hidden_act)
+  except ValueError as e:
+    return str(e)
+  if config.pad_token_id >= config.vocab_size:
+    return f"pad_token_id {config.pad_token_id} is not below vocab_size {config.vocab_size}"
+  if config.max_position_embeddings <= config.position_offset:
+    return (f"max_position_embeddings {config.max_position_embeddings} leaves no position: "
+            f"XLM-R positions start at pad_token_id + 1 = {config.position_offset}")
+  return None
+
+
 def _check_fields(model: dict, config_file: Path) -> None:
   """Types of the `model` fields (JSON gives any type), and positive dimensions."""
-  hints = typing.get_type_hints(ModelConfig)
   for name, value in model.items():
-    kind = hints.get(name)
-    if kind in _JSON_TYPES and (not isinstance(value, _JSON_TYPES[kind])
-                               or isinstance(value, bool) != (kind is bool)):
-      raise CheckpointError(f"{config_file}: field 'model.{name}': expected "
-                            f"{kind.__name__}, got {json.dumps(value)[:40]}")
-    if name in _POSITIVE and value < 1:
-      raise CheckpointError(f"{config_file}: field 'model.{name}': must be at least 1, "
-                            f"got {value}")
+    problem = field_problem(name, value)
+    if problem:
+      raise CheckpointError(f"{config_file}: field 'model.{name}': {problem}")
 
 
 def read_model_config(path: Path | str) -> tuple[ModelConfig, dict]:
@@ -135,11 +188,8 @@ def read_model_config(path: Path | str) -> tuple[ModelConfig, dict]:
     raise CheckpointError(f"{path}: no such checkpoint directory")
   if not config_file.is_file():
     raise CheckpointError(f"{config_file}: missing (not a kmlm-jax model checkpoint)")
-  try:
-    raw = json.loads(config_file.read_text(encoding="utf-8"))
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise CheckpointError(f"{config_file}: invalid JSON ({e})") from None
-  if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
+  raw = fileio.read_json_object(config_file, CheckpointError)
+  if not isinstance(raw.get("model"), dict):
     raise CheckpointError(f"{config_file}: expected an object with a 'model' object")
   metadata = raw.get("metadata") or {}
   if not isinstance(metadata, dict):
@@ -147,9 +197,10 @@ def read_model_config(path: Path | str) -> tuple[ModelConfig, dict]:
   _check_fields(raw["model"], config_file)
   try:
     config = ModelConfig(**raw["model"])
-    _activation(config.hidden_act)
   except (TypeError, ValueError) as e:
     raise CheckpointError(f"{config_file}: invalid model config ({e})") from None
+  if config_problem(config):
+    raise CheckpointError(f"{config_file}: invalid model config ({config_problem(config)})")
   return config, metadata
 
 

@@ -1,12 +1,14 @@
-"""The two conversions the CLI exposes, as library functions.
+"""The two conversions the CLI exposes, and `init`, as library functions.
 
 Both write to a temporary directory that is renamed at the end, so a failed
-conversion (or a failed `verify`) leaves nothing at the destination.
+conversion (or a failed `verify`) leaves nothing at the destination; a destination
+that cannot be written is refused (`WriteError`) before the conversion starts.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import jax
@@ -20,9 +22,15 @@ from kmlm_jax.convert import hf, verify as verify_lib
 class Report:
   lines: list[str]
   max_abs_diff: float | None = None
+  nonfinite: list[str] = dataclasses.field(default_factory=list)  # hf.nonfinite_note()s
 
   def ok(self) -> bool:
     return self.max_abs_diff is None or self.max_abs_diff <= verify_lib.TOLERANCE
+
+  def warn_nonfinite(self, notes: list[str]) -> None:
+    self.nonfinite = notes
+    if notes:
+      self.lines.append(hf.nonfinite_warning(notes))
 
 
 class VerifyError(hf.ConversionError):
@@ -31,27 +39,36 @@ class VerifyError(hf.ConversionError):
   exit_code = 1
 
   def __init__(self, report: Report, what: str):
+    nonfinite = f"; non-finite weights: {'; '.join(report.nonfinite)}" if report.nonfinite else ""
     super().__init__(f"verify failed: max_abs_diff={report.max_abs_diff:.3g} > "
-                     f"{verify_lib.TOLERANCE} ({what}); nothing written")
+                     f"{verify_lib.TOLERANCE} ({what}){nonfinite}; nothing written")
     self.report = report
 
 
-def _tokenizer_or_none(directory: Path | None):
-  if directory is None:
-    return None
-  from kmlm_jax.text.tokenizers import load_tokenizer
-  try:
-    return load_tokenizer(directory)
-  except Exception:  # an unusable tokenizer only downgrades the verify batch
-    return None
+def _check_target(target: Path, overwrite: bool) -> None:
+  """Before the long part: an existing `target` (without overwrite), one that cannot be
+  written."""
+  fileio.check_output_dir(target, overwrite, hf.ConversionError)
+  fileio.check_writable(target)
+
+
+def _check_space(target: Path, config, tokenizer_dir: Path | None) -> None:
+  """Before the long part: room for the fp32 parameters and the tokenizer files."""
+  files = [tokenizer_dir / n for n in mc.TOKENIZER_FILES] if tokenizer_dir else []
+  fileio.check_free_space(target, 4 * config.num_params()
+                          + sum(f.stat().st_size for f in files if f.exists()))
 
 
 def _verify(report: Report, config, params, hf_dir: Path, tokenizer_dir: Path | None,
-            want_logits: bool, against: str) -> None:
-  """Compares with transformers; a difference above the tolerance raises `VerifyError`."""
-  report.max_abs_diff, what = verify_lib.verify(config, params, hf_dir, want_logits,
-                                                tokenizer=_tokenizer_or_none(tokenizer_dir))
+            model: str, want_logits: bool, against: str) -> None:
+  """Compares with transformers on the sample sentences tokenized by the tokenizer in
+  `tokenizer_dir` (the one of `model`), or on random ids, saying which; a difference above
+  the tolerance raises `VerifyError`."""
+  tokenizer, source = verify_lib.load_tokenizer(tokenizer_dir, model)
+  report.max_abs_diff, what, used = verify_lib.verify(config, params, hf_dir, want_logits,
+                                                      tokenizer, source)
   report.lines.append(f"verify: {what} against {against}")
+  report.lines.append(f"verify input: {used}")
   if not report.ok():
     raise VerifyError(report, what)
 
@@ -60,54 +77,91 @@ def hf_to_checkpoint(source: Path | str, target: Path | str, *, verify: bool = F
                      overwrite: bool = False) -> Report:
   """transformers directory -> kmlm-jax model checkpoint."""
   source, target = Path(source), Path(target)
-  fileio.check_output_dir(target, overwrite, hf.ConversionError)  # before the long conversion
+  _check_target(target, overwrite)
+  tokenizer_dir = source if any((source / n).exists() for n in mc.TOKENIZER_FILES) else None
+  if tokenizer_dir is not None:
+    mc.check_tokenizer_files(tokenizer_dir)
+  _check_space(target, hf.read_hf_config(source), tokenizer_dir)
   loaded = hf.load_hf_params(source)
   c = loaded.config
-  lines = [f"read {source}: {c.flavour} L={c.num_layers} D={c.hidden_size} "
-           f"V={c.vocab_size} ({sum(v.size for v in jax.tree.leaves(loaded.params)):,} parameters)"]
+  report = Report([f"read {source}: {c.flavour} L={c.num_layers} D={c.hidden_size} "
+                   f"V={c.vocab_size} ({sum(v.size for v in jax.tree.leaves(loaded.params)):,} "
+                   "parameters)"])
   if not loaded.has_mlm_head:
-    lines.append("note: the checkpoint is a bare encoder; the MLM head was initialised "
-                 "(normal(0.02) dense, zero biases)")
+    report.lines.append("note: the checkpoint is a bare encoder; the MLM head was initialised "
+                        "(normal(0.02) dense, zero biases)")
   if loaded.dropped:
-    lines.append(f"not converted (buffers / other objectives): {', '.join(loaded.dropped)}")
-  tokenizer_dir = source if any((source / n).exists() for n in mc.TOKENIZER_FILES) else None
+    report.lines.append(f"not converted (buffers / other objectives): {', '.join(loaded.dropped)}")
+  if tokenizer_dir is None:
+    report.lines.append(f"note: no tokenizer files in {source}; the checkpoint has none")
+  report.warn_nonfinite(loaded.nonfinite)
   metadata = {"source": str(source), "mlm_head_initialised": not loaded.has_mlm_head}
-  report = Report(lines)
   # Verify before the rename, from what was written, so a failed check leaves nothing.
   with fileio.atomic_directory(target, overwrite, error=hf.ConversionError) as tmp:
     mc.save_model_checkpoint(tmp, c, loaded.params, metadata=metadata,
                              tokenizer_dir=tokenizer_dir)
     if verify:
       config, params, _ = mc.load_model_checkpoint(tmp)
-      _verify(report, config, params, source, tokenizer_dir, loaded.has_mlm_head,
+      _verify(report, config, params, source, tokenizer_dir, str(source), loaded.has_mlm_head,
               "transformers PyTorch")
-  lines.append(f"wrote {target}")
+  report.lines.append(f"wrote {target}")
   return report
 
 
 def checkpoint_to_hf(source: Path | str, target: Path | str, *, verify: bool = False,
                      overwrite: bool = False) -> Report:
-  """kmlm-jax model checkpoint -> transformers MaskedLM directory."""
+  """kmlm-jax model checkpoint -> transformers MaskedLM directory. Its tokenizer (the
+  checkpoint's) says the model's true `model_max_length`."""
   source, target = Path(source), Path(target)
-  fileio.check_output_dir(target, overwrite, hf.ConversionError)
-  config, params, metadata = mc.load_model_checkpoint(source)
+  _check_target(target, overwrite)
   tokenizer_dir = mc.tokenizer_dir_of(source)
-  lines = [f"read {source}: {config.flavour} L={config.num_layers} D={config.hidden_size}"]
-  report = Report(lines)
+  if tokenizer_dir is not None:
+    mc.check_tokenizer_files(tokenizer_dir)
+  _check_space(target, mc.read_model_config(source)[0], tokenizer_dir)
+  config, params, metadata = mc.load_model_checkpoint(source)
+  report = Report([f"read {source}: {config.flavour} L={config.num_layers} "
+                   f"D={config.hidden_size}"])
   with fileio.atomic_directory(target, overwrite, error=hf.ConversionError) as tmp:
-    hf.write_hf_dir(tmp, config, params, tokenizer_dir=tokenizer_dir)
-    if verify:
-      _verify(report, config, params, tmp, tokenizer_dir, True,
+    report.warn_nonfinite(hf.write_hf_dir(tmp, config, params, tokenizer_dir=tokenizer_dir))
+    if verify:  # with the tokenizer as exported: what a transformers user will load
+      _verify(report, config, params, tmp, tmp if tokenizer_dir else None, str(source), True,
               "transformers.AutoModelForMaskedLM")
   if tokenizer_dir is None:
-    lines.append("note: no tokenizer files in the checkpoint; none exported")
-  lines.append(f"wrote {target}")
+    report.lines.append("note: no tokenizer files in the checkpoint; none exported")
+  else:
+    report.lines.append(f"tokenizer: {tokenizer_dir}, model_max_length={hf.max_length(config)}")
+  report.lines.append(f"wrote {target}")
   return report
+
+
+def known_tokenizer(config) -> tuple[Path | None, str]:
+  """(folder of the installed tokenizer that fits `config`, a report line), or (None, a
+  note why there is none): the real XLM-R tokenizer for XLM-R vocabularies."""
+  from kmlm_jax.assets import AssetError, real_xlmr_tokenizer_json
+  if config.flavour != "xlmr":
+    return None, ("note: no mBERT tokenizer is installed; the checkpoint has none (convert "
+                  "a transformers checkpoint with its tokenizer files to have one)")
+  try:
+    path = real_xlmr_tokenizer_json()
+  except AssetError as e:
+    return None, f"note: {e}; the checkpoint has no tokenizer"
+  size = _tokenizer_json_size(path)
+  if size > config.vocab_size:
+    return None, (f"note: the real XLM-R tokenizer ({size:,} ids) does not fit vocab_size "
+                  f"{config.vocab_size}; the checkpoint has no tokenizer")
+  return path.parent, f"tokenizer: the real XLM-R tokenizer ({size:,} ids) from {path}"
+
+
+def _tokenizer_json_size(path: Path) -> int:
+  spec = json.loads(path.read_text(encoding="utf-8"))
+  added = [t["id"] + 1 for t in spec.get("added_tokens", [])]
+  return max([len(spec["model"]["vocab"]), *added])
 
 
 def init_checkpoint(preset_name: str, target: Path | str, *, seed: int = 0,
                     overwrite: bool = False, **overrides) -> Report:
-  """A randomly initialised checkpoint of a preset (for tests and benchmarks)."""
+  """A randomly initialised checkpoint of a preset (for tests and benchmarks), with the
+  installed tokenizer that fits it (`known_tokenizer`)."""
   from flax import nnx
 
   from kmlm_jax.config import PRESETS, preset
@@ -115,12 +169,16 @@ def init_checkpoint(preset_name: str, target: Path | str, *, seed: int = 0,
   if preset_name not in PRESETS:
     raise hf.ConversionError(f"--preset {preset_name!r}: unknown model preset; known: "
                              f"{', '.join(PRESETS)}")
-  fileio.check_output_dir(target, overwrite, hf.ConversionError)
+  target = Path(target)
+  _check_target(target, overwrite)
   try:
     config = preset(preset_name, **overrides)
   except (TypeError, ValueError) as e:
     raise hf.ConversionError(f"preset {preset_name!r} with {overrides}: {e}") from None
+  tokenizer_dir, tokenizer_line = known_tokenizer(config)
+  _check_space(target, config, tokenizer_dir)
   params = mc.model_params(Encoder(config, rngs=nnx.Rngs(seed)))
   mc.save_model_checkpoint(target, config, params, metadata={"init": preset_name, "seed": seed},
-                           overwrite=overwrite)
-  return Report([f"wrote {target}: random {preset_name} ({config.num_params():,} parameters)"])
+                           tokenizer_dir=tokenizer_dir, overwrite=overwrite)
+  return Report([f"wrote {target}: random {preset_name} ({config.num_params():,} parameters)",
+                 tokenizer_line])

@@ -53,7 +53,9 @@ HF_DEFAULTS = {"hidden_act": "gelu", "hidden_dropout_prob": 0.1,
 
 
 def model_config_from_hf(hf: Mapping, source: str = "config.json") -> ModelConfig:
-  """ModelConfig from a transformers config dict; errors name `source`."""
+  """ModelConfig from a transformers config dict; errors name `source` and the key."""
+  if not isinstance(hf, Mapping):
+    raise ConversionError(f"{source}: expected a JSON object, got {type(hf).__name__}")
   model_type = hf.get("model_type")
   if model_type not in SUPPORTED_MODEL_TYPES:
     raise ConversionError(
@@ -70,11 +72,20 @@ def model_config_from_hf(hf: Mapping, source: str = "config.json") -> ModelConfi
   if missing:
     raise ConversionError(f"{source}: missing field(s) {', '.join(missing)}")
   types = typing.get_type_hints(ModelConfig)  # int, float or str
+  values = {}
+  for ours, key in HF_KEYS.items():
+    value = hf.get(key, defaults.get(key))
+    problem = mc.field_problem(ours, value)
+    if problem:
+      raise ConversionError(f"{source}: field {key!r}: {problem}")
+    values[ours] = types[ours](value)
   try:
-    return ModelConfig(flavour=flavour, **{
-        ours: types[ours](hf.get(key, defaults.get(key))) for ours, key in HF_KEYS.items()})
+    config = ModelConfig(flavour=flavour, **values)
   except (TypeError, ValueError) as e:
     raise ConversionError(f"{source}: {e}") from None
+  if mc.config_problem(config):
+    raise ConversionError(f"{source}: {mc.config_problem(config)}")
+  return config
 
 
 def hf_config_from_model_config(config: ModelConfig) -> dict:
@@ -101,12 +112,8 @@ class TensorReader(contextlib.AbstractContextManager):
     if (directory / "model.safetensors").exists():
       self._open_safetensors(directory / "model.safetensors")
     elif index.exists():
-      try:
-        weight_map = json.loads(index.read_text())["weight_map"]
-      except (json.JSONDecodeError, KeyError) as e:
-        raise ConversionError(f"{index}: not a valid safetensors index ({e})") from None
-      for shard in sorted(set(weight_map.values())):
-        self._open_safetensors(directory / shard)
+      for shard in shard_files(index):
+        self._open_safetensors(shard)
     elif bin_file.exists():
       import torch
       try:
@@ -119,7 +126,7 @@ class TensorReader(contextlib.AbstractContextManager):
           f"{directory}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
 
   def _open_safetensors(self, path: Path):
-    if not path.exists():
+    if not path.is_file():
       raise ConversionError(f"{path}: file listed in the index is missing")
     try:
       handle = SafetensorsFile(path)
@@ -148,6 +155,23 @@ class TensorReader(contextlib.AbstractContextManager):
     self._sources.clear()
 
 
+def shard_files(index: Path) -> list[Path]:
+  """The files a model.safetensors.index.json names, each inside the index's directory."""
+  weight_map = fileio.read_json_object(index, ConversionError).get("weight_map")
+  if not isinstance(weight_map, dict) or not all(isinstance(v, str)
+                                                 for v in weight_map.values()):
+    raise ConversionError(f"{index}: field 'weight_map': expected an object of tensor name "
+                          "-> file name")
+  shards = []
+  for name in sorted(set(weight_map.values())):
+    path = fileio.inside(index.parent, name)
+    if path is None:
+      raise ConversionError(f"{index}: field 'weight_map' names {name!r}, outside "
+                            f"{index.parent}; shard files must be in the model directory")
+    shards.append(path)
+  return shards
+
+
 def read_hf_config(directory: Path) -> ModelConfig:
   directory = Path(directory)
   if not directory.is_dir():
@@ -155,11 +179,7 @@ def read_hf_config(directory: Path) -> ModelConfig:
   path = directory / "config.json"
   if not path.exists():
     raise ConversionError(f"{path}: missing (a transformers directory needs config.json)")
-  try:
-    hf = json.loads(path.read_text())
-  except json.JSONDecodeError as e:
-    raise ConversionError(f"{path}: invalid JSON ({e})") from None
-  return model_config_from_hf(hf, str(path))
+  return model_config_from_hf(fileio.read_json_object(path, ConversionError), str(path))
 
 
 @dataclasses.dataclass
@@ -170,6 +190,20 @@ class LoadedHF:
   params: dict
   has_mlm_head: bool
   dropped: list[str]  # tensors deliberately not converted (e.g. NSP head)
+  nonfinite: list[str] = dataclasses.field(default_factory=list)  # `nonfinite_note`s
+
+
+def nonfinite_note(name: str, value: np.ndarray) -> str | None:
+  """None for an all-finite float array; else "NAME (n NaN, m inf of size)". (A float64
+  sum is the fast test: it allocates nothing and cannot overflow for float32 values.)"""
+  if np.isfinite(value.sum(dtype=np.float64)):
+    return None
+  nan = int(np.isnan(value).sum())
+  return f"{name} ({nan} NaN, {int(np.isinf(value).sum())} inf of {value.size})"
+
+
+def nonfinite_warning(notes: list[str]) -> str:
+  return f"warning: non-finite weights in {len(notes)} tensor(s): {'; '.join(notes)}"
 
 
 def _detect_prefix(names: list[str], config: ModelConfig) -> str:
@@ -203,6 +237,7 @@ def load_hf_params(directory: Path | str) -> LoadedHF:
 
     params: dict[str, np.ndarray] = {}
     used: set[str] = set()
+    nonfinite = []
     for rule in rules:
       out = np.empty(expected[rule.ours].shape, np.float32)
       # A stacked parameter is assembled layer by layer; `...` indexes all of an unstacked one.
@@ -220,6 +255,7 @@ def load_hf_params(directory: Path | str) -> LoadedHF:
               f"{directory}: tensor {name!r} has shape {tuple(t.shape)}, which does not fit "
               f"{rule.ours} {out[i].shape} of config.json")
         out[i] = value
+        nonfinite.append(nonfinite_note(name, out[i]))
         used.add(name)
         del t, value
       params[rule.ours] = jnp.asarray(out)
@@ -242,7 +278,7 @@ def load_hf_params(directory: Path | str) -> LoadedHF:
     # A bare encoder: the MLM head starts from the standard initialisation.
     params.update({k: jnp.asarray(v) for k, v in initial_mlm_head(config).items()})
   params = traverse_util.unflatten_dict(params, sep=".")
-  return LoadedHF(config, params, has_head, dropped)
+  return LoadedHF(config, params, has_head, dropped, [n for n in nonfinite if n])
 
 
 def initial_mlm_head(config: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
@@ -273,24 +309,58 @@ def hf_tensors(config: ModelConfig, params: Mapping) -> Iterator[tuple[str, np.n
 
 
 def write_hf_dir(directory: Path | str, config: ModelConfig, params: Mapping,
-                 tokenizer_dir: Path | None = None) -> None:
-  """Writes config.json, model.safetensors (and tokenizer files) atomically."""
-  from safetensors.numpy import save_file
+                 tokenizer_dir: Path | None = None) -> list[str]:
+  """Writes config.json, model.safetensors (and tokenizer files) atomically; returns the
+  `nonfinite_note`s of the tensors written."""
   directory = Path(directory)
   with fileio.atomic_directory(directory, error=ConversionError) as tmp:
     (tmp / "config.json").write_text(json.dumps(hf_config_from_model_config(config), indent=2))
-    save_file(dict(hf_tensors(config, params)), str(tmp / "model.safetensors"),
-              metadata={"format": "pt"})
+    tensors = dict(hf_tensors(config, params))
+    nonfinite = [n for n in (nonfinite_note(k, v) for k, v in tensors.items()) if n]
+    _save_safetensors(tensors, tmp / "model.safetensors")
+    del tensors
     if tokenizer_dir is not None:
-      copied = mc.copy_tokenizer_files(tokenizer_dir, tmp)
-      if config.flavour == "xlmr" and copied == ["tokenizer.json"]:
-        # A bare tokenizer.json does not tell transformers which tokens are special.
-        (tmp / "tokenizer_config.json").write_text(json.dumps(XLMR_TOKENIZER_CONFIG, indent=1))
+      mc.copy_tokenizer_files(tokenizer_dir, tmp)
+      write_tokenizer_config(tmp, config)
+  return nonfinite
+
+
+def _save_safetensors(tensors: dict, path: Path) -> None:
+  """`safetensors.numpy.save_file`, whose I/O failures (full disk) become the OSError
+  they are, so `fileio.atomic_directory` reports a `WriteError`."""
+  from safetensors import SafetensorError
+  from safetensors.numpy import save_file
+  try:
+    save_file(tensors, str(path), metadata={"format": "pt"})
+  except SafetensorError as e:
+    raise (fileio.os_error(e, path) or e) from None
+
+
+def write_tokenizer_config(directory: Path, config: ModelConfig) -> None:
+  """Sets `model_max_length` in DIR/tokenizer_config.json to the model's true maximum
+  (its positions less the offset; transformers would take 512, or no limit, and a longer
+  input would index past the position table); writes the file, with what transformers
+  needs to know the special tokens, where the tokenizer came without one."""
+  path = directory / "tokenizer_config.json"
+  if path.exists():
+    tokenizer_config = fileio.read_json_object(path, ConversionError)
+  elif config.flavour == "xlmr":
+    tokenizer_config = dict(XLMR_TOKENIZER_CONFIG)
+  elif (directory / "tokenizer.json").exists():
+    tokenizer_config = {}
+  else:  # a bare vocab.txt: cased, as `kmlm_jax.text.tokenizers.load_tokenizer` reads it
+    tokenizer_config = {"tokenizer_class": "BertTokenizer", "do_lower_case": False}
+  tokenizer_config["model_max_length"] = max_length(config)
+  path.write_text(json.dumps(tokenizer_config, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+def max_length(config: ModelConfig) -> int:
+  """The longest input the model takes: its positions less the offset (XLM-R: pad + 1)."""
+  return config.max_position_embeddings - config.position_offset
 
 
 # What transformers needs beside an XLM-R tokenizer.json to know its special tokens.
 XLMR_TOKENIZER_CONFIG = {
     "tokenizer_class": "XLMRobertaTokenizer", "bos_token": "<s>", "eos_token": "</s>",
     "sep_token": "</s>", "cls_token": "<s>", "unk_token": "<unk>", "pad_token": "<pad>",
-    "mask_token": "<mask>", "model_max_length": 512}
-
+    "mask_token": "<mask>"}

@@ -26,18 +26,41 @@ SAMPLE_SENTENCES = (
 TOLERANCE = 1e-4
 
 
-def sample_batch(config: ModelConfig, tokenizer=None, max_length: int = 48, seed: int = 0):
+def load_tokenizer(directory: Path | None, label: str):
+  """(tokenizer, LABEL) for `directory`'s tokenizer files, or (None, why there is none);
+  LABEL names the model whose tokenizer it is (the checkpoint, the transformers folder)."""
+  from kmlm_jax.model_checkpoint import TOKENIZER_FILES
+  from kmlm_jax.text.tokenizers import load_tokenizer as load
+  if directory is None or not any((directory / n).exists() for n in TOKENIZER_FILES):
+    return None, f"no tokenizer in {label}"
+  try:
+    return load(directory), label
+  except Exception as e:  # transformers raises many types; the reason goes in the report
+    why = " ".join(str(e).split())[:200]
+    return None, f"the tokenizer of {label} cannot be loaded ({why})"
+
+
+def sample_batch(config: ModelConfig, tokenizer=None, source: str = "no tokenizer",
+                 max_length: int = 48, seed: int = 0):
   """(input_ids, attention_mask, description) as int32 numpy [N, T], right-padded.
 
-  Uses the tokenizer when its ids fit the model's vocabulary; otherwise
-  seeded random ids with the same padding pattern.
+  The sample sentences tokenized by `tokenizer` (the one of model `source`) when its ids
+  fit the model; otherwise seeded random ids with the same padding pattern, and the
+  description says so and why (with no tokenizer, `source` says why: `load_tokenizer`).
   """
-  if tokenizer is not None and tokenizer.pad_token_id == config.pad_token_id:
-    enc = tokenizer(list(SAMPLE_SENTENCES), padding="max_length", truncation=True,
-                    max_length=max_length, return_tensors="np")
-    ids, mask = enc["input_ids"].astype(np.int32), enc["attention_mask"].astype(np.int32)
+  why = source
+  if tokenizer is not None and tokenizer.pad_token_id != config.pad_token_id:
+    why = (f"the tokenizer of {source} pads with id {tokenizer.pad_token_id}, the model with "
+           f"{config.pad_token_id}")
+  elif tokenizer is not None:
+    ids, mask = _tokenized(tokenizer, max_length)
     if ids.max() < config.vocab_size:
-      return ids, mask, f"{len(SAMPLE_SENTENCES)} multilingual sample sentences, tokenized"
+      unk = int(((ids == tokenizer.unk_token_id) & (mask == 1)).sum())
+      return ids, mask, (f"the {len(SAMPLE_SENTENCES)} sample sentences "
+                         f"({SAMPLE_SENTENCES[0]!r} ... {SAMPLE_SENTENCES[-1]!r}) tokenized by the "
+                         f"tokenizer of {source}: {int(mask.sum())} tokens, {unk} unknown")
+    why = (f"the tokenizer of {source} gives id {ids.max()}, beyond the model's "
+           f"vocab_size {config.vocab_size}")
   rng = np.random.default_rng(seed)
   lengths = rng.integers(4, max_length + 1, len(SAMPLE_SENTENCES))
   lengths[0] = max_length
@@ -45,7 +68,14 @@ def sample_batch(config: ModelConfig, tokenizer=None, max_length: int = 48, seed
   ids = rng.integers(0, config.vocab_size, mask.shape).astype(np.int32)
   ids = np.where(ids == config.pad_token_id, (ids + 1) % config.vocab_size, ids)
   ids = np.where(mask == 1, ids, config.pad_token_id).astype(np.int32)
-  return ids, mask, f"{len(SAMPLE_SENTENCES)} random-id rows (no matching tokenizer)"
+  return ids, mask, (f"RANDOM token ids, not sentences ({len(SAMPLE_SENTENCES)} rows, seed "
+                     f"{seed}): {why}")
+
+
+def _tokenized(tokenizer, max_length: int):
+  enc = tokenizer(list(SAMPLE_SENTENCES), padding="max_length", truncation=True,
+                  max_length=max_length, return_tensors="np")
+  return enc["input_ids"].astype(np.int32), enc["attention_mask"].astype(np.int32)
 
 
 def ours_outputs(config: ModelConfig, params: Mapping[str, np.ndarray], ids, mask,
@@ -79,11 +109,13 @@ def torch_outputs(hf_dir: Path, ids, mask, want_logits: bool) -> np.ndarray:
 
 
 def verify(config: ModelConfig, params: Mapping[str, np.ndarray], hf_dir: Path,
-           want_logits: bool, tokenizer=None) -> tuple[float, str]:
-  """Returns (max abs difference over non-padding positions, what was compared)."""
-  ids, mask, described = sample_batch(config, tokenizer)
+           want_logits: bool, tokenizer=None, source: str = "no tokenizer"
+           ) -> tuple[float, str, str]:
+  """Returns (max abs difference over non-padding positions, what was compared, the
+  input it was compared on: `sample_batch`'s description)."""
+  ids, mask, described = sample_batch(config, tokenizer, source)
   ours = ours_outputs(config, params, ids, mask, want_logits)
   theirs = torch_outputs(hf_dir, ids, mask, want_logits)
   what = "MLM logits" if want_logits else "last hidden states"
   valid = mask.astype(bool)
-  return float(np.abs(ours[valid] - theirs[valid]).max()), f"{what} on {described}"
+  return float(np.abs(ours[valid] - theirs[valid]).max()), what, described
