@@ -115,8 +115,8 @@ def writing(target: Path | str, tmp: Path | None = None):
     yield
   except OSError as e:
     where = getattr(e, "target", None) if isinstance(e, WriteError) else e.filename
-    inside = tmp is not None and where is not None and os.path.abspath(
-        where).startswith(os.path.abspath(tmp))
+    inside = tmp is not None and where is not None and Path(os.path.abspath(where)
+                                                             ).is_relative_to(os.path.abspath(tmp))
     if isinstance(e, KmlmError) and not inside:
       raise
     if tmp is not None and not inside and e.errno not in _WRITE_ERRNOS:
