@@ -1,14 +1,122 @@
 """The configs: frozen dataclasses, so they can be hashed, compared and passed as static
-arguments to `jax.jit`."""
+arguments to `jax.jit`.
+
+Each field's allowed values are declared once, next to it (`_field(default, low=...)`,
+an `Allowed` in the field's metadata); `check_fields` checks any config against its
+types and these declarations, naming the key and the allowed values. A `ModelConfig`
+checks itself when built; `ExperimentConfig.validate()` (called when a config file is
+loaded) checks the whole config and the relations between its sections.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+import numbers
+import types
+import typing
 from typing import Literal
 
 from kmlm_jax.errors import InputError
 
 Flavour = Literal["xlmr", "bert"]
+# Shortest row the input pipeline packs (`<s>`, a few tokens, `</s>`, room to pack).
+MIN_SEQ_LENGTH = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class Allowed:
+  """The values of a field beyond its type: an interval (finite numbers only) or choices."""
+
+  low: float | None = None
+  high: float | None = None
+  low_open: bool = False
+  high_open: bool = False
+  choices: tuple = ()
+
+  def admits(self, value) -> bool:
+    if self.choices:
+      return value in self.choices
+    if not math.isfinite(value):
+      return False
+    if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+      return False
+    return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+  def __str__(self) -> str:
+    if self.choices:
+      return "one of " + ", ".join(repr(c) for c in self.choices)
+    if self.high is None:
+      return f"{'>' if self.low_open else '>='} {self.low:g}"
+    return (f"in {'(' if self.low_open else '['}{self.low:g}, "
+            f"{self.high:g}{')' if self.high_open else ']'}")
+
+
+def _field(default=dataclasses.MISSING, **allowed):
+  """A dataclass field whose allowed values are `Allowed(**allowed)`."""
+  return dataclasses.field(default=default, metadata={"allowed": Allowed(**allowed)})
+
+
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _has_type(value, hint) -> bool:
+  origin, args = typing.get_origin(hint), typing.get_args(hint)
+  if origin in (typing.Union, types.UnionType):
+    return any(_has_type(value, a) for a in args)
+  if origin is Literal:
+    return value in args
+  if hint is type(None):
+    return value is None
+  if hint in (int, float):  # Python's bool is an int: only bool fields take it
+    base = numbers.Integral if hint is int else numbers.Real
+    return isinstance(value, base) and not isinstance(value, bool)
+  kind = origin or hint
+  return isinstance(value, kind) if isinstance(kind, type) else True
+
+
+def _expected(hint, allowed: Allowed | None) -> str:
+  """The allowed values of a field in words: 'an integer >= 1', 'a string or none', ..."""
+  origin, args = typing.get_origin(hint), typing.get_args(hint)
+  if origin in (typing.Union, types.UnionType):
+    return " or ".join(_expected(a, allowed) if a is not type(None) else "none" for a in args)
+  if origin is Literal:
+    return "one of " + ", ".join(repr(a) for a in args)
+  if allowed and allowed.choices:
+    return str(allowed)
+  kind = _KINDS.get(hint, "comma-separated values" if origin is tuple else str(hint))
+  return f"{kind} {allowed}" if allowed and hint is not bool else kind
+
+
+@functools.cache
+def _hints(cls) -> dict:
+  return typing.get_type_hints(cls)
+
+
+def expected_value(config, name: str) -> str:
+  """The allowed values of field `name` of a config dataclass, in words."""
+  field = next(f for f in dataclasses.fields(config) if f.name == name)
+  return _expected(_hints(type(config))[name], field.metadata.get("allowed"))
+
+
+def check_fields(config, prefix: str = "") -> None:
+  """Raises an `InputError` naming the key (`prefix.field`) and its allowed values for the
+  first field of `config` (and of its nested configs) of the wrong type or out of range."""
+  for field in dataclasses.fields(config):
+    key = f"{prefix}.{field.name}" if prefix else field.name
+    value, allowed = getattr(config, field.name), field.metadata.get("allowed")
+    if dataclasses.is_dataclass(value):
+      check_fields(value, key)
+    elif not _has_type(value, _hints(type(config))[field.name]) or (
+        allowed is not None and value is not None and not allowed.admits(value)):
+      raise InputError(f"{key}: {value!r} is not allowed; expected "
+                       f"{expected_value(config, field.name)}")
+
+
+def _divisors(n: int) -> str:
+  found = [d for d in range(1, n + 1) if n % d == 0]
+  return ", ".join(map(str, found[:12])) + (", ..." if len(found) > 12 else "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,23 +129,23 @@ class ModelConfig:
   """
 
   flavour: Flavour
-  vocab_size: int
-  hidden_size: int
-  num_layers: int
-  num_heads: int
-  intermediate_size: int
-  max_position_embeddings: int
-  type_vocab_size: int
-  pad_token_id: int
-  layer_norm_eps: float
+  vocab_size: int = _field(low=1)
+  hidden_size: int = _field(low=1)
+  num_layers: int = _field(low=1)
+  num_heads: int = _field(low=1)
+  intermediate_size: int = _field(low=1)
+  max_position_embeddings: int = _field(low=1)
+  type_vocab_size: int = _field(low=1)
+  pad_token_id: int = _field(low=0)
+  layer_norm_eps: float = _field(low=0, low_open=True)
   hidden_act: str = "gelu"
-  dropout_rate: float = 0.1
-  attention_dropout_rate: float = 0.1
-  initializer_range: float = 0.02
+  dropout_rate: float = _field(0.1, low=0, high=1, high_open=True)
+  attention_dropout_rate: float = _field(0.1, low=0, high=1, high_open=True)
+  initializer_range: float = _field(0.02, low=0)
   use_pooler: bool = False
   use_mlm_head: bool = True
   # Compute dtype of matmuls and activations; parameters always stay fp32.
-  dtype: str = "float32"
+  dtype: str = _field("float32", choices=("float32", "bfloat16"))
   # Recompute each layer's activations in the backward pass.
   remat: bool = False
   # Run the layers as one `lax.scan` (compile time independent of depth);
@@ -45,13 +153,13 @@ class ModelConfig:
   scan_layers: bool = True
 
   def __post_init__(self):
-    if self.flavour not in ("xlmr", "bert"):
-      raise InputError(f"flavour must be 'xlmr' or 'bert', got {self.flavour!r}")
+    check_fields(self, "model")
     if self.hidden_size % self.num_heads:
-      raise InputError(
-          f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
-    if self.dtype not in ("float32", "bfloat16"):
-      raise InputError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+      raise InputError(f"model.num_heads: {self.num_heads} does not divide model.hidden_size="
+                       f"{self.hidden_size}; expected one of {_divisors(self.hidden_size)}")
+    if self.pad_token_id >= self.vocab_size:
+      raise InputError(f"model.pad_token_id: {self.pad_token_id} is not allowed; expected "
+                       f"an id below model.vocab_size={self.vocab_size}")
 
   @property
   def head_dim(self) -> int:
@@ -171,19 +279,19 @@ class DataConfig:
   text_pattern: str | None = None
   vocab: str | None = None
   cache_dir: str | None = None
-  seq_length: int = 128
-  max_predictions: int = 32
-  batch_size: int = 8
-  seed: int = 0
+  seq_length: int = _field(128, low=MIN_SEQ_LENGTH)
+  max_predictions: int = _field(32, low=1)
+  batch_size: int = _field(8, low=1)
+  seed: int = _field(0, low=0)
   pack: bool = True
   # Relative rates of the three streams in the KMLM mixtures.
-  rate_mlm: float = 1.0
-  rate_knowledge: float = 1.0
-  rate_reasoning: float = 1.0
-  language_temperature: float = 1.0
-  input_shards: int = 0
-  block_examples: int = 1024
-  workers: int = 0
+  rate_mlm: float = _field(1.0, low=0)
+  rate_knowledge: float = _field(1.0, low=0)
+  rate_reasoning: float = _field(1.0, low=0)
+  language_temperature: float = _field(1.0, low=0, low_open=True)
+  input_shards: int = _field(0, low=0)
+  block_examples: int = _field(1024, low=1)
+  workers: int = _field(0, low=0)
   # Non-UTF-8 text lines: a counted skip instead of an error.
   skip_bad_lines: bool = False
 
@@ -209,26 +317,26 @@ class OptimizerConfig:
 class TrainConfig:
   """Optimisation and bookkeeping of a pretraining run (paper: KMLM A.1)."""
 
-  steps: int = 100
-  learning_rate: float = 5e-5
-  warmup_steps: int = 100
-  weight_decay: float = 0.0
-  adam_b1: float = 0.9
-  adam_b2: float = 0.999
-  adam_eps: float = 1e-8
-  grad_clip_norm: float = 1.0
-  grad_accum_steps: int = 1
+  steps: int = _field(100, low=1)
+  learning_rate: float = _field(5e-5, low=0)
+  warmup_steps: int = _field(100, low=0)
+  weight_decay: float = _field(0.0, low=0)
+  adam_b1: float = _field(0.9, low=0, high=1, high_open=True)
+  adam_b2: float = _field(0.999, low=0, high=1, high_open=True)
+  adam_eps: float = _field(1e-8, low=0)
+  grad_clip_norm: float = _field(1.0, low=0)  # 0: no clipping
+  grad_accum_steps: int = _field(1, low=1)
   # L = L_MLM + alpha * (L_K + L_L)
-  alpha: float = 0.3
+  alpha: float = _field(0.3, low=0)
   seed: int = 0
-  checkpoint_every: int = 100
-  keep_checkpoints: int = 3
+  checkpoint_every: int = _field(100, low=1)
+  keep_checkpoints: int = _field(3, low=1)
   async_checkpointing: bool = True
-  log_every: int = 10
-  eval_every: int = 0  # 0: no periodic evaluation
-  eval_batches: int = 4
+  log_every: int = _field(10, low=1)
+  eval_every: int = _field(0, low=0)  # 0: no periodic evaluation
+  eval_batches: int = _field(4, low=1)
   # Peak FLOP/s of one device for MFU; 0: look it up from the device kind.
-  peak_flops_per_device: float = 0.0
+  peak_flops_per_device: float = _field(0.0, low=0)
 
   def optimizer(self) -> OptimizerConfig:
     return OptimizerConfig(self.learning_rate, self.steps, self.warmup_steps, self.weight_decay,
@@ -251,6 +359,41 @@ class ExperimentConfig:
   mesh: MeshConfig = MeshConfig()
   init_from: str | None = None
 
+  def validate(self) -> "ExperimentConfig":
+    """This config, checked without devices or files: every field's type and range
+    (`check_fields`) and the sections against each other. Raises an `InputError` naming
+    the key and the allowed values."""
+    check_fields(self)
+    data, train, model = self.data, self.train, self.model
+    positions = model.max_position_embeddings - model.position_offset
+    if data.seq_length > positions:
+      raise InputError(
+          f"data.seq_length: {data.seq_length} does not fit the model's position table "
+          f"(model.max_position_embeddings={model.max_position_embeddings}, positions from "
+          f"{model.position_offset}); expected an integer in [{MIN_SEQ_LENGTH}, {positions}]")
+    if data.max_predictions > data.seq_length:
+      raise InputError(f"data.max_predictions: {data.max_predictions} is not allowed; "
+                       f"expected an integer in [1, data.seq_length={data.seq_length}]")
+    for key, parts in (("train.grad_accum_steps", train.grad_accum_steps),
+                       ("data.input_shards", data.input_shards)):
+      if parts and data.batch_size % parts:
+        raise InputError(f"{key}: {parts} does not divide data.batch_size={data.batch_size}; "
+                         f"expected one of {_divisors(data.batch_size)}"
+                         + (" or 0 (automatic)" if key == "data.input_shards" else ""))
+    check_mesh_shape(self.mesh)
+    return self
+
+
+def check_mesh_shape(mesh: MeshConfig) -> None:
+  """One size per mesh axis, each >= 1 or a single -1 (all remaining devices)."""
+  shape = mesh.shape
+  if (len(shape) != len(mesh.axis_names) or shape.count(-1) > 1
+      or any(isinstance(s, bool) or not isinstance(s, int) or (s < 1 and s != -1)
+             for s in shape)):
+    raise InputError(f"mesh.shape: {','.join(map(str, shape))} is not allowed; expected "
+                     f"{len(mesh.axis_names)} sizes ({', '.join(mesh.axis_names)}), each >= 1 "
+                     "or one of them -1 (all remaining devices), e.g. mesh.shape=-1,1,1")
+
 
 def override(config, assignments) -> "ExperimentConfig":
   """Applies "a.b=value" strings to a nested frozen config.
@@ -272,7 +415,13 @@ def _set(obj, path, raw, key):
   if name not in fields:
     raise InputError(f"unknown config key {key!r}; {name!r} is not one of {fields}")
   current = getattr(obj, name)
-  value = _set(current, path[1:], raw, key) if len(path) > 1 else _parse(raw, current, key)
+  if len(path) > 1:
+    value = _set(current, path[1:], raw, key)
+  elif raw.lower() == "none" and not _has_type(None, _hints(type(obj))[name]):
+    raise InputError(f"config key {key!r}: none is not allowed; expected "
+                     f"{expected_value(obj, name)}")
+  else:
+    value = _parse(raw, current, key)
   return dataclasses.replace(obj, **{name: value})
 
 

@@ -4,8 +4,12 @@ Every problem with a config file raises `ConfigError` (an `InputError`,
 exit code 2 in the CLI) whose message starts with the file's path: a
 missing or unloadable file, a `get_config()` that fails or returns the
 wrong type, a bad `key=value` override, or a value the config's own
-`validate()` rejects. `check_paths` checks, before any model is built, that
-the files and directories an `ExperimentConfig` names exist.
+`validate()` rejects (every field's range, the sections against each other).
+`preflight` then checks, before any model is built or compiled, what the config
+needs from files and devices: `check_paths` (the files and directories it names
+exist), the input (`training.data.check_input`: text files, tokenizer vs
+`model.vocab_size`, Prix-LM tokens) and `check_devices` (mesh vs devices, batch vs
+devices, accumulation and hosts). Each failure is one line naming the key.
 """
 
 from __future__ import annotations
@@ -50,9 +54,41 @@ def load_config(path: str | Path, overrides: Sequence[str] = (), expected=Experi
   if callable(getattr(config, "validate", None)):
     try:
       config = config.validate()
-    except ConfigError as e:
+    except InputError as e:
       raise ConfigError(f"{path}: {e}") from None
   return config
+
+
+def preflight(config: ExperimentConfig, devices=None, *, train: bool = True) -> None:
+  """Every check of a loaded (validated) config that needs no compilation: the paths, the
+  input and, with `train`, the devices (`devices`: default all of JAX's; after
+  `jax.distributed.initialize` on clusters). `train=False` (`kmlm-jax data cache`) checks
+  what the token cache needs only. Raises an `InputError` naming the key."""
+  from kmlm_jax.training.data import check_input
+  check_paths(config, model=train)
+  if train:
+    check_devices(config, devices)
+  check_input(config.data, config.model.vocab_size if train else None)
+
+
+def check_devices(config: ExperimentConfig, devices=None) -> None:
+  """`mesh.shape` against the devices, the global batch against the mesh's batch axes,
+  `train.grad_accum_steps` and the hosts, and the input shards against the hosts."""
+  import jax
+
+  from kmlm_jax import sharding
+  from kmlm_jax.data.input import default_input_shards
+  devices = list(devices if devices is not None else jax.devices())
+  mesh = config.mesh
+  shape = sharding.resolve_mesh_shape(mesh.shape, len(devices), devices[0].platform)
+  data, hosts = config.data, jax.process_count()
+  sharding.check_batch(data.batch_size, "data.batch_size", config.train.grad_accum_steps,
+                       dict(zip(mesh.axis_names, shape)), mesh.rules, hosts)
+  shards = data.input_shards or default_input_shards(data.batch_size)
+  if data.mixture != "synthetic" and shards % hosts:
+    raise ConfigError(f"data.input_shards: {shards} is not divisible by the {hosts} hosts; "
+                      f"expected a multiple of {hosts} that divides data.batch_size="
+                      f"{data.batch_size}")
 
 
 def check_paths(config: ExperimentConfig, *, model: bool = True) -> None:

@@ -31,31 +31,32 @@ from kmlm_jax.errors import InputError
 LogicalAxes = Sequence[str | None]
 
 
-def resolve_mesh_shape(shape: Sequence[int], num_devices: int) -> tuple[int, ...]:
-  """Fills in a single -1 and checks that the mesh uses exactly `num_devices`."""
+def resolve_mesh_shape(shape: Sequence[int], num_devices: int,
+                       platform: str | None = None) -> tuple[int, ...]:
+  """Fills in a single -1 and checks that the mesh uses exactly `num_devices` (of
+  `platform`: on "cpu" the message says how to simulate more devices)."""
   shape = tuple(int(s) for s in shape)
   if shape.count(-1) > 1:
-    raise InputError(f"mesh shape {shape}: at most one axis may be -1")
+    raise InputError(f"mesh.shape {shape}: at most one axis may be -1")
   known = math.prod(s for s in shape if s != -1)
   if any(s == 0 or s < -1 for s in shape):
-    raise InputError(f"mesh shape {shape}: axis sizes must be positive or -1")
-  if -1 in shape:
-    if num_devices % known:
-      raise InputError(
-          f"mesh shape {shape} does not fit {num_devices} devices: {num_devices} is not "
-          f"divisible by {known}; change mesh.shape")
-    shape = tuple(num_devices // known if s == -1 else s for s in shape)
-  if math.prod(shape) != num_devices:
+    raise InputError(f"mesh.shape {shape}: axis sizes must be positive or -1")
+  if (num_devices % known if -1 in shape else known != num_devices):
+    fit = known * max(1, -(-num_devices // known)) if -1 in shape else known
+    needs = f"a multiple of {known} devices" if -1 in shape else f"{known} devices"
+    hint = (f"; on CPU, simulate {fit} devices with "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={fit}" if platform == "cpu" else "")
     raise InputError(
-        f"mesh shape {shape} needs {math.prod(shape)} devices but {num_devices} are "
-        f"available; change mesh.shape so its product is {num_devices}")
-  return shape
+        f"mesh.shape {shape} needs {needs} but {num_devices} {platform or 'jax'} "
+        f"device{' is' if num_devices == 1 else 's are'} available; expected sizes whose "
+        f"product is {num_devices} (e.g. mesh.shape=-1,1,1){hint}")
+  return tuple(num_devices // known if s == -1 else s for s in shape)
 
 
 def make_mesh(config: MeshConfig, devices: Sequence[jax.Device] | None = None) -> Mesh:
   """Builds a mesh with Auto axes (GSPMD propagates what we do not pin)."""
   devices = list(devices if devices is not None else jax.devices())
-  shape = resolve_mesh_shape(config.shape, len(devices))
+  shape = resolve_mesh_shape(config.shape, len(devices), devices[0].platform)
   return jax.make_mesh(shape, config.axis_names, axis_types=(AxisType.Auto,) * len(shape),
                        devices=devices)
 
@@ -132,6 +133,32 @@ def constrain(x: jax.Array, logical_axes: LogicalAxes) -> jax.Array:
   return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
+def batch_ways(mesh_shape: dict[str, int], rules) -> int:
+  """Devices a batch is split over: the product of the batch rule's mesh axes."""
+  axes = dict(rules).get("batch") or ()
+  axes = (axes,) if isinstance(axes, str) else tuple(axes)
+  return math.prod(mesh_shape[a] for a in axes)
+
+
+def check_batch(batch_size: int, name: str, accum: int, mesh_shape: dict[str, int], rules,
+                processes: int = 1) -> None:
+  """Raises an `InputError` when a global batch of `batch_size` rows cannot be split into
+  `accum` micro-batches, over the batch axes of a mesh of `mesh_shape` and over the hosts."""
+  ways = batch_ways(mesh_shape, rules)
+  if batch_size % accum:
+    raise InputError(f"{name}={batch_size} is not divisible by the {accum} micro-batches "
+                     "of gradient accumulation (train.grad_accum_steps)")
+  if (batch_size // accum) % ways:
+    raise InputError(
+        f"the micro-batch of {batch_size // accum} rows ({name}"
+        f"{f' / {accum} accumulation steps' if accum > 1 else ''}) cannot be split over "
+        f"the {ways} devices of the batch axes (mesh {mesh_shape}); make "
+        f"{name} a multiple of {ways * accum} or change mesh.shape")
+  if batch_size % processes:
+    raise InputError(f"{name}={batch_size} is not divisible by the {processes} hosts; make "
+                     f"it a multiple of {processes}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Partitioner:
   """A mesh and its logical rules: shardings, batch placement and jit (t5x's
@@ -154,25 +181,11 @@ class Partitioner:
 
   def batch_ways(self) -> int:
     """Devices a batch is split over (the product of the batch rule's mesh axes)."""
-    axes = dict(self.rules).get("batch") or ()
-    axes = (axes,) if isinstance(axes, str) else tuple(axes)
-    return math.prod(self.mesh.shape[a] for a in axes)
+    return batch_ways(dict(self.mesh.shape), self.rules)
 
   def check_batch(self, batch_size: int, name: str, accum: int = 1) -> None:
     """Fails before compiling when a global batch cannot be split as asked."""
-    ways = self.batch_ways()
-    if batch_size % accum:
-      raise InputError(f"{name}={batch_size} is not divisible by the {accum} micro-batches "
-                       "of gradient accumulation")
-    if (batch_size // accum) % ways:
-      raise InputError(
-          f"the micro-batch of {batch_size // accum} rows ({name}"
-          f"{f' / {accum} accumulation steps' if accum > 1 else ''}) cannot be split over "
-          f"the {ways} devices of the batch axes (mesh {dict(self.mesh.shape)}); make "
-          f"{name} a multiple of {ways * accum} or change mesh.shape")
-    if batch_size % jax.process_count():
-      raise InputError(f"{name}={batch_size} is not divisible by the {jax.process_count()} "
-                       "hosts")
+    check_batch(batch_size, name, accum, dict(self.mesh.shape), self.rules, jax.process_count())
 
   def put_batch(self, batch: dict) -> dict:
     """This host's rows ({name: [b, ...] numpy}) -> global arrays split over the batch

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+
+import kmlm_jax  # noqa: F401, I001  (first: quiets TensorFlow's CUDA probes, which seqio imports)
 import seqio
 
 from kmlm_jax.config import DataConfig

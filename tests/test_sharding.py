@@ -77,7 +77,7 @@ def test_logical_rules_replicate_uneven_dimensions():
 
 
 @pytest.mark.parametrize("shape,message", [((3, 1, 1), "needs 3 devices"),
-                                           ((-1, 3, 1), "not divisible by 3"),
+                                           ((-1, 3, 1), "a multiple of 3 devices"),
                                            ((-1, -1, 1), "at most one")])
 def test_mesh_that_does_not_fit_fails_clearly(shape, message):
   with pytest.raises(ValueError, match=message):

@@ -90,17 +90,26 @@ def vocab_fingerprint(vocab_path: str) -> str:
 # ---------------------------------------------------------------- units
 
 
+def check_text_files(spec: CacheSpec, sources: list[str]) -> None:
+  """Raises a `CorpusError` naming `data.text_pattern` when the text sources among
+  `sources` have languages that no file matches."""
+  absent = [s[5:] for s in sources
+            if s.startswith("text.") and not glob.glob(spec.text_pattern.format(lang=s[5:]))]
+  if absent:
+    raise CorpusError(
+        f"data.text_pattern: {spec.text_pattern!r} matches no file for the language(s) "
+        f"{', '.join(absent)} (e.g. {spec.text_pattern.format(lang=absent[0])!r}); expected a "
+        "pattern whose {lang} field names text files of every language the mixture reads")
+
+
 def plan_units(spec: CacheSpec, sources: list[str]) -> list[tuple]:
   """(source, path, start, end) units in output order."""
   from kmlm_jax.kg.corpus_dir import CorpusDir
+  check_text_files(spec, sources)
   units = []
   for source in sources:
     if source.startswith("text."):
-      pattern = spec.text_pattern.format(lang=source[5:])
-      files = sorted(glob.glob(pattern))
-      if not files:
-        raise CorpusError(f"no text files match {pattern!r} (source {source})")
-      for f in files:
+      for f in sorted(glob.glob(spec.text_pattern.format(lang=source[5:]))):
         units += [(source, f, a, b) for a, b in _line_ranges(f)]
     else:
       if not spec.corpus_dir:
@@ -251,7 +260,20 @@ def build(cache_dir: Path | str, spec: CacheSpec, sources: list[str], *, runner:
   if not missing:
     return meta
   units = plan_units(spec, missing)
+  created = not cache_dir.exists()
   cache_dir.mkdir(parents=True, exist_ok=True)
+  try:
+    _build_units(cache_dir, spec, units, missing, meta, runner, beam_options, progress)
+  except BaseException:
+    if created:  # a failed first build leaves nothing behind
+      shutil.rmtree(cache_dir, ignore_errors=True)
+    raise
+  return meta
+
+
+def _build_units(cache_dir: Path, spec: CacheSpec, units: list[tuple], missing: list[str],
+                 meta: dict, runner: str, beam_options: str, progress: bool) -> None:
+  """Tokenizes `units`, merges them into the `missing` sources and writes cache.json."""
   with tempfile.TemporaryDirectory(prefix=".parts-", dir=cache_dir) as parts:
     if runner == "beam":
       from kmlm_jax.data.cache_beam import run_units
@@ -271,7 +293,6 @@ def build(cache_dir: Path | str, spec: CacheSpec, sources: list[str], *, runner:
   tmp = cache_dir / "cache.json.tmp"
   tmp.write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
   os.replace(tmp, cache_dir / "cache.json")
-  return meta
 
 
 def _run_in_process(spec: CacheSpec, units: list[tuple], parts: str, progress: bool) -> list:
@@ -285,8 +306,12 @@ def _run_in_process(spec: CacheSpec, units: list[tuple], parts: str, progress: b
   context = multiprocessing.get_context("spawn")  # the caller may hold JAX/TF threads
   with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
     futures = [pool.submit(run_unit, spec, u, parts, i) for i, u in enumerate(units)]
-    for f in bar(concurrent.futures.as_completed(futures)):
-      f.result()  # the first failure stops the build
+    try:
+      for f in bar(concurrent.futures.as_completed(futures)):
+        f.result()
+    except BaseException:  # the first failure stops the build: drop the queued units
+      pool.shutdown(cancel_futures=True)
+      raise
   return [f.result() for f in futures]
 
 

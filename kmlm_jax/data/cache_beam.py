@@ -4,23 +4,50 @@ Each unit (a corpus shard or a byte range of a text file) is tokenized by
 `cache.run_unit` on a worker, which writes its arrays into the parts
 directory; the driver then merges them exactly as the in-process build does,
 so both give byte-identical caches. The parts directory must be visible to
-the workers (a shared file system for distributed runners).
+the workers (a shared file system for distributed runners). A unit with bad
+input (e.g. a non-UTF-8 text line) is not retried: its error comes back as a
+result and the driver raises it once, as the in-process build does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from pathlib import Path
 
-import apache_beam as beam
-
 from kmlm_jax.data import cache
-from kmlm_jax.kg.beam_pipeline import pipeline_options
+from kmlm_jax.errors import InputError
+from kmlm_jax.text.errors import CorpusError
+
+
+@contextlib.contextmanager
+def _no_import_warnings():
+  """Beam's import warns on the root logger that optional GCP clients are missing (and
+  so configures logging for the whole process); neither is the user's business."""
+  root, quiet = logging.getLogger(), logging.NullHandler()
+  drop = lambda record: not str(record.msg).startswith("apitools not found")  # noqa: E731
+  root.addHandler(quiet)
+  root.addFilter(drop)
+  try:
+    yield
+  finally:
+    root.removeHandler(quiet)
+    root.removeFilter(drop)
+
+
+with _no_import_warnings():
+  import apache_beam as beam
+
+  from kmlm_jax.kg.beam_pipeline import pipeline_options
 
 
 def _unit(item, spec: cache.CacheSpec, parts: str):
   index, unit = item
-  return index, cache.run_unit(spec, tuple(unit), parts, index)
+  try:
+    return index, cache.run_unit(spec, tuple(unit), parts, index)
+  except InputError as e:  # the input's fault: reported once by the driver, never retried
+    return index, {"error": str(e)}
 
 
 def _write(results, path: str) -> None:
@@ -38,5 +65,9 @@ def run_units(spec: cache.CacheSpec, units: list[tuple], parts: str,
          | "Tokenize" >> beam.Map(_unit, spec=spec, parts=parts)
          | "Collect" >> beam.combiners.ToList()
          | "Write" >> beam.Map(_write, path=results_path))
-  results = json.loads(Path(results_path).read_text(encoding="utf-8"))
-  return [r for _, r in sorted(results, key=lambda x: x[0])]
+  results = [r for _, r in sorted(json.loads(Path(results_path).read_text(encoding="utf-8")),
+                                  key=lambda x: x[0])]
+  errors = [r["error"] for r in results if "error" in r]
+  if errors:
+    raise CorpusError(errors[0])
+  return results

@@ -34,6 +34,21 @@ def added_tokens(languages: Sequence[str]) -> tuple[str, ...]:
   return PRIXLM_TOKENS + tuple(f"[{l}]" for l in languages)
 
 
+class PrixLMVocabError(InputError):
+  """A tokenizer without the Prix-LM tokens a sequence needs."""
+
+
+def check_vocabulary(added: Sequence[str], source: str, languages: Sequence[str] = ()) -> None:
+  """Raises `PrixLMVocabError` unless the added tokens of the tokenizer `source` hold
+  `[S] [P] [O] [EOS]` and the language tokens of `languages`."""
+  missing = [t for t in added_tokens(languages) if t not in added]
+  if missing:
+    raise PrixLMVocabError(
+        f"{source}: not a Prix-LM vocabulary: it lacks the added tokens {' '.join(missing)} "
+        "(add them with kmlm_jax.text.vocab.add_tokens_to_tokenizer_json(SOURCE, "
+        "kmlm_jax.text.prixlm.added_tokens(LANGUAGES), TARGET), as kmlm_jax.prixlm_demo does)")
+
+
 @dataclasses.dataclass(frozen=True)
 class PrixLMIds:
   """Ids of the special tokens in a vocabulary extended with `added_tokens`."""
@@ -46,13 +61,10 @@ class PrixLMIds:
 
   @classmethod
   def of(cls, vocab) -> "PrixLMIds":
-    try:
-      ids = [vocab.token_id(t) for t in PRIXLM_TOKENS]
-    except (KeyError, AttributeError):
-      raise ValueError(f"{getattr(vocab, 'source', vocab)}: not a Prix-LM vocabulary (needs the "
-                       f"added tokens {PRIXLM_TOKENS}; see `kmlm-jax prixlm extend`)") from None
-    langs = {t[1:-1]: vocab.token_id(t) for t in vocab.added_tokens if t not in PRIXLM_TOKENS}
-    return cls(*ids, langs)
+    added = getattr(vocab, "added_tokens", ())
+    check_vocabulary(added, getattr(vocab, "source", "") or "the tokenizer")
+    langs = {t[1:-1]: vocab.token_id(t) for t in added if t not in PRIXLM_TOKENS}
+    return cls(*[vocab.token_id(t) for t in PRIXLM_TOKENS], langs)
 
 
 class UnknownRelationError(InputError):
@@ -90,8 +102,8 @@ def link_prefix(vocab, ids: PrixLMIds, subject: str, source_lang: str,
   try:
     a, b = ids.languages[source_lang], ids.languages[target_lang]
   except KeyError as e:
-    raise ValueError(f"no language token for {e.args[0]!r}; the vocabulary has "
-                     f"{sorted(ids.languages)}") from None
+    raise PrixLMVocabError(f"no language token for {e.args[0]!r}; the vocabulary has "
+                           f"{sorted(ids.languages)}") from None
   return ([vocab.bos_id, ids.subject] + vocab.encode(subject)
           + [vocab.eos_id, vocab.eos_id, ids.predicate, a, b, vocab.eos_id, vocab.eos_id,
              ids.object])

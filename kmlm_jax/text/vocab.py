@@ -50,8 +50,35 @@ class TokenVocab(Protocol):
 # --------------------------------------------------------------- XLM-R
 
 
-def sentencepiece_model_from_tokenizer_json(path: Path | str) -> bytes:
-  """A serialized sentencepiece ModelProto equivalent to an XLM-R `tokenizer.json`.
+def read_xlmr_tokenizer_json(path: Path | str) -> tuple[dict, tuple[str, ...]]:
+  """(the parsed JSON, the tokens added after `<mask>`) of an XLM-R `tokenizer.json`.
+
+  Raises `TokenizerError` for a file that is not a tokenizer.json at all and a
+  plain `ValueError` for another kind of tokenizer.json (e.g. WordPiece).
+  """
+  try:
+    spec = json.loads(Path(path).read_text(encoding="utf-8"))
+    model = spec["model"]
+    vocab = model["vocab"]
+    base = len(vocab)
+    added = sorted((t["id"], t["content"]) for t in spec.get("added_tokens", [])
+                   if t["id"] >= base)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
+    raise TokenizerError(f"{path}: not a tokenizer.json ({type(e).__name__}: {e})") from None
+  if [i for i, _ in added] != list(range(base, base + len(added))):
+    raise ValueError(f"{path}: added tokens beyond the vocabulary must have consecutive ids "
+                     f"from {base}")
+  if model.get("type") != "Unigram":
+    raise ValueError(f"{path}: model type {model.get('type')!r}; only an XLM-R style Unigram "
+                     "tokenizer.json can become a sentencepiece model")
+  if [p for p, _ in vocab[:4]] != ["<s>", "<pad>", "</s>", "<unk>"] or vocab[-1][0] != "<mask>":
+    raise ValueError(f"{path}: not in fairseq XLM-R order (<s> <pad> </s> <unk> ... <mask>)")
+  return spec, tuple(t for _, t in added)
+
+
+def sentencepiece_model_from_tokenizer_json(path: Path | str, spec: dict | None = None) -> bytes:
+  """A serialized sentencepiece ModelProto equivalent to an XLM-R `tokenizer.json` (`spec`:
+  the file already parsed by `read_xlmr_tokenizer_json`).
 
   The JSON's Unigram vocabulary is in fairseq order; sentencepiece's is
   `<unk> <s> </s>` then the pieces, so JSON entry i (4 <= i < V - 1) is
@@ -61,14 +88,8 @@ def sentencepiece_model_from_tokenizer_json(path: Path | str) -> bytes:
   `Replace(' {2,}', ' ')` + `Metaspace` encode.
   """
   from sentencepiece import sentencepiece_model_pb2 as pb
-  spec = json.loads(Path(path).read_text(encoding="utf-8"))
-  model = spec.get("model", {})
-  if model.get("type") != "Unigram":
-    raise ValueError(f"{path}: model type {model.get('type')!r}; only an XLM-R style Unigram "
-                     "tokenizer.json can become a sentencepiece model")
-  vocab = model["vocab"]
-  if [p for p, _ in vocab[:4]] != ["<s>", "<pad>", "</s>", "<unk>"] or vocab[-1][0] != "<mask>":
-    raise ValueError(f"{path}: not in fairseq XLM-R order (<s> <pad> </s> <unk> ... <mask>)")
+  spec = spec or read_xlmr_tokenizer_json(path)[0]
+  vocab = spec["model"]["vocab"]
   charsmap = b""
   for norm in spec["normalizer"].get("normalizers", [spec["normalizer"]]):
     if norm.get("type") == "Precompiled":
@@ -124,18 +145,8 @@ class XLMRSentencePiece:
     sentencepiece `.model`."""
     path = Path(path)
     if path.suffix == ".json":
-      try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
-        base = len(spec["model"]["vocab"])
-      except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise TokenizerError(f"{path}: not a tokenizer.json ({type(e).__name__}: {e})") from None
-      added = sorted((t["id"], t["content"]) for t in spec.get("added_tokens", [])
-                     if t["id"] >= base)
-      if [i for i, _ in added] != list(range(base, base + len(added))):
-        raise ValueError(f"{path}: added tokens beyond the vocabulary must have consecutive ids "
-                         f"from {base}")
-      return cls(sentencepiece_model_from_tokenizer_json(path), str(path),
-                 tuple(t for _, t in added))
+      spec, added = read_xlmr_tokenizer_json(path)
+      return cls(sentencepiece_model_from_tokenizer_json(path, spec), str(path), added)
     return cls(path.read_bytes(), str(path))
 
   def encode_with_offsets(self, text: str):
@@ -242,6 +253,22 @@ def load_vocab(path: str) -> TokenVocab:
     return HFVocab(load_tokenizer(p), str(p))
   except ValueError as e:
     raise TokenizerError(str(e)) from None
+
+
+def tokenizer_summary(path: str) -> tuple[int, tuple[str, ...]]:
+  """(vocabulary size, tokens added after `<mask>`) of the tokenizer `load_vocab(path)`
+  loads, read from the JSON alone for an XLM-R tokenizer.json (no sentencepiece model is
+  built: a run's checks stay fast)."""
+  p = Path(path)
+  if p.suffix == ".json" and p.is_file():
+    try:
+      spec, added = read_xlmr_tokenizer_json(p)
+      return len(spec["model"]["vocab"]) + len(added), added
+    except ValueError as e:  # another kind of tokenizer.json: transformers reads it
+      if isinstance(e, TokenizerError):
+        raise
+  vocab = load_vocab(str(path))
+  return vocab.vocab_size, tuple(getattr(vocab, "added_tokens", ()))
 
 
 def default_vocab_path() -> str:

@@ -53,12 +53,53 @@ def default_cache_dir(spec: cache.CacheSpec) -> Path:
   return Path.home() / ".cache" / "kmlm_jax" / "token_cache" / digest
 
 
+def _rates(config: DataConfig) -> mixtures.MixtureRates:
+  return mixtures.MixtureRates(config.rate_mlm, config.rate_knowledge, config.rate_reasoning)
+
+
+def _cache_dir(config: DataConfig, spec: cache.CacheSpec) -> Path:
+  return Path(config.cache_dir) if config.cache_dir else default_cache_dir(spec)
+
+
+def check_input(config: DataConfig, model_vocab_size: int | None = None) -> None:
+  """Checks what the input of a run needs before anything is built or compiled: rates
+  that leave the mixture a source, a token cache (if present) built for this tokenizer and
+  T, text files for each text source still to tokenize, a tokenizer no larger than
+  `model_vocab_size`, and a Prix-LM tokenizer for Prix-LM sources. Raises a `CorpusError`
+  naming the key. Reads only JSON files (the tokenizer's size without loading it)."""
+  from kmlm_jax.text import prixlm
+  from kmlm_jax.text.vocab import tokenizer_summary
+  if config.mixture == "synthetic":
+    return
+  if not mixtures.members(config.mixture, _rates(config)):
+    raise CorpusError(f"data.rate_mlm, data.rate_knowledge, data.rate_reasoning: all 0 leave "
+                      f"the mixture {config.mixture!r} nothing to read; expected one > 0")
+  spec, sources = cache_spec(config)
+  cache_dir = _cache_dir(config, spec)
+  meta = None
+  if (cache_dir / "cache.json").exists():
+    meta = cache.read_meta(cache_dir)
+    cache.check_matches(cache_dir, meta, spec.vocab, spec.seq_length)
+  missing = [s for s in sources if s not in (meta or {}).get("sources", {})]
+  cache.check_text_files(spec, missing)
+  prix = [s for s in missing if s in ("triple", "link")]
+  size, added = ((meta["vocab"]["size"], ()) if meta and not prix
+                 else tokenizer_summary(spec.vocab))
+  where = f"data.vocab={config.vocab}" if config.vocab else \
+      f"data.vocab (unset: the XLM-R tokenizer {spec.vocab})"
+  if model_vocab_size is not None and size > model_vocab_size:
+    raise CorpusError(f"model.vocab_size: {model_vocab_size} is smaller than the {size} tokens "
+                      f"of {where}; expected model.vocab_size >= {size} (or a smaller data.vocab)")
+  if prix:
+    prixlm.check_vocabulary(added, where, spec.languages if "link" in prix else ())
+
+
 def build_cache(config: DataConfig, *, runner: str = "direct", beam_options: str = "",
                 progress: bool = True) -> tuple[Path, dict, list[str]]:
   """Builds the cache sources the data config needs that are missing; returns
   (cache directory, cache.json, sources)."""
   spec, sources = cache_spec(config)
-  cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir(spec)
+  cache_dir = _cache_dir(config, spec)
   if not config.corpus_dir and any(not s.startswith("text.") for s in sources):
     from kmlm_jax.kg.corpus_dir import CorpusDir
     CorpusDir.sample()  # builds the embedded sample's corpora on first use
@@ -70,15 +111,13 @@ def build_cache(config: DataConfig, *, runner: str = "direct", beam_options: str
 def prepare_input(config: DataConfig, *, build: bool = True, progress: bool = True) -> InputSpec:
   """Builds the missing cache sources (if `build`) and returns the run's `InputSpec`."""
   spec, sources = cache_spec(config)
-  cache_dir = Path(config.cache_dir) if config.cache_dir else default_cache_dir(spec)
+  cache_dir = _cache_dir(config, spec)
   if build:
     build_cache(config, progress=progress)
   opened = cache.TokenCache(cache_dir, spec.vocab, config.seq_length)
   counts = {s: opened.source(s).num_examples for s in sources}
-  weights = mixtures.source_weights(
-      config.mixture, mixtures.MixtureRates(config.rate_mlm, config.rate_knowledge,
-                                            config.rate_reasoning),
-      counts, spec.languages, config.language_temperature)
+  weights = mixtures.source_weights(config.mixture, _rates(config), counts, spec.languages,
+                                    config.language_temperature)
   shards = config.input_shards or default_input_shards(config.batch_size)
   if config.batch_size % shards:
     raise CorpusError(f"data.batch_size={config.batch_size} is not divisible by "
@@ -110,7 +149,7 @@ class SyntheticBatches:
   def __next__(self) -> dict[str, np.ndarray]:
     c = self.config
     rng = np.random.default_rng([c.seed, self.position, self.process_index])
-    lengths = rng.integers(8, c.seq_length // 2, 8 * self.rows)  # >= 2 rows per row needed
+    lengths = rng.integers(8, max(9, c.seq_length // 2), 8 * self.rows)  # >= 2 per row
     n = int(lengths.sum())
     ids = rng.integers(5, self.vocab_size, n).astype(np.int32)
     rows, _ = packing.pack_block(ids, ids, rng.random(n) < 0.15, np.ones(n, bool), lengths,
