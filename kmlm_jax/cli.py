@@ -73,10 +73,10 @@ def _add_data(sub):
 def _data(args) -> int:
   import json
 
-  from kmlm_jax.experiment import check_paths, load_config
+  from kmlm_jax.experiment import load_config, preflight
   from kmlm_jax.training import data as data_lib
   config = load_config(args.config, args.overrides)
-  check_paths(config, model=False)
+  preflight(config, train=False)  # what the cache needs: paths, text files, tokenizer
   target, meta, sources = data_lib.build_cache(config.data, runner=args.runner,
                                                beam_options=args.beam_options)
   print(json.dumps({s: {k: meta["sources"][s][k] for k in ("examples", "tokens", "skipped")}
@@ -170,12 +170,12 @@ def _train(args) -> int:
   import logging
 
   from kmlm_jax import distributed
-  from kmlm_jax.experiment import check_paths, load_config
+  from kmlm_jax.experiment import load_config, preflight
   from kmlm_jax.training.loop import train
-  config = load_config(args.config, args.overrides)
-  check_paths(config)  # bad paths fail here, before devices, models and compiles
-  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+  config = load_config(args.config, args.overrides)  # every field in range
   distributed.maybe_initialize(force=args.distributed)
+  preflight(config)  # paths, input, tokenizer, mesh and batch: before models and compiles
+  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
   summary = train(config, args.workdir or f"workdir/{config.name}", resume=args.resume,
                   allow_schedule_change=args.allow_schedule_change)
   last = summary["history"][-1] if summary["history"] else {}
