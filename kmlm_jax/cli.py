@@ -101,12 +101,17 @@ def _add_train(sub):
 
 
 def _add_eval(sub):
-  p = sub.add_parser("eval", help="evaluation runs (XLR, probing, link prediction)")
+  from kmlm_jax.evaluation.task_names import TASKS  # a light module: no model code
+  p = sub.add_parser("eval", help="evaluation runs (XLR, probing, NER, RELX, link prediction)")
   p.add_argument("--config", required=True, metavar="FILE", help="configs/eval_*.py")
   p.add_argument("--ckpt", required=True, metavar="CKPT", help="kmlm-jax model checkpoint")
   p.add_argument("--baseline", metavar="CKPT", help="a checkpoint to compare against")
-  p.add_argument("--tasks", help="comma-separated subset of xlr,probe,lp")
-  p.add_argument("--out", default="out/eval", metavar="DIR")
+  p.add_argument("--tasks", metavar="T1,T2",
+                 help=f"comma-separated subset of {','.join(TASKS)} (default: the config's "
+                      "tasks; ner and relx need files named in the config, lp a Prix-LM "
+                      "checkpoint)")
+  p.add_argument("--out", default="out/eval", metavar="DIR",
+                 help="results.md, results.json and plots/ (written at the end)")
 
 
 def _add_adapters(sub):

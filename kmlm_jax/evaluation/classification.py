@@ -77,7 +77,7 @@ def run_ner(model_fn, vocab, train, dev, tests: Mapping[str, Sequence], labels: 
                    [[labels[t] for t in p[w]] for p, w in zip(predicted, words)])
 
   return run_seeds(model_fn, encode(train), encode(dev), {l: encode(s) for l, s in tests.items()},
-                   f1, config, devices)
+                   f1, config, devices, task="NER")
 
 
 def encode_relx(vocab, example, labels: Mapping[str, int], max_length: int) -> dict:
@@ -111,4 +111,4 @@ def run_relx(model_fn, vocab, train, dev, tests: Mapping[str, Sequence], labels:
     return macro_f1(predicted, np.asarray([e["labels"] for e in examples]), len(labels))
 
   return run_seeds(model_fn, encode(train), encode(dev), {l: encode(x) for l, x in tests.items()},
-                score, config, devices)
+                   score, config, devices, task="RELX")

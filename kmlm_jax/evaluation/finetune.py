@@ -24,6 +24,8 @@ from flax import nnx
 
 from kmlm_jax.config import MeshConfig, OptimizerConfig
 from kmlm_jax.errors import NonFiniteLoss
+from kmlm_jax.evaluation import progress
+from kmlm_jax.experiment import ConfigError
 from kmlm_jax.models.task_heads import TaskModel
 from kmlm_jax.sharding import Partitioner
 from kmlm_jax.training import losses
@@ -46,6 +48,30 @@ class FinetuneConfig:
 
   def optimizer(self) -> OptimizerConfig:
     return OptimizerConfig(self.learning_rate, self.steps, self.warmup_steps, self.weight_decay)
+
+  def validate(self, prefix: str = "finetune.") -> "FinetuneConfig":
+    """Raises a ConfigError naming the key of the first value no run can use."""
+    for name, low in (("steps", 1), ("batch_size", 1), ("eval_every", 1), ("max_length", 4),
+                      ("warmup_steps", 0)):
+      value = getattr(self, name)
+      if not _is_int(value) or value < low:
+        raise ConfigError(f"{prefix}{name}: expected an integer of at least {low}, "
+                          f"got {value!r}")
+    for name, strict in (("learning_rate", True), ("weight_decay", False)):
+      value = getattr(self, name)
+      number = isinstance(value, (int, float)) and not isinstance(value, bool)
+      if not (number and (value > 0 if strict else value >= 0)):  # NaN fails both
+        raise ConfigError(f"{prefix}{name}: expected a number {'>' if strict else '>='} 0, "
+                          f"got {value!r}")
+    if (not isinstance(self.seeds, (tuple, list)) or not self.seeds
+        or not all(_is_int(s) for s in self.seeds)):
+      raise ConfigError(f"{prefix}seeds: expected a non-empty tuple of integers, "
+                        f"got {self.seeds!r}")
+    return self
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def label_count(labels):
@@ -109,7 +135,7 @@ def make_finetuner(model: TaskModel, config: FinetuneConfig, devices=None,
   """`model`'s fine-tuning step and prediction on `config.mesh` (checked before compiling);
   dropout keys derive from `seed`."""
   partitioner = Partitioner.from_config(config.mesh, devices)
-  partitioner.check_batch(config.batch_size, "batch_size")
+  partitioner.check_batch(config.batch_size, "finetune.batch_size")
   graphdef, params = nnx.split(model, nnx.Param)
   task = FinetuneTask(graphdef, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
                                              params))
@@ -138,9 +164,14 @@ def batches(examples: Sequence[dict], batch_size: int, seed: int | None, pad: di
     yield {k: np.stack([np.asarray(e[k]) for e in chunk]) for k in pad}
 
 
-def evaluate(tuner: Finetuner, examples: Sequence[dict], batch_size: int, keys) -> np.ndarray:
-  """Predicted label per example ([N] or [N, T] for token tasks)."""
-  out = [tuner.predict(batch).argmax(-1) for batch in batches(examples, batch_size, None, keys)]
+def evaluate(tuner: Finetuner, examples: Sequence[dict], batch_size: int, keys,
+             bar=None) -> np.ndarray:
+  """Predicted label per example ([N] or [N, T] for token tasks); `bar` counts batches."""
+  out = []
+  for batch in batches(examples, batch_size, None, keys):
+    out.append(tuner.predict(batch).argmax(-1))
+    if bar is not None:
+      bar.update(1)
   return np.concatenate(out)[:len(examples)]
 
 
@@ -156,10 +187,11 @@ def _check_finite(pending: list, seed: int) -> None:
 def finetune_and_select(model_fn: Callable[[int], TaskModel], train: Sequence[dict],
                         dev: Sequence[dict], config: FinetuneConfig, seed: int,
                         score: Callable[[np.ndarray, Sequence[dict]], float],
-                        devices=None) -> tuple[Finetuner, dict]:
+                        devices=None, bar=None) -> tuple[Finetuner, dict]:
   """Trains with `seed`, keeps the parameters best on `dev`; returns (tuner, log).
 
   Raises `NonFiniteLoss` (checked at every dev evaluation) if a step diverged.
+  `bar` (a progress bar) advances once per finished step.
   """
   keys = tuple(train[0])
   tuner = make_finetuner(model_fn(seed), config, devices, seed)
@@ -171,6 +203,9 @@ def finetune_and_select(model_fn: Callable[[int], TaskModel], train: Sequence[di
       step += 1
       metrics = tuner.step(batch)
       pending.append((step, metrics["finite"]))
+      if bar is not None:  # a finished step, not a dispatched one: the bar moves steadily
+        jax.block_until_ready(metrics["loss"])
+        bar.update(1)
       if step % config.eval_every == 0 or step == config.steps:
         _check_finite(pending, seed)
         dev_score = score(evaluate(tuner, dev, config.batch_size, keys), dev)
@@ -186,17 +221,25 @@ def finetune_and_select(model_fn: Callable[[int], TaskModel], train: Sequence[di
 
 def run_seeds(model_fn: Callable[[int], TaskModel], train: Sequence[dict], dev: Sequence[dict],
               tests: dict[str, Sequence[dict]], score, config: FinetuneConfig,
-              devices=None) -> dict:
+              devices=None, task: str = "the task") -> dict:
   """`finetune_and_select` with every seed, then `score` on each language's test examples:
-  {"score": {lang: mean}, "std": {lang: std}, "per_seed": {lang: [score]}, "logs": [log]}."""
+  {"score": {lang: mean}, "std": {lang: std}, "per_seed": {lang: [score]}, "logs": [log]}.
+  Each seed's fine-tuning and testing show a phase line and a bar (stderr), named `task`."""
   per_seed = collections.defaultdict(list)
   logs = []
-  for seed in config.seeds:
-    tuner, log = finetune_and_select(model_fn, train, dev, config, seed, score, devices)
+  test_batches = sum(-(-len(x) // config.batch_size) for x in tests.values())
+  for i, seed in enumerate(config.seeds, 1):
+    what = f"{task} seed {i}/{len(config.seeds)}"
+    progress.phase(f"fine-tuning {what} (seed {seed}, {config.steps} steps)")
+    with progress.bar(config.steps, f"fine-tuning {what}", "step",
+                      compiling="the fine-tuning step") as bar:
+      tuner, log = finetune_and_select(model_fn, train, dev, config, seed, score, devices, bar)
     logs.append(log)
-    for lang, examples in tests.items():
-      predicted = evaluate(tuner, examples, config.batch_size, tuple(examples[0]))
-      per_seed[lang].append(score(predicted, examples))
+    progress.phase(f"testing {what} on {len(tests)} languages")
+    with progress.bar(test_batches, f"testing {what}", "batch") as bar:
+      for lang, examples in tests.items():
+        predicted = evaluate(tuner, examples, config.batch_size, tuple(examples[0]), bar)
+        per_seed[lang].append(score(predicted, examples))
   return {"score": {l: float(np.mean(v)) for l, v in per_seed.items()},
           "std": {l: float(np.std(v)) for l, v in per_seed.items()},
           "per_seed": dict(per_seed), "logs": logs}

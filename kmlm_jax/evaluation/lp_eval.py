@@ -14,6 +14,7 @@ has rank infinity, MRR contribution 0).
 from __future__ import annotations
 
 import collections
+import dataclasses
 from pathlib import Path
 from typing import Sequence
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from kmlm_jax.errors import InputError
 from kmlm_jax.evaluation import link_prediction as lp
-from kmlm_jax.evaluation import metrics
+from kmlm_jax.evaluation import metrics, progress
 from kmlm_jax.kg.corpus_dir import CorpusDir
 
 
@@ -30,67 +31,144 @@ class LinkPredictionInputError(InputError):
 
 
 def read_tsv(path: Path, fields: int) -> list[list[str]]:
+  """Rows of a Prix-LM TSV file (see `numbered_rows`)."""
+  return [row for _, row in numbered_rows(path, fields)]
+
+
+def numbered_rows(path: Path, fields: int) -> list[tuple[int, list[str]]]:
+  """(line number, fields) of each line of a Prix-LM TSV file: fields stripped of
+  surrounding whitespace (and the file of a UTF-8 BOM), blank lines skipped; an error
+  names FILE:LINE."""
+  if not path.is_file():
+    raise LinkPredictionInputError(f"{path}: missing (a link-prediction file of "
+                                   "`kmlm-jax kg build`)")
+  try:
+    text = path.read_text(encoding="utf-8-sig")
+  except UnicodeDecodeError as e:
+    raise LinkPredictionInputError(f"{path}: not UTF-8 text ({e})") from None
   rows = []
-  for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-    parts = line.split("\t")
-    if len(parts) != fields or not all(parts):
-      raise LinkPredictionInputError(f"{path}:{n}: expected {fields} non-empty tab-separated "
-                                     f"fields, got {len(parts)}")
-    rows.append(parts)
+  for n, line in enumerate(text.split("\n"), 1):
+    if not line.strip():
+      continue
+    parts = [p.strip() for p in line.split("\t")]
+    if len(parts) != fields:
+      raise LinkPredictionInputError(f"{path}:{n}: expected {fields} tab-separated fields, "
+                                     f"got {len(parts)}")
+    if not all(parts):
+      raise LinkPredictionInputError(f"{path}:{n}: field {parts.index('') + 1} is empty")
+    rows.append((n, parts))
   return rows
 
 
-def prixlm_ranks(model, vocab, corpus: Path, lang: str, *, num_beams: int = 50,
-                 batch_size: int = 32, max_queries: int | None = None) -> tuple[np.ndarray, dict]:
-  """[N] filtered ranks of the LANG test queries under Prix-LM beam search."""
-  from kmlm_jax.decoding.beam_search import BeamSearch
-  from kmlm_jax.decoding.trie import build_trie
-  from kmlm_jax.text import prixlm
-  ids = prixlm.PrixLMIds.of(vocab)
+@dataclasses.dataclass(frozen=True)
+class LPSplit:
+  """One language's link-prediction files, read and checked (no tokenizer needed yet):
+  the entity names, the test queries (head, relation, tail, line) and the known tails
+  of each (head, relation) (the filter file)."""
+
+  lang: str
+  entities: list[str]
+  queries: list[tuple[str, str, str, int]]
+  true_tails: dict
+  test_path: Path
+
+
+def read_split(corpus: Path | str, lang: str, max_queries: int | None = None) -> LPSplit:
+  """`eval/lp/LANG.{entities,test,filter}.tsv` of a `kg build` directory; raises
+  `LinkPredictionInputError` naming the file (and line) of a malformed or empty split."""
   corpus = CorpusDir(corpus)
   entities_path = corpus.eval_path("lp", f"{lang}.entities.tsv")
   entities = [name for name, _ in read_tsv(entities_path, 2)]
   if len(set(entities)) != len(entities):
-    raise LinkPredictionInputError(f"{entities_path}: duplicate names")
-  index = {name: i for i, name in enumerate(entities)}
-  trie = build_trie([vocab.encode(n) for n in entities], ids.end, duplicates="first")
+    dupes = [name for name, k in collections.Counter(entities).items() if k > 1]
+    raise LinkPredictionInputError(f"{entities_path}: duplicate names {dupes[:5]}")
   test_path = corpus.eval_path("lp", f"{lang}.test.tsv")
-  queries = read_tsv(test_path, 4)[:max_queries]
+  queries = [(h, r, t, n) for n, (h, r, t, _) in numbered_rows(test_path, 4)][:max_queries]
+  if not queries:
+    raise LinkPredictionInputError(f"{test_path}: no test queries (an empty split)")
+  index = set(entities)
+  for h, r, t, n in queries:
+    if t not in index:
+      raise LinkPredictionInputError(f"{test_path}:{n}: field 3 (tail) {t!r} is not in "
+                                     f"{entities_path}")
   true_tails = collections.defaultdict(set)
   for h, r, t, _ in read_tsv(corpus.eval_path("lp", f"{lang}.filter.tsv"), 4):
     true_tails[(h, r)].add(t)
-  missing = [t for _, _, t, _ in queries if t not in index]
-  if missing:
-    raise LinkPredictionInputError(f"{lang}: test answers not in the entity list: {missing[:5]}")
-  answers = np.asarray([index[t] for _, _, t, _ in queries])
-  exclude = [[index[o] for o in sorted(true_tails[(h, r)] - {t}) if o in index]
-             for h, r, t, _ in queries]
-  width = max([len(e) for e in exclude] + [1])
-  exclude = np.asarray([e + [-1] * (width - len(e)) for e in exclude])
+  return LPSplit(lang, entities, queries, dict(true_tails), test_path)
+
+
+@dataclasses.dataclass(frozen=True)
+class LPQueries:
+  """A split under one tokenizer: the entity trie, each query's prefix ids, answer and
+  excluded entities ([N, X], -1 pads), and the positions the longest search needs."""
+
+  trie: object
+  prefixes: list[list[int]]
+  answers: np.ndarray
+  exclude: np.ndarray
+  positions: int  # longest prefix + longest name with [EOS]
+
+
+def encode_split(split: LPSplit, vocab) -> LPQueries:
+  """Tokenizes a split; a tokenizer without the Prix-LM tokens or a relation it cannot
+  represent raises `LinkPredictionInputError` (naming the tokenizer, or FILE:LINE)."""
+  from kmlm_jax.decoding.trie import build_trie
+  from kmlm_jax.text import prixlm
+  try:
+    ids = prixlm.PrixLMIds.of(vocab)
+  except ValueError:
+    raise LinkPredictionInputError(
+        f"task lp: the tokenizer {getattr(vocab, 'source', '')} lacks the Prix-LM tokens "
+        f"{' '.join(prixlm.PRIXLM_TOKENS)} (lp evaluates a Prix-LM checkpoint with its "
+        "tokenizer)") from None
+  index = {name: i for i, name in enumerate(split.entities)}
+  trie = build_trie([vocab.encode(n) for n in split.entities], ids.end, duplicates="first")
   prefixes = []
-  for n, (h, r, _, _) in enumerate(queries, 1):
+  for h, r, _, n in split.queries:
     try:
       prefixes.append(prixlm.triple_prefix(vocab, ids, h, r))
     except prixlm.UnknownRelationError as e:
-      raise LinkPredictionInputError(f"{test_path}:{n}: field 2 (relation): {e}") from None
-  search = BeamSearch(model, trie, num_beams=num_beams)
+      raise LinkPredictionInputError(f"{split.test_path}:{n}: field 2 (relation): {e}") from None
+  exclude = [[index[o] for o in sorted(split.true_tails.get((h, r), set()) - {t}) if o in index]
+             for h, r, t, _ in split.queries]
+  width = max([len(e) for e in exclude] + [1])
+  exclude = np.asarray([e + [-1] * (width - len(e)) for e in exclude])
+  answers = np.asarray([index[t] for _, _, t, _ in split.queries])
+  positions = max(len(p) for p in prefixes) + trie.max_len
+  return LPQueries(trie, prefixes, answers, exclude, positions)
+
+
+def prixlm_ranks(model, vocab, corpus: Path, lang: str, *, num_beams: int = 50,
+                 batch_size: int = 32, max_queries: int | None = None,
+                 split: LPSplit | None = None) -> tuple[np.ndarray, dict]:
+  """[N] filtered ranks of the LANG test queries under Prix-LM beam search (`split`: the
+  files as `read_split` read them; read here when None). Shows a phase line and a bar
+  over the queries (stderr)."""
+  from kmlm_jax.decoding.beam_search import BeamSearch
+  split = split or read_split(corpus, lang, max_queries)
+  q = encode_split(split, vocab)
+  n = len(q.prefixes)
+  progress.phase(f"link prediction {lang}: {n} queries, {num_beams} beams over "
+                 f"{len(split.entities)} entities")
+  search = BeamSearch(model, q.trie, num_beams=num_beams)
   # One padded length and exclude width for all batches: one compilation per
   # language instead of one per distinct batch shape.
-  length = max([len(p) for p in prefixes] + [1])
+  length = max(len(p) for p in q.prefixes)
   ranked = []
-  for lo in range(0, len(queries), batch_size):
-    block = prefixes[lo:lo + batch_size]
-    rows = np.full((batch_size, length), vocab.pad_id, np.int32)
-    lengths = np.ones(batch_size, np.int32)
-    for i, p in enumerate(block):
-      rows[i, :len(p)], lengths[i] = p, len(p)
-    rows[len(block):, 0] = vocab.bos_id
-    ex = np.full((batch_size, width), -1)
-    ex[:len(block)] = exclude[lo:lo + batch_size]
-    ranked.append(search(rows, lengths, ex).entities[:len(block)])
-  ranked = np.concatenate(ranked) if ranked else np.zeros((0, num_beams), int)
-  info = {"queries": len(queries), "entities": len(entities), "trie_states": trie.num_states}
-  return metrics.list_ranks(ranked, answers, exclude), info
+  with progress.bar(n, f"link prediction {lang}", "query", compiling="the beam search") as bar:
+    for lo in range(0, n, batch_size):
+      block = q.prefixes[lo:lo + batch_size]
+      rows = np.full((batch_size, length), vocab.pad_id, np.int32)
+      lengths = np.ones(batch_size, np.int32)
+      for i, p in enumerate(block):
+        rows[i, :len(p)], lengths[i] = p, len(p)
+      rows[len(block):, 0] = vocab.bos_id
+      ex = np.full((batch_size, q.exclude.shape[1]), -1)
+      ex[:len(block)] = q.exclude[lo:lo + batch_size]
+      ranked.append(search(rows, lengths, ex).entities[:len(block)])
+      bar.update(len(block))
+  info = {"queries": n, "entities": len(split.entities), "trie_states": q.trie.num_states}
+  return metrics.list_ranks(np.concatenate(ranked), q.answers, q.exclude), info
 
 
 def kge_ranks(corpus: Path, langs: Sequence[str], config) -> dict[str, np.ndarray]:

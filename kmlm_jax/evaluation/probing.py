@@ -27,6 +27,8 @@ import jax
 import numpy as np
 from flax import nnx
 
+from kmlm_jax.evaluation import progress
+
 
 @dataclasses.dataclass
 class ClozeModel:
@@ -48,9 +50,10 @@ class ClozeModel:
       return jax.nn.log_softmax(model.mlm_logits(hidden), -1)
 
     self._logp = logp
+    self.compiled = False  # the first batch compiles `logp`
 
-  def log_probs(self, rows: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """[n_i, V] log-probabilities for each row (its own length)."""
+  def log_probs(self, rows: Sequence[np.ndarray], bar=None) -> list[np.ndarray]:
+    """[n_i, V] log-probabilities for each row (its own length); `bar` counts batches."""
     out = []
     for lo in range(0, len(rows), self.batch):
       chunk = rows[lo:lo + self.batch]
@@ -59,7 +62,10 @@ class ClozeModel:
       for i, r in enumerate(chunk):
         ids[i, :len(r)], mask[i, :len(r)] = r, 1
       lp = np.asarray(jax.device_get(self._logp(self.params, ids, mask)))
+      self.compiled = True
       out += [lp[i, :len(r)] for i, r in enumerate(chunk)]
+      if bar is not None:
+        bar.update(1)
     return out
 
 
@@ -74,9 +80,20 @@ def _template_rows(vocab, template: str, subject: str, k: int) -> tuple[np.ndarr
   return np.asarray(ids, np.int32), where
 
 
+def row_length(vocab, probe: dict, max_tokens: int) -> int:
+  """Tokens of the probe's longest row (with `max_tokens` masks)."""
+  return len(_template_rows(vocab, probe["template"], probe["subject"], max_tokens)[0])
+
+
+def forward_passes(num_probes: int, batch: int, max_tokens: int, method: str) -> int:
+  """Batches `predict` runs: one pass per k (independent) or k passes (confidence)."""
+  passes = max_tokens if method == "independent" else max_tokens * (max_tokens + 1) // 2
+  return passes * -(-num_probes // batch)
+
+
 def predict(model: ClozeModel, probes: Sequence[dict], max_tokens: int = 5,
-            method: str = "independent") -> list[list[int]]:
-  """Predicted object token ids of each probe."""
+            method: str = "independent", bar=None) -> list[list[int]]:
+  """Predicted object token ids of each probe; `bar` counts the forward batches."""
   if method not in ("independent", "confidence"):
     raise ValueError(f"unknown decoding method {method!r}")
   best = [(-np.inf, []) for _ in probes]
@@ -87,7 +104,7 @@ def predict(model: ClozeModel, probes: Sequence[dict], max_tokens: int = 5,
     filled = [dict() for _ in probes]  # position -> (token, log-prob)
     passes = 1 if method == "independent" else k
     for _ in range(passes):
-      logps = model.log_probs(rows)
+      logps = model.log_probs(rows, bar)
       for i, (lp, where) in enumerate(zip(logps, wheres)):
         open_pos = [w for w in where if w not in filled[i]]
         if not open_pos:
@@ -110,8 +127,13 @@ def predict(model: ClozeModel, probes: Sequence[dict], max_tokens: int = 5,
 
 def accuracy(model: ClozeModel, probes: Sequence[dict], max_tokens: int = 5,
              method: str = "independent") -> dict:
-  """{"by_language": {lang: acc}, "by_relation": {"lang/relation": acc}, "avg": float}."""
-  predicted = predict(model, probes, max_tokens, method)
+  """{"by_language": {lang: acc}, "by_relation": {"lang/relation": acc}, "avg": float}.
+  Shows a phase line and a bar over the forward batches (stderr)."""
+  progress.phase(f"probing {len(probes)} queries ({method} decoding, 1 to {max_tokens} masks)")
+  total = forward_passes(len(probes), model.batch, max_tokens, method)
+  compiling = None if model.compiled else "the cloze model"
+  with progress.bar(total, "probing", "batch", compiling) as bar:
+    predicted = predict(model, probes, max_tokens, method, bar)
   hits, rel_hits = collections.defaultdict(list), collections.defaultdict(list)
   for p, pred in zip(probes, predicted):
     ok = pred == model.vocab.encode(p["object"])

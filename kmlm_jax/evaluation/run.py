@@ -20,21 +20,26 @@ from each checkpoint's TensorBoard logs when its workdir has them).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from kmlm_jax.errors import InputError
+from kmlm_jax.errors import InputError, WriteError
+from kmlm_jax.evaluation import progress
 from kmlm_jax.evaluation.finetune import FinetuneConfig
 from kmlm_jax.evaluation.readers.iob import SCHEMES
+from kmlm_jax.evaluation.task_names import FINETUNE_TASKS, TASKS
 from kmlm_jax.experiment import ConfigError
 from kmlm_jax.kg.corpus_dir import CorpusDir
 
-TASKS = ("xlr", "probe", "probe_rank", "ner", "relx", "lp")
 PROBE_METHODS = ("independent", "confidence")
 # Tasks that read the `kmlm-jax kg build` directory `corpus_dir`.
 CORPUS_TASKS = ("xlr", "probe", "probe_rank", "lp")
@@ -66,6 +71,9 @@ class EvalConfig:
     if isinstance(self.tasks, str):
       raise ConfigError(f"tasks: expected a tuple of task names, got the string {self.tasks!r}")
     check_tasks(self.tasks)
+    if not isinstance(self.finetune, FinetuneConfig):
+      raise ConfigError(f"finetune: expected a FinetuneConfig, got {self.finetune!r}")
+    self.finetune.validate()
     if self.probe_method not in PROBE_METHODS:
       raise ConfigError(f"probe_method: {self.probe_method!r} is not one of {PROBE_METHODS}")
     if self.ner_scheme not in SCHEMES:
@@ -160,16 +168,18 @@ def check_inputs(config: EvalConfig, ckpts: Sequence[Path | str],
 
 def read_task_data(config: EvalConfig, tasks: Sequence[str]) -> dict:
   """The evaluation sets the tasks read, checked record by record (a malformed file raises
-  `ReaderError` naming FILE:LINE and the field): "xlr" items, "probes", and "ner" / "relx"
-  (train, dev, {lang: test})."""
-  from kmlm_jax.evaluation import readers
+  `ReaderError` naming FILE:LINE and the field): "xlr" items, "probes", "ner" / "relx"
+  (train, dev, {lang: test}) and "lp" ({lang: `lp_eval.LPSplit`})."""
+  from kmlm_jax.evaluation import lp_eval, readers
   corpus = _check_corpus(config, tasks)
   data = {}
   if "xlr" in tasks:
     data["xlr"] = _read_xlr(corpus)
   if "probe" in tasks or "probe_rank" in tasks:
-    probes = readers.read_probes(corpus.eval_path("probes.jsonl"))[:config.max_probes]
-    data["probes"] = [q.to_dict() for q in probes]
+    path = corpus.eval_path("probes.jsonl")
+    data["probes"] = [q.to_dict() for q in readers.read_probes(path)[:config.max_probes]]
+    if not data["probes"]:
+      raise InputError(f"{path}: no probes (tasks probe and probe_rank need some)")
   if "ner" in tasks:
     read = lambda p: readers.read_conll(p, scheme=config.ner_scheme, to_iob2=True)
     data["ner"] = (read(config.ner_train), read(config.ner_dev),
@@ -177,24 +187,96 @@ def read_task_data(config: EvalConfig, tasks: Sequence[str]) -> dict:
   if "relx" in tasks:
     data["relx"] = (readers.read_relx(config.relx_train), readers.read_relx(config.relx_dev),
                     {lang: readers.read_relx(p) for lang, p in config.relx_test})
+  if "lp" in tasks:
+    data["lp"] = {lang: lp_eval.read_split(corpus.path, lang) for lang in corpus.languages}
   return data
+
+
+def _load_vocab(config: EvalConfig, ckpt: Path):
+  from kmlm_jax.text.vocab import load_vocab
+  path = _vocab_path(config, ckpt)
+  try:
+    return path, load_vocab(str(path))
+  except InputError as e:
+    raise ConfigError(f"{'vocab' if config.vocab else 'checkpoint tokenizer'}: {e}") from None
+
+
+def check_models(config: EvalConfig, ckpts: Sequence[Path | str], tasks: Sequence[str],
+                 data: dict, devices=None) -> None:
+  """Checks each checkpoint's model against its tokenizer and the task data before any
+  parameters are loaded (`_check_model`), and that fine-tuning's batch splits over its mesh."""
+  for ckpt in ckpts:
+    _check_model(config, Path(ckpt), tasks, data)
+  if any(t in FINETUNE_TASKS for t in tasks):
+    from kmlm_jax.sharding import Partitioner
+    try:
+      partitioner = Partitioner.from_config(config.finetune.mesh, devices)
+    except InputError as e:
+      raise ConfigError(f"finetune.mesh: {e}") from None
+    partitioner.check_batch(config.finetune.batch_size, "finetune.batch_size")
+
+
+def _check_model(config: EvalConfig, ckpt: Path, tasks: Sequence[str], data: dict) -> None:
+  """The tokenizer's ids fit the model's embeddings; fine-tuning rows, probes and
+  link-prediction searches fit its position table. A `ConfigError` names both sides."""
+  from kmlm_jax import model_checkpoint as mc
+  from kmlm_jax.evaluation import lp_eval, probing
+  model_config, _ = mc.read_model_config(ckpt)
+  model_file = ckpt / "model_config.json"
+  vocab_path, vocab = _load_vocab(config, ckpt)
+  if vocab.vocab_size > model_config.vocab_size:
+    raise ConfigError(f"{model_file}: the model has {model_config.vocab_size} token embeddings "
+                      f"but the tokenizer {vocab_path} has {vocab.vocab_size} ids; evaluate "
+                      "with the tokenizer the model was trained with (the config's vocab)")
+  room = model_config.max_position_embeddings - model_config.position_offset
+  if any(t in FINETUNE_TASKS for t in tasks) and config.finetune.max_length > room:
+    raise ConfigError(f"finetune.max_length: {config.finetune.max_length} tokens do not fit "
+                      f"the {room} positions of {model_file}")
+  if "probe" in tasks:
+    k = config.probe_max_tokens
+    longest = max(probing.row_length(vocab, p, k) for p in data["probes"])
+    if longest > min(room, probing.ClozeModel.length):
+      raise ConfigError(f"probe_max_tokens: probes with {k} masks need {longest} positions; "
+                        f"{model_file} has {room} (at most {probing.ClozeModel.length} are "
+                        "used)")
+  for split in data.get("lp", {}).values():
+    need = lp_eval.encode_split(split, vocab).positions
+    if need > room:
+      raise ConfigError(f"{split.test_path}: the longest query and entity name need {need} "
+                        f"positions; {model_file} has {room}")
+
+
+def _check_out(out: Path) -> Path:
+  """Refuses an --out that is a file or cannot be created, before any model is loaded."""
+  if out.exists() and not out.is_dir():
+    raise ConfigError(f"--out {out}: exists and is not a directory")
+  existing = next(p for p in [out, *out.absolute().parents] if p.exists())
+  if not existing.is_dir():
+    raise ConfigError(f"--out {out}: {existing} is not a directory")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise WriteError(f"--out {out}: {existing} is not writable (read-only file system or no "
+                     "permission)")
+  return out
 
 
 def evaluate_checkpoint(config: EvalConfig, ckpt: Path, tasks: Sequence[str],
                         devices=None, data: dict | None = None) -> dict:
-  """Results of `tasks` on one checkpoint; `data`: `read_task_data`'s (read when None)."""
+  """Results of `tasks` on one checkpoint; `data`: `read_task_data`'s (read and checked
+  when None). Each phase shows a line and, over its loop, a bar on stderr."""
   from flax import nnx
 
   from kmlm_jax import model_checkpoint as mc
   from kmlm_jax.evaluation import classification, probing, xlr
   from kmlm_jax.models.task_heads import TaskModel
-  from kmlm_jax.text.vocab import load_vocab
   if data is None:
     check_inputs(config, [ckpt], tasks)
     data = read_task_data(config, tasks)
-  vocab = load_vocab(_vocab_path(config, ckpt))  # before the (slower) parameters
+    check_models(config, [ckpt], tasks, data, devices)
+  _, vocab = _load_vocab(config, ckpt)  # before the (slower) parameters
+  progress.phase(f"loading checkpoint {ckpt}")
   model_config, params, _ = mc.load_model_checkpoint(ckpt)
   corpus = CorpusDir(config.corpus_dir)
+  room = model_config.max_position_embeddings - model_config.position_offset
   # A fresh encoder with a `kind` head for each fine-tuning seed.
   heads = lambda kind, n=1: lambda seed: TaskModel(mc.build_model(model_config, params), kind, n,
                                                    rngs=nnx.Rngs(seed))
@@ -218,7 +300,8 @@ def evaluate_checkpoint(config: EvalConfig, ckpt: Path, tasks: Sequence[str],
     out["probe"]["seconds"] = time.perf_counter() - t
   if "probe_rank" in tasks:
     from kmlm_jax.evaluation import zero_shot
-    scorer = zero_shot.Scorer(*split_params(), vocab, length=48, batch=128)
+    progress.phase(f"probe_rank: {len(data['probes'])} probes among up to 11 candidates")
+    scorer = zero_shot.Scorer(*split_params(), vocab, length=min(48, room), batch=128)
     out["probe_rank"] = {"by_language": zero_shot.probe_accuracy(
         scorer, corpus.graph(), data["probes"], max_distractors=10)}
     out["probe_rank"]["by_language"].pop("avg", None)
@@ -238,9 +321,11 @@ def evaluate_checkpoint(config: EvalConfig, ckpt: Path, tasks: Sequence[str],
     from kmlm_jax.evaluation import link_prediction as lp
     from kmlm_jax.evaluation import lp_eval
     model = frozen()
-    ranks = {l: lp_eval.prixlm_ranks(model, vocab, corpus.path, l,
-                                     num_beams=config.lp_beams)[0]
-             for l in corpus.languages}
+    queries = sum(len(s.queries) for s in data["lp"].values())
+    progress.phase(f"link prediction: {queries} queries in {len(data['lp'])} languages")
+    ranks = {l: lp_eval.prixlm_ranks(model, vocab, corpus.path, l, num_beams=config.lp_beams,
+                                     split=split)[0]
+             for l, split in data["lp"].items()}
     out["lp"] = {"by_language": {l: lp.metrics(r) for l, r in ranks.items()}}
   return out
 
@@ -255,36 +340,47 @@ def _scores(result: dict, task: str) -> dict[str, float]:
   return {l: m["mrr"] for l, m in result["lp"]["by_language"].items()}
 
 
+TITLES = {"xlr": "XLR accuracy (%), fine-tuned on English",
+          "probe": "cloze probing accuracy (%), {method} decoding",
+          "probe_rank": "cloze probing, acc@1 among 11 candidates (%)",
+          "ner": "NER entity F1 (%), fine-tuned on English",
+          "relx": "RELX macro F1 (%), fine-tuned on English",
+          "lp": "link prediction MRR (%), filtered"}
+
+
 def run(config: EvalConfig, ckpt: Path | str, out: Path | str, *, baseline: Path | str | None = None,
         tasks: Sequence[str] | None = None) -> dict:
-  """Evaluates `ckpt` (and `baseline`), writes the report; returns the results."""
-  from kmlm_jax.evaluation import report
+  """Evaluates `ckpt` (and `baseline`), writes the report; returns the results. Every input
+  is checked before a model is loaded; nothing is written to `out` before the end."""
   tasks = check_tasks(tuple(tasks or config.tasks), "--tasks" if tasks else "tasks")
-  check_inputs(config, [ckpt] + ([baseline] if baseline else []), tasks)
+  ckpts = [ckpt] + ([baseline] if baseline else [])
+  check_inputs(config, ckpts, tasks)
   data = read_task_data(config, tasks)  # a malformed file fails before any model is loaded
-  out = Path(out)
-  if out.exists() and not out.is_dir():
-    raise ConfigError(f"--out {out}: exists and is not a directory")
-  (out / "plots").mkdir(parents=True, exist_ok=True)
-  runs = {Path(p).parent.name or str(p): Path(p) for p in [ckpt, baseline] if p}
+  check_models(config, ckpts, tasks, data)
+  out = _check_out(Path(out))
+  runs = {Path(p).parent.name or str(p): Path(p) for p in ckpts}
+  progress.phase(f"evaluating {', '.join(tasks)} on {len(runs)} checkpoint(s)")
   results = {name: evaluate_checkpoint(config, path, tasks, data=data)
              for name, path in runs.items()}
-  base_name = list(runs)[1] if baseline else None
+  progress.phase(f"writing {out}/results.md, results.json and plots/")
+  with _report_dir(out) as tmp:
+    _write_report(tmp, config, tasks, runs, results, base_name=list(runs)[1] if baseline else None)
+  return results
+
+
+def _write_report(out: Path, config: EvalConfig, tasks, runs: dict, results: dict,
+                  base_name: str | None) -> None:
+  from kmlm_jax.evaluation import report
+  (out / "plots").mkdir()
   tables = []
-  titles = {"xlr": "XLR accuracy (%), fine-tuned on English",
-            "probe": f"cloze probing accuracy (%), {config.probe_method} decoding",
-            "probe_rank": "cloze probing, acc@1 among 11 candidates (%)",
-            "ner": "NER entity F1 (%), fine-tuned on English",
-            "relx": "RELX macro F1 (%), fine-tuned on English",
-            "lp": "link prediction MRR (%), filtered"}
   for task in tasks:
+    title = TITLES[task].format(method=config.probe_method)
     scores = {name: _scores(r, task) for name, r in results.items()}
     langs = sorted({l for s in scores.values() for l in s}, key=lambda l: (l != "en", l))
     spread = ({name: r[task]["std"] for name, r in results.items()}
-              if task in ("xlr", "ner", "relx") else None)
-    tables.append(f"### {titles[task]}\n\n" + report.task_table(task, scores, langs, base_name,
-                                                                spread))
-    report.bar_plot(out / "plots" / f"{task}.png", titles[task], scores, langs,
+              if task in FINETUNE_TASKS else None)
+    tables.append(f"### {title}\n\n" + report.task_table(task, scores, langs, base_name, spread))
+    report.bar_plot(out / "plots" / f"{task}.png", title, scores, langs,
                     chance={"xlr": 1 / 6, "probe_rank": 1 / 11}.get(task))
   tb = {name: path.parent / "tb" for name, path in runs.items() if (path.parent / "tb").exists()}
   drawn = report.curves_plot(out / "plots" / "training_curves.png", tb) if tb else []
@@ -292,7 +388,32 @@ def run(config: EvalConfig, ckpt: Path | str, out: Path | str, *, baseline: Path
   (out / "results.json").write_text(json.dumps(
       {"checkpoints": {n: str(p) for n, p in runs.items()}, "tasks": list(tasks),
        "results": results, "training_curves": drawn}, indent=1, default=_jsonable))
-  return results
+
+
+@contextlib.contextmanager
+def _report_dir(out: Path):
+  """A temporary directory whose files replace those of `out` (results.*, plots/*) when
+  the block succeeds; a failure (full disk) leaves `out` as it was and raises `WriteError`."""
+  created = not out.exists()
+  try:
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".results.tmp-", dir=out))
+  except OSError as e:
+    raise WriteError(f"--out {out}: cannot be written ({e.strerror or e})") from None
+  done = False
+  try:
+    yield tmp
+    (out / "plots").mkdir(exist_ok=True)
+    for path in sorted(tmp.rglob("*")):
+      if path.is_file():
+        os.replace(path, out / path.relative_to(tmp))
+    done = True
+  except OSError as e:
+    raise WriteError(f"--out {out}: cannot be written ({e.strerror or e})") from None
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+    if created and not done:
+      shutil.rmtree(out, ignore_errors=True)
 
 
 def _jsonable(value):

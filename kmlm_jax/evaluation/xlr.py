@@ -51,5 +51,5 @@ def run(model_fn, vocab, items: Sequence[dict], config: FinetuneConfig, devices=
   if not train or not dev:
     raise ValueError("XLR needs English train and dev items")
   tests = {lang: split[("test", lang)] for s, lang in sorted(split) if s == "test"}
-  out = run_seeds(model_fn, train, dev, tests, accuracy, config, devices)
+  out = run_seeds(model_fn, train, dev, tests, accuracy, config, devices, task="XLR")
   return {"accuracy": out.pop("score"), **out, "counts": {l: len(t) for l, t in tests.items()}}

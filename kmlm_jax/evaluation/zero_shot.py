@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from kmlm_jax.evaluation import progress
 from kmlm_jax.kg.graph import KnowledgeGraph
 from kmlm_jax.kg.samples import ROLE_RELATION, triple_segments
 from kmlm_jax.text.segments import tokenize_segments
@@ -60,32 +61,41 @@ class Scorer:
       return (picked * weights).sum(-1), weights.sum(-1)
 
     self._score = score
+    self.compiled = False  # the first batch compiles `score`
 
-  def mean_logprob(self, sequences: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+  def mean_logprob(self, sequences: Sequence[tuple[np.ndarray, np.ndarray]],
+                   desc: str = "scoring") -> np.ndarray:
     """[N] mean log-prob of the masked tokens; each item is (ids [n], masked bool [n]).
 
-    The masked positions are replaced by `<mask>` here.
+    The masked positions are replaced by `<mask>` here. A bar named `desc` (stderr)
+    counts the batches.
     """
     out = np.full(len(sequences), -np.inf)
-    for start in range(0, len(sequences), self.batch):
-      chunk = sequences[start:start + self.batch]
-      ids = np.full((self.batch, self.length), self.vocab.pad_id, np.int32)
-      segs = np.zeros((self.batch, self.length), np.int32)
-      pos = np.zeros((self.batch, self.max_masked), np.int32)
-      tgt = np.zeros((self.batch, self.max_masked), np.int32)
-      w = np.zeros((self.batch, self.max_masked), np.float32)
-      for r, (seq, masked) in enumerate(chunk):
-        where = np.flatnonzero(masked)
-        if len(seq) > self.length or not 0 < len(where) <= self.max_masked:
-          continue  # unscorable: stays -inf, counted as wrong
-        ids[r, :len(seq)] = np.where(masked, self.vocab.mask_id, seq)
-        segs[r, :len(seq)] = 1
-        pos[r, :len(where)], tgt[r, :len(where)], w[r, :len(where)] = where, seq[where], 1
-      total, count = jax.device_get(self._score(self.params, ids, segs, pos, tgt, w))
-      n = len(chunk)
-      valid = count[:n] > 0
-      out[start:start + n][valid] = total[:n][valid] / count[:n][valid]
+    compiling = None if self.compiled else "the masked scorer"
+    with progress.bar(-(-len(sequences) // self.batch), desc, "batch", compiling) as bar:
+      for start in range(0, len(sequences), self.batch):
+        out[start:start + self.batch] = self._batch(sequences[start:start + self.batch])
+        bar.update(1)
     return out
+
+  def _batch(self, chunk) -> np.ndarray:
+    """Mean log-probs of at most `batch` sequences (-inf for an unscorable one)."""
+    ids = np.full((self.batch, self.length), self.vocab.pad_id, np.int32)
+    segs = np.zeros((self.batch, self.length), np.int32)
+    pos = np.zeros((self.batch, self.max_masked), np.int32)
+    tgt = np.zeros((self.batch, self.max_masked), np.int32)
+    w = np.zeros((self.batch, self.max_masked), np.float32)
+    for r, (seq, masked) in enumerate(chunk):
+      where = np.flatnonzero(masked)
+      if len(seq) > self.length or not 0 < len(where) <= self.max_masked:
+        continue  # unscorable: stays -inf, counted as wrong
+      ids[r, :len(seq)] = np.where(masked, self.vocab.mask_id, seq)
+      segs[r, :len(seq)] = 1
+      pos[r, :len(where)], tgt[r, :len(where)], w[r, :len(where)] = where, seq[where], 1
+    total, count = jax.device_get(self._score(self.params, ids, segs, pos, tgt, w))
+    self.compiled = True
+    n = len(chunk)
+    return np.where(count[:n] > 0, total[:n] / np.maximum(count[:n], 1), -np.inf)
 
 
 def _fill(template: str, subject: str, candidate: str) -> tuple[str, int, int]:
@@ -121,7 +131,7 @@ def probe_accuracy(scorer: Scorer, graph: KnowledgeGraph, probes: Sequence[dict]
       text, b, e = _fill(probe["template"], probe["subject"], candidate)
       sequences.append(_span_sequence(scorer.vocab, text, b, e))
       owners.append((k, c))
-  best = _best_candidates(owners, scorer.mean_logprob(sequences))
+  best = _best_candidates(owners, scorer.mean_logprob(sequences, "ranking probes"))
   return _per_language([(p["lang"], best[k] == 0) for k, p in enumerate(probes)])
 
 
@@ -150,7 +160,7 @@ def xlr_accuracy(scorer: Scorer, graph: KnowledgeGraph, items: Sequence[dict]) -
       relation_segment = 6 * question + 2
       sequences.append((ids, (mentions == relation_segment) & (tok_roles == ROLE_RELATION)))
       owners.append((k, c))
-  best = _best_candidates(owners, scorer.mean_logprob(sequences))
+  best = _best_candidates(owners, scorer.mean_logprob(sequences, "scoring XLR choices"))
   return _per_language([(it["lang"], best[k] == it["label"]) for k, it in enumerate(items)])
 
 
