@@ -56,6 +56,7 @@ def test_real_bert_converts_and_verifies_through_cli(tmp_path):
   assert last.startswith("max_abs_diff=")
   assert float(last.split("=")[1]) < 1e-4
   assert "MLM head was initialised" in out
+  assert "verify input: the 10 sample sentences" in out
   assert (tmp_path / "ckpt" / "tokenizer" / "vocab.txt").exists()
 
   code, out, err = _cli("convert", "--from", tmp_path / "ckpt", "--to-hf", tmp_path / "hf",
@@ -72,6 +73,7 @@ def test_real_bert_converts_and_verifies_through_cli(tmp_path):
   import transformers
   tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
   assert tok("hello world")["input_ids"] == [101, 7592, 2088, 102]
+  assert tok.model_max_length == 512  # = max_position_embeddings (BERT: no offset)
 
 
 def test_failed_verify_writes_nothing(hf_dirs, tmp_path, monkeypatch, capsys):
@@ -202,3 +204,169 @@ def test_pytorch_bin_and_old_checkpoint_names(hf_dirs, tmp_path):
   assert sorted(loaded.dropped) == ["bert.embeddings.position_ids", "cls.seq_relationship.weight"]
   np.testing.assert_array_equal(loaded.params["embeddings"]["word"],
                                 tensors["bert.embeddings.word_embeddings.weight"])
+
+
+# ---------------------------------------------------------------- non-finite weights
+
+NAN_TENSOR = "roberta.encoder.layer.1.attention.self.query.weight"
+
+
+@pytest.fixture(scope="module")
+def nan_hf(hf_dirs, tmp_path_factory):
+  """The tiny XLM-R with one NaN and one inf in one tensor."""
+  d = _copy(hf_dirs("xlmr", "tiny"), tmp_path_factory.mktemp("nan") / "hf")
+
+  def poison(t):
+    t[NAN_TENSOR][0, :2] = [np.nan, np.inf]
+  _edit_tensors(d, poison)
+  return d
+
+
+def test_non_finite_weights_are_warned_in_both_directions(capsys, nan_hf, tmp_path):
+  assert cli_main(["convert", "--from-hf", str(nan_hf), "--to", str(tmp_path / "ckpt")]) == 0
+  warning = f"warning: non-finite weights in 1 tensor(s): {NAN_TENSOR} (1 NaN, 1 inf of 4096)"
+  assert warning in capsys.readouterr().out.splitlines()
+  assert cli_main(["convert", "--from", str(tmp_path / "ckpt"), "--to-hf",
+                   str(tmp_path / "hf")]) == 0
+  assert warning in capsys.readouterr().out.splitlines()
+  assert commands.hf_to_checkpoint(nan_hf, tmp_path / "again").nonfinite == [
+      f"{NAN_TENSOR} (1 NaN, 1 inf of 4096)"]
+
+
+def test_verify_names_the_non_finite_tensor(capsys, nan_hf, tmp_path):
+  code = cli_main(["convert", "--from-hf", str(nan_hf), "--to", str(tmp_path / "ckpt"),
+                   "--verify"])
+  out, err = capsys.readouterr()
+  assert code == 1
+  assert err.count("\n") == 1 and "verify failed: max_abs_diff=nan" in err
+  assert f"non-finite weights: {NAN_TENSOR} (1 NaN, 1 inf of 4096); nothing written" in err
+  assert not (tmp_path / "ckpt").exists()
+
+
+# ---------------------------------------------------------------- exports
+
+
+@pytest.fixture(scope="module")
+def trimmed_ckpt(hf_dirs, tmp_path_factory):
+  """A checkpoint as training exports it: tokenizer/ holds only a tokenizer.json, here
+  the real XLM-R one trimmed to the verify sentences (83 ids, within the model's 1000)."""
+  from kmlm_jax.assets import AssetError, real_xlmr_tokenizer_json
+  from kmlm_jax.convert.verify import SAMPLE_SENTENCES
+  from kmlm_jax.text.trim import trim_tokenizer_json
+  try:
+    full = real_xlmr_tokenizer_json()
+  except AssetError as e:
+    pytest.skip(str(e))
+  t = tmp_path_factory.mktemp("trimmed")
+  (t / "tok").mkdir()
+  trim_tokenizer_json(full, SAMPLE_SENTENCES, t / "tok" / "tokenizer.json")
+  commands.hf_to_checkpoint(hf_dirs("xlmr", "tiny"), t / "ckpt")
+  shutil.copytree(t / "tok", t / "ckpt" / "tokenizer")
+  return t / "ckpt"
+
+
+def test_export_carries_the_true_max_length_and_verify_uses_the_checkpoint_tokenizer(
+    trimmed_ckpt, tmp_path):
+  import transformers
+  report = commands.checkpoint_to_hf(trimmed_ckpt, tmp_path / "hf", verify=True)
+  config = json.loads((tmp_path / "hf" / "config.json").read_text())
+  assert config["max_position_embeddings"] == 130
+  exported = json.loads((tmp_path / "hf" / "tokenizer_config.json").read_text())
+  assert exported["model_max_length"] == 130 - 2  # XLM-R positions start at pad + 1 = 2
+  tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+  assert tok.model_max_length == 128
+  used = next(line for line in report.lines if line.startswith("verify input: "))
+  assert used.startswith("verify input: the 10 sample sentences ('The capital of France is "
+                         "Paris.' ... 'Москва — столица России.') tokenized by the tokenizer "
+                         f"of {trimmed_ckpt}: ")
+  assert used.endswith(" 0 unknown")
+  assert report.max_abs_diff < 1e-4
+
+
+def test_verify_says_when_it_uses_random_ids(hf_dirs, tmp_path):
+  commands.hf_to_checkpoint(hf_dirs("bert", "tiny"), tmp_path / "ckpt")
+  report = commands.checkpoint_to_hf(tmp_path / "ckpt", tmp_path / "hf", verify=True)
+  assert f"verify input: RANDOM token ids, not sentences (10 rows, seed 0): no tokenizer in " \
+         f"{tmp_path / 'ckpt'}" in report.lines
+  assert "note: no tokenizer files in the checkpoint; none exported" in report.lines
+
+
+def test_verify_batch_names_why_a_tokenizer_does_not_fit(trimmed_ckpt, tmp_path):
+  from kmlm_jax.config import preset
+  from kmlm_jax.convert import verify
+  commands.checkpoint_to_hf(trimmed_ckpt, tmp_path / "hf")
+  tokenizer, source = verify.load_tokenizer(tmp_path / "hf", "CKPT")
+  assert source == "CKPT"
+  small = preset("tiny", vocab_size=50)
+  *_, described = verify.sample_batch(small, tokenizer, source)
+  assert described.startswith("RANDOM token ids, not sentences")
+  assert described.endswith("the tokenizer of CKPT gives id 81, beyond the model's vocab_size 50")
+  *_, described = verify.sample_batch(small.replace(pad_token_id=0), tokenizer, source)
+  assert described.endswith("the tokenizer of CKPT pads with id 1, the model with 0")
+  assert verify.load_tokenizer(trimmed_ckpt / "params", "X") == (None, "no tokenizer in X")
+  (tmp_path / "hf" / "tokenizer.json").write_text("{garbled")
+  tokenizer, why = verify.load_tokenizer(tmp_path / "hf", "X")
+  assert tokenizer is None and why.startswith("the tokenizer of X cannot be loaded (")
+
+
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755),
+                                                        (0o027, 0o640, 0o750)])
+def test_written_modes_follow_the_umask(hf_dirs, tmp_path, umask, file_mode, dir_mode):
+  import os
+  old = os.umask(umask)
+  try:
+    commands.hf_to_checkpoint(hf_dirs("bert", "tiny"), tmp_path / "ckpt")
+    commands.checkpoint_to_hf(tmp_path / "ckpt", tmp_path / "hf")
+  finally:
+    os.umask(old)
+  for root in (tmp_path / "ckpt", tmp_path / "hf"):
+    paths = [root, *root.rglob("*")]
+    assert len(paths) >= 3
+    for path in paths:
+      assert path.stat().st_mode & 0o777 == (dir_mode if path.is_dir() else file_mode), path
+
+
+# ---------------------------------------------------------------- init
+
+SMALL = dict(hidden_size=8, num_heads=2, intermediate_size=16, num_layers=1)
+
+
+@pytest.fixture
+def zero_init(monkeypatch):
+  """`init` with zero parameters instead of its random initialisation (compile-bound: up
+  to 30 s here), for the tests of what else it writes."""
+  import jax
+
+  from kmlm_jax import model_checkpoint as mc
+  monkeypatch.setattr("kmlm_jax.models.encoder.Encoder", lambda config, rngs: config)
+  monkeypatch.setattr(mc, "model_params", lambda config: jax.tree.map(
+      lambda s: np.zeros(s.shape, s.dtype), mc.abstract_params(config)))
+
+
+def test_init_carries_the_real_xlmr_tokenizer(tmp_path, zero_init):
+  from kmlm_jax.assets import AssetError, real_xlmr_tokenizer_json
+  from kmlm_jax.model_checkpoint import read_model_config
+  try:
+    real = real_xlmr_tokenizer_json()
+  except AssetError as e:
+    pytest.skip(str(e))
+  report = commands.init_checkpoint("xlmr-base", tmp_path / "ckpt", **SMALL)
+  assert (tmp_path / "ckpt" / "tokenizer" / "tokenizer.json").read_bytes() == real.read_bytes()
+  assert report.lines[1] == f"tokenizer: the real XLM-R tokenizer (250,002 ids) from {real}"
+  assert read_model_config(tmp_path / "ckpt")[0].vocab_size == 250002
+
+
+@pytest.mark.slow  # the random initialisation compiles: 25 s here
+def test_init_of_tiny_says_no_tokenizer_fits(capsys, tmp_path):
+  assert cli_main(["init", "--preset", "tiny", "--to", str(tmp_path / "ckpt")]) == 0
+  out = capsys.readouterr().out.splitlines()
+  assert out[1].startswith("note: the real XLM-R tokenizer (250,002 ids) does not fit "
+                           "vocab_size 1024; the checkpoint has no tokenizer")
+  assert not (tmp_path / "ckpt" / "tokenizer").exists()
+  assert (tmp_path / "ckpt" / "params").is_dir()
+
+
+def test_init_of_mbert_says_none_is_installed(tmp_path, zero_init):
+  report = commands.init_checkpoint("mbert-base", tmp_path / "ckpt", **SMALL)
+  assert report.lines[1].startswith("note: no mBERT tokenizer is installed")
+  assert not (tmp_path / "ckpt" / "tokenizer").exists()
