@@ -166,7 +166,9 @@ def _text_examples(vocab, spec: CacheSpec, path: str, start: int, end: int, stat
         continue
       with open(path, "rb") as f:
         line = f.read(start).count(b"\n") + k + 1
-      raise CorpusError(f"{path}:{line}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+      raise CorpusError(f"{path}:{line}: not valid UTF-8 ({e.reason} at byte {e.start}); fix the "
+                        "file, or set data.skip_bad_lines=true to skip and count such lines"
+                        ) from None
     windows = tokenize_text(vocab, text, spec.seq_length)
     if not windows:
       stats["skipped"]["empty_line"] += 1

@@ -148,6 +148,16 @@ def test_data_cache_does_not_need_the_model_or_the_mesh(tmp_path):
   preflight(config, train=False)
 
 
+@pytest.mark.parametrize("env,needles", [
+    ({"JAX_COORDINATOR_ADDRESS": "localhost:1234"}, ["JAX_NUM_PROCESSES", "is not set"]),
+    ({"SLURM_NTASKS": "two"}, ["SLURM_NTASKS='two'", "integer"])])
+def test_bad_cluster_environment(capsys, monkeypatch, tmp_path, env, needles):
+  for name, value in env.items():
+    monkeypatch.setenv(name, value)
+  check(capsys, ["train", "--config", TINY, "--workdir", tmp_path / "wd"], "train", needles)
+  assert not (tmp_path / "wd").exists()
+
+
 # ---------------------------------------------------------------- text input
 
 
@@ -169,7 +179,7 @@ def test_non_utf8_text_line_is_one_line(capsys, tmp_path, mixture, runner):
   line = check(capsys, ["data", "cache", "--runner", runner, "--config", TINY,
                         f"data.mixture={mixture}", pattern,
                         f"data.cache_dir={tmp_path / 'cache'}"], "data",
-               [f"{tmp_path / 'en.txt'}:2: not valid UTF-8"])
+               [f"{tmp_path / 'en.txt'}:2: not valid UTF-8", "data.skip_bad_lines=true"])
   assert "while running" not in line  # not wrapped by Beam
   assert not (tmp_path / "cache").exists()
 

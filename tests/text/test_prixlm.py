@@ -16,7 +16,8 @@ from kmlm_jax.decoding.reference import exhaustive_scores
 from kmlm_jax.models.encoder import Encoder
 from kmlm_jax.data import masking, packing
 from kmlm_jax.text import prixlm
-from kmlm_jax.text.vocab import XLMRSentencePiece, add_tokens_to_tokenizer_json, load_vocab
+from kmlm_jax.text.vocab import (XLMRSentencePiece, add_tokens_to_tokenizer_json, load_vocab,
+                                 tokenizer_summary)
 from kmlm_jax.training import losses
 from kmlm_jax.training.pretraining import forward
 
@@ -40,6 +41,18 @@ def test_extended_vocabulary_matches_transformers(vocab):
   text = "Paris [S] est la capitale de la France."
   assert vocab.encode("Paris est") == hf("Paris est", add_special_tokens=False)["input_ids"]
   assert vocab.token_id("[S]") in hf(text, add_special_tokens=False)["input_ids"]
+
+
+def test_summary_reads_the_size_and_added_tokens_without_loading(vocab):
+  """`tokenizer_summary` (the run's checks) says what the loaded vocabulary says."""
+  assert tokenizer_summary(vocab.source) == (vocab.vocab_size, vocab.added_tokens)
+  prixlm.check_vocabulary(vocab.added_tokens, "t", LANGS)
+  with pytest.raises(prixlm.PrixLMVocabError, match=r"t: not a Prix-LM vocabulary.*\[de\]"):
+    prixlm.check_vocabulary(vocab.added_tokens, "t", ("en", "de"))
+  size, added = tokenizer_summary(str(real_xlmr_tokenizer_json()))
+  assert (size, added) == (250002, ())
+  with pytest.raises(prixlm.PrixLMVocabError, match=r"lacks the added tokens \[S\] \[P\]"):
+    prixlm.check_vocabulary(added, "t")
 
 
 def test_sequence_formats(vocab):

@@ -11,7 +11,8 @@ import transformers
 from kmlm_jax.assets import real_minilm_dir, real_xlmr_tokenizer_json
 from kmlm_jax.kg.samples import ROLE_ENTITY, ROLE_LINKER, ROLE_RELATION, ROLE_TEXT
 from kmlm_jax.text.segments import tokenize_segments, tokenize_text
-from kmlm_jax.text.vocab import HFVocab, XLMRSentencePiece, load_vocab, seqio_vocabulary
+from kmlm_jax.text.vocab import (HFVocab, XLMRSentencePiece, load_vocab, seqio_vocabulary,
+                                 tokenizer_summary)
 
 UDHR = Path(str(resources.files("kmlm_jax.text").joinpath("data/udhr")))
 
@@ -66,6 +67,7 @@ def test_wordpiece_vocab(tmp_path):
   assert vocab.encode("paris is the capital of france") == \
       ref("paris is the capital of france", add_special_tokens=False)["input_ids"]
   assert (vocab.bos_id, vocab.eos_id, vocab.pad_id, vocab.mask_id) == (101, 102, 0, 103)
+  assert tokenizer_summary(str(real_minilm_dir() / "vocab.txt")) == (vocab.vocab_size, ())
 
 
 def test_seqio_vocabulary_round_trip():
