@@ -5,11 +5,16 @@ step of `trainer.py` (the `PretrainingTask`) on the mesh of `config.mesh`,
 feeding host batches from `data.make_batches`. Every `checkpoint_every`
 steps (and at the end, and on SIGTERM) it saves the state and the input
 state (a few integers per input shard, `kmlm_jax.data.input`);
-`resume=True` continues from the newest readable checkpoint and reopens the
-input at that state in constant time, so the result is bit-identical to an
-uninterrupted run. A non-finite loss stops the run with `NonFiniteLoss`
-before anything non-finite is saved. Metrics go to TensorBoard under
-WORKDIR/tb and to a console progress bar.
+`resume=True` continues from the newest valid checkpoint (`checkpointing`:
+checksums verified, corrupt ones moved aside, one saved by another model is a
+config error) and reopens the input at that state in constant time, so the
+result is bit-identical to an uninterrupted run. A resume refuses a changed
+learning-rate schedule unless `allow_schedule_change`, and summary.json keeps
+the history of every run before. A non-finite loss, gradient or update stops
+the run with `NonFiniteLoss` before anything non-finite is saved; a failed
+save stops it with `WriteError`. Metrics go to TensorBoard under WORKDIR/tb
+and to a console progress bar (which counts completed steps and says when
+the step is compiling).
 
 Outputs in WORKDIR: checkpoints/, tb/, model/ (the final parameters as a
 kmlm-jax model checkpoint, for `kmlm-jax convert --from WORKDIR/model`),
@@ -44,16 +49,54 @@ log = logging.getLogger("kmlm_jax.training")
 
 
 class WorkdirError(InputError):
-  """A work directory that does not fit the run (checkpoints present, none readable)."""
+  """A work directory that does not fit the run (checkpoints present without --resume)."""
+
+
+def schedule_settings(config: ExperimentConfig) -> dict:
+  """The settings that fix the learning rate at each step (saved in every checkpoint)."""
+  t = config.train
+  return {"train.steps": t.steps, "train.learning_rate": t.learning_rate,
+          "train.warmup_steps": t.warmup_steps}
+
+
+def _meta_checker(config: ExperimentConfig, allow_schedule_change: bool):
+  """`check_meta(step, meta)` of `Checkpointer.restore_latest`: another architecture is a
+  config error; another schedule too, unless `allow_schedule_change`."""
+  model = json.loads(json.dumps(config.model.architecture()))  # as saved: JSON values
+  model = {f"model.{k}": v for k, v in model.items()}
+  schedule = schedule_settings(config)
+
+  def check(step: int, meta: dict) -> None:
+    saved_model = {f"model.{k}": v for k, v in meta.get("model", {}).items()}
+    diff = _differences(saved_model, model)
+    if diff:
+      raise checkpointing.CheckpointMismatch(
+          f"the checkpoint at step {step} was saved with another model: {diff}; resume with "
+          "its settings, or use another --workdir")
+    diff = _differences(meta.get("schedule", {}), schedule)
+    if diff and not allow_schedule_change:
+      raise InputError(
+          f"--resume would change the learning-rate schedule of the checkpoint at step {step}: "
+          f"{diff}; pass --allow-schedule-change to accept it, or resume with its settings")
+    if diff:
+      log.warning("learning-rate schedule changed on resume (--allow-schedule-change): %s",
+                  diff)
+
+  return check
+
+
+def _differences(saved: dict, ours: dict) -> str:
+  return ", ".join(f"{k}={v!r} (this run: {ours.get(k)!r})" for k, v in saved.items()
+                   if ours.get(k) != v)
 
 
 def _check_finite(records) -> None:
   for step, m, _ in records:
     if not bool(m["finite"]):
       raise NonFiniteLoss(
-          f"step {step}: the loss or gradient is not finite (loss={float(m['loss'])}, "
+          f"step {step}: the loss, gradient or update is not finite (loss={float(m['loss'])}, "
           f"grad_norm={float(m['grad_norm'])}); stopped without applying the update. The "
-          "checkpoints saved before are intact; lower train.learning_rate or check the data.")
+          "checkpoints saved before are intact; check train.learning_rate and the data.")
 
 
 def _scalars(m, lr, tokens_per_s, tflops_per_device, mfu) -> dict:
@@ -104,26 +147,13 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
   workdir = Path(workdir)
   ckpt = checkpointing.Checkpointer(workdir / "checkpoints", config.train.keep_checkpoints,
                                     config.train.async_checkpointing)
-  if ckpt.steps() and not resume:
-    ckpt.close()
-    raise WorkdirError(f"{workdir} already holds checkpoints (steps {ckpt.steps()}); pass "
-                       "--resume to continue, or use another --workdir")
-  trainer = pretraining_trainer(config)
-  input_state = None
-  if ckpt.steps():
-    shapes = jax.eval_shape(trainer.init_state)
-    restored = ckpt.restore_latest(checkpointing.abstract_like(shapes, trainer.state_shardings))
-    if restored is None:
-      raise WorkdirError(f"{workdir}/checkpoints: no checkpoint could be restored")
-    state, meta = restored
-    input_state = meta.get("input")
-    log.info("resumed from step %d (input state %s)", int(state.step),
-             json.dumps(input_state)[:200])
-  else:
-    state = trainer.init_state(load_init_params(config))
+  try:
+    trainer, state, input_state = _start(config, ckpt, resume, allow_schedule_change)
+    batches = _open_batches(config, input_state, batch_source)
+  except BaseException:
+    ckpt.close(raise_errors=False)
+    raise
   first_step = int(state.step)
-
-  batches = _open_batches(config, input_state, batch_source)
 
   writer = None
   if jax.process_index() == 0:
@@ -136,7 +166,8 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
   step_flops = flops.train_flops_per_step(config.model, config.data.batch_size,
                                           config.data.seq_length, config.data.max_predictions)
   peak = flops.peak_flops(jax.devices()[0].device_kind, config.train.peak_flops_per_device)
-  history, pending = [], []
+  history = _previous_history(workdir, first_step)
+  pending = []
   bar = None
   if progress and jax.process_index() == 0:
     from tqdm.auto import tqdm
@@ -163,41 +194,53 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
         for k, v in scalars.items():
           writer.add_scalar(k, v, s)
     if bar is not None and records:
+      bar.update(step - bar.n)
       last = history[-1]
       bar.set_postfix({k: f"{last[k]:.3g}" for k in ("loss", "mlm/loss", "knowledge/loss",
                                                       "reasoning/loss") if k in last})
 
+  failed = True
   try:
+    in_flight = None  # the loss of the step before, to count completed steps
     for step in range(first_step + 1, config.train.steps + 1):
       host = next(batches)
       tokens = int((host["segment_ids"] > 0).sum()) * jax.process_count()
+      if step == first_step + 1:
+        _say_compiling(bar, config.name)
       state, metrics = trainer.step(state, host)
       pending.append((step, metrics, tokens))
       if step == first_step + 1:  # start-up cost: process start to the first step done
+        t0 = time.perf_counter()
         jax.block_until_ready(metrics)
         startup_s = time.time() - psutil.Process().create_time()
-      if bar is not None:
-        bar.update(1)
+        _say_compiled(bar, config.name, step, time.perf_counter() - t0)
+      elif bar is not None:  # steps run asynchronously: the bar counts the completed ones
+        jax.block_until_ready(in_flight)
+        bar.update(step - 1 - bar.n)
+      in_flight = metrics["loss"]
       last = step == config.train.steps or stop["signal"]
       save = last or step % config.train.checkpoint_every == 0
       if save or step % config.train.log_every == 0:
         flush(step)  # also before saving: never save a state that followed a non-finite step
       if save:
-        ckpt.save(step, state, {"input": batches.state(), "step": step, "config": config.name})
+        ckpt.save(step, state, {"input": batches.state(), "step": step, "config": config.name,
+                                "model": config.model.architecture(),
+                                "schedule": schedule_settings(config)})
       if config.train.eval_every and step % config.train.eval_every == 0:
         _periodic_eval(trainer, config, state, writer, step)
       if stop["signal"]:
         status = "preempted"
         log.warning("SIGTERM at step %d: saved a checkpoint, exiting", step)
         break
+    failed = False
   finally:
     signal.signal(signal.SIGTERM, previous)
     batches.close()
-    ckpt.close()
     if bar is not None:
       bar.close()
     if writer is not None:
       writer.close()
+    ckpt.close(raise_errors=not failed)  # a failed last save raises here
 
   if status == "completed":
     params = to_host(state.params) if jax.process_count() == 1 else \
@@ -209,6 +252,68 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
   if jax.process_index() == 0:
     (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
   return summary
+
+
+def _start(config: ExperimentConfig, ckpt: checkpointing.Checkpointer, resume: bool,
+           allow_schedule_change: bool):
+  """(trainer, state, input state): a fresh state, or the newest valid checkpoint's."""
+  if ckpt.steps() and not resume:
+    raise WorkdirError(f"{ckpt.directory.parent} already holds checkpoints (steps "
+                       f"{ckpt.steps()}); pass --resume to continue, or use another --workdir")
+  trainer = pretraining_trainer(config)
+  restored = None
+  if resume:
+    shapes = jax.eval_shape(trainer.init_state)
+    restored = ckpt.restore_latest(checkpointing.abstract_like(shapes, trainer.state_shardings),
+                                   _meta_checker(config, allow_schedule_change))
+  if restored is None:
+    if resume:
+      log.info("--resume: %s holds no checkpoint; starting from step 0", ckpt.directory)
+    log.info("initialising the train state")
+    return trainer, trainer.init_state(load_init_params(config)), None
+  state, meta = restored
+  log.info("resumed from step %d (input position %s)", int(state.step),
+           _describe_input(meta.get("input")))
+  return trainer, state, meta.get("input")
+
+
+def _describe_input(state: dict | None) -> str:
+  """The input position of a checkpoint, in short: batches consumed, or per shard
+  (block, rows taken)."""
+  if not state:
+    return "0"
+  if "position" in state:
+    return str(state["position"])
+  blocks = state.get("blocks") or []
+  shown = ", ".join(f"{b}:{r}" for b, r in blocks[:4]) + (", ..." if len(blocks) > 4 else "")
+  return f"block:rows per shard {shown}" if blocks else json.dumps(state)[:200]
+
+
+def _previous_history(workdir: Path, first_step: int) -> list:
+  """The history of the runs before a resume from `first_step` (WORKDIR/summary.json)."""
+  path = workdir / "summary.json"
+  if not first_step or not path.exists():
+    return []
+  try:
+    history = json.loads(path.read_text())["history"]
+    return [h for h in history if int(h["step"]) <= first_step]
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    log.warning("%s cannot be read (%s); the new summary holds only this run's history",
+                path, e)
+    return []
+
+
+def _say_compiling(bar, name: str) -> None:
+  log.info("compiling the train step (the first step waits for it)")
+  if bar is not None:
+    bar.set_description(f"{name} (compiling)")
+
+
+def _say_compiled(bar, name: str, step: int, seconds: float) -> None:
+  log.info("compiled the train step and ran step %d in %.1f s", step, seconds)
+  if bar is not None:
+    bar.set_description(name)
+    bar.update(step - bar.n)
 
 
 class _External:

@@ -176,7 +176,8 @@ def test_corrupted_latest_checkpoint_falls_back(tmp_path, caplog):
       f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 3])
   longer = dataclasses.replace(config, train=dataclasses.replace(config.train, steps=6))
   with caplog.at_level("WARNING", logger="kmlm_jax.training"):
-    summary = loop.train(longer, tmp_path, resume=True, progress=False)
+    summary = loop.train(longer, tmp_path, resume=True, allow_schedule_change=True,
+                         progress=False)
   assert "checkpoint at step 4" in caplog.text and "cannot be restored" in caplog.text
   assert summary["first_step"] == 2 and summary["steps"] == 6
 
@@ -193,7 +194,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
         b["mlm_weights"] = b["mlm_weights"] * np.float32("nan")
       yield b
 
-  with pytest.raises(loop.NonFiniteLoss, match="step 4: the loss or gradient is not finite"):
+  with pytest.raises(loop.NonFiniteLoss,
+                     match="step 4: the loss, gradient or update is not finite"):
     loop.train(config, tmp_path, progress=False, batch_source=source)
   steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
   assert steps == [2]

@@ -48,7 +48,8 @@ jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=2,
 from tests.training.test_multihost import real_config
 from kmlm_jax.training import loop
 assert jax.process_count() == 2 and jax.device_count() == 8, jax.devices()
-loop.train(real_config(int(sys.argv[4])), sys.argv[3], resume=True, progress=False)
+loop.train(real_config(int(sys.argv[4])), sys.argv[3], resume=True, allow_schedule_change=True,
+           progress=False)
 """
 
 
@@ -92,7 +93,8 @@ def test_resume_on_another_number_of_processes(tmp_path):
   assert jax.device_count() == 8
   loop.train(real_config(4), tmp_path / "full", progress=False)
   _two_processes(tmp_path, tmp_path / "two_then_one", 2)
-  loop.train(real_config(4), tmp_path / "two_then_one", resume=True, progress=False)
+  loop.train(real_config(4), tmp_path / "two_then_one", resume=True, allow_schedule_change=True,
+             progress=False)
   loop.train(real_config(2), tmp_path / "one_then_two", progress=False)
   _two_processes(tmp_path, tmp_path / "one_then_two", 4)
   for run in ("two_then_one", "one_then_two"):

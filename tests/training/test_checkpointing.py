@@ -1,0 +1,194 @@
+"""Checkpoint integrity without a train step: checksums, quarantine, refusals, failed saves."""
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from kmlm_jax.errors import NonFiniteLoss, WriteError
+from kmlm_jax.training import checkpointing as ck
+from kmlm_jax.training.trainer import TrainState
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _state(n=20_000, fill=None) -> TrainState:
+  w = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+  if fill is not None:
+    w[5] = fill
+  return TrainState({"w": jnp.asarray(w), "b": jnp.ones((3, 4))}, {"count": jnp.int32(3)},
+                    jnp.int32(0), jnp.zeros(2, jnp.uint32))
+
+
+def _abstract(state: TrainState) -> TrainState:
+  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding),
+                      state)
+
+
+def flip_byte(step_dir: Path) -> Path:
+  """Flips one bit in the middle of the largest array data file of a saved step (array
+  values, not the index: the checkpoint still reads, with one value changed)."""
+  data = max((p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"),
+             key=lambda p: p.stat().st_size)
+  raw = bytearray(data.read_bytes())
+  raw[len(raw) // 2] ^= 0x10
+  data.write_bytes(bytes(raw))
+  return data
+
+
+def _saved(directory, steps=(1, 2)) -> ck.Checkpointer:
+  c = ck.Checkpointer(directory, async_save=False)
+  for step in steps:
+    c.save(step, _state(), {"step": step})
+  return c
+
+
+def test_checksum_does_not_depend_on_the_sharding_and_sees_one_changed_value():
+  x = np.random.default_rng(1).standard_normal((8, 16)).astype(np.float32)
+  ref = ck._checksums({"x": jnp.asarray(x)})
+  mesh = jax.make_mesh((4, 2), ("a", "b"))
+  for spec in (P("a", "b"), P("b", "a"), P(None, ("a", "b")), P()):
+    assert ck._checksums({"x": jax.device_put(x, NamedSharding(mesh, spec))}) == ref, spec
+  y = x.copy()
+  y[3, 7] = np.nextafter(y[3, 7], np.float32(10))
+  assert ck._checksums({"x": jnp.asarray(y)}) != ref
+  z = x.copy()
+  z[[0, 1]] = z[[1, 0]]  # the same values elsewhere
+  assert ck._checksums({"x": jnp.asarray(z)}) != ref
+
+
+def test_flipped_byte_is_quarantined_under_a_fresh_name_and_the_step_before_restored(
+    tmp_path, caplog):
+  c = _saved(tmp_path / "checkpoints")
+  for round_ in range(2):  # the second quarantine of step 2 keeps the first one
+    flip_byte(tmp_path / "checkpoints" / "2")
+    with caplog.at_level("WARNING", logger="kmlm_jax.training"):
+      state, meta = c.restore_latest(_abstract(_state()))
+    assert meta == {"step": 1} and "checksum mismatch in params/w" in caplog.text
+    np.testing.assert_array_equal(state.params["w"], _state().params["w"])
+    assert c.steps() == [1]
+    c.save(2, _state(), {"step": 2})
+  c.close()
+  assert c.quarantined() == ["2", "2.1"]
+
+
+def test_edited_meta_is_corruption_and_replace_meta_keeps_it_valid(tmp_path):
+  c = _saved(tmp_path / "checkpoints")
+  step2 = tmp_path / "checkpoints" / "2"
+  ck.replace_meta(step2, {"step": 2, "input": 7})
+  assert c.restore_latest(_abstract(_state()))[1] == {"step": 2, "input": 7}
+  (step2 / "meta" / "metadata").write_text(json.dumps({"step": 2, "input": 8}))
+  assert c.restore_latest(_abstract(_state()))[1] == {"step": 1}
+  c.close()
+  assert c.quarantined() == ["2"]
+
+
+def test_another_shape_is_a_config_error_and_nothing_moves(tmp_path):
+  c = _saved(tmp_path / "checkpoints")
+  with pytest.raises(ck.CheckpointMismatch, match=r"params/w has shape \[20000\] float32 "
+                                                  r"\(run: \[20001\] float32\)"):
+    c.restore_latest(_abstract(_state(20_001)))
+  with pytest.raises(ck.CheckpointMismatch, match="meta says no"):
+    c.restore_latest(_abstract(_state()), lambda step, meta: (_ for _ in ()).throw(
+        ck.CheckpointMismatch("meta says no")))
+  assert c.steps() == [1, 2] and not c.quarantined()
+  c.close()
+
+
+def test_nothing_restorable_refuses_to_start_from_step_0(tmp_path):
+  c = _saved(tmp_path / "checkpoints")
+  for step in (1, 2):
+    for f in (tmp_path / "checkpoints" / str(step) / "state").rglob("*"):
+      if f.is_file() and f.parent.name == "d":
+        f.write_bytes(f.read_bytes()[:10])
+  with pytest.raises(ck.NoCheckpointRestored) as e:
+    c.restore_latest(_abstract(_state()))
+  message = str(e.value)
+  assert len(message.splitlines()) == 1
+  assert "start from step 0" in message and "step 2 (" in message and "step 1 (" in message
+  # Again: checkpoints/ is empty now, checkpoints.corrupt/ holds both.
+  with pytest.raises(ck.NoCheckpointRestored, match=r"quarantined in .*checkpoints.corrupt: 1, 2"):
+    c.restore_latest(_abstract(_state()))
+  c.close()
+  assert sorted(p.name for p in (tmp_path / "checkpoints.corrupt").iterdir()) == ["1", "2"]
+
+
+def test_empty_directory_restores_nothing(tmp_path):
+  c = ck.Checkpointer(tmp_path / "checkpoints")
+  assert c.restore_latest(_abstract(_state())) is None
+  c.close()
+
+
+def test_non_finite_state_is_never_saved(tmp_path):
+  c = _saved(tmp_path / "checkpoints", steps=(1,))
+  with pytest.raises(NonFiniteLoss, match=r"step 2: the state to save is not finite \(params/w\)"):
+    c.save(2, _state(fill=np.nan), {"step": 2})
+  c.close()
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]
+
+
+def test_too_little_space_is_a_write_error_before_saving(tmp_path, monkeypatch):
+  c = _saved(tmp_path / "checkpoints", steps=(1,))
+  usage = ck.shutil.disk_usage(tmp_path)
+  monkeypatch.setattr(ck.shutil, "disk_usage", lambda p: usage._replace(free=1000))
+  with pytest.raises(WriteError, match=r"MiB free, a checkpoint needs about .* \(steps \[1\]\)"):
+    c.save(2, _state(), {"step": 2})
+  c.close()
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]
+
+
+FULL_DISK = """
+import sys
+from kmlm_jax.training import checkpointing as ck
+from tests.training.test_checkpointing import _state
+ck.Checkpointer._check_space = lambda self, state: None  # let Orbax meet the full disk
+c = ck.Checkpointer(sys.argv[1], async_save=sys.argv[2] == "async")
+c.save(1, _state(), {"step": 1})
+for _ in range(3):  # each failure cleans up after itself: the next one fails the same way
+  try:
+    for step in (2, 3):
+      c.save(step, _state(), {"step": step})
+  except ck.WriteError as e:
+    print("WriteError:", e)
+c.close()
+"""
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(path: Path, size: str):
+  """`small_tmpfs`, skipping the test where mounting is refused."""
+  from tests.bad_inputs import small_tmpfs
+  mount = small_tmpfs(path, size=size)
+  try:
+    mount.__enter__()
+  except subprocess.CalledProcessError as e:
+    pytest.skip(f"cannot mount a tmpfs: {e.stderr.decode(errors='replace').strip()}")
+  try:
+    yield path
+  finally:
+    mount.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_full_disk_during_an_orbax_save_is_one_write_error_without_hanging(tmp_path, mode):
+  with mounted_tmpfs(tmp_path / "disk", "200k"):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    start = time.time()
+    run = subprocess.run([sys.executable, "-c", FULL_DISK, str(tmp_path / "disk" / "c"), mode],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert time.time() - start < 120
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = [line for line in run.stdout.splitlines() if line.startswith("WriteError")]
+    assert len(lines) == 3, run.stdout
+    assert all("No space left on device" in line and "(steps [1])" in line for line in lines)
+    assert run.stderr == "", run.stderr[-3000:]  # no Orbax tracebacks, no event-loop errors
+    assert sorted(p.name for p in (tmp_path / "disk" / "c").iterdir()) == ["1"]
