@@ -24,6 +24,7 @@ import dataclasses
 from typing import Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -32,7 +33,8 @@ from kmlm_jax.evaluation import progress
 
 @dataclasses.dataclass
 class ClozeModel:
-  """Batched MLM predictions at masked positions (jitted)."""
+  """Batched MLM predictions at masked positions (jitted): the head runs on the masked
+  positions only, so memory is [batch, masks, V], not [batch, length, V]."""
 
   graphdef: object
   params: dict
@@ -44,26 +46,32 @@ class ClozeModel:
     graphdef = self.graphdef
 
     @jax.jit
-    def logp(params, ids, mask):
+    def best(params, ids, mask, where):
       model = nnx.merge(graphdef, params)
       hidden = model(ids, attention_mask=mask).hidden
-      return jax.nn.log_softmax(model.mlm_logits(hidden), -1)
+      hidden = jnp.take_along_axis(hidden, where[..., None], axis=1)
+      logp = jax.nn.log_softmax(model.mlm_logits(hidden).astype(jnp.float32), -1)
+      return logp.argmax(-1), logp.max(-1)
 
-    self._logp = logp
-    self.compiled = False  # the first batch compiles `logp`
+    self._best = best
+    self.compiled = False  # the first batch compiles `best`
 
-  def log_probs(self, rows: Sequence[np.ndarray], bar=None) -> list[np.ndarray]:
-    """[n_i, V] log-probabilities for each row (its own length); `bar` counts batches."""
+  def best_tokens(self, rows: Sequence[np.ndarray], wheres: Sequence[np.ndarray],
+                  bar=None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(argmax token, its log-probability) at each of a row's positions `where`; `bar`
+    counts batches."""
     out = []
+    k = max(len(w) for w in wheres)
     for lo in range(0, len(rows), self.batch):
-      chunk = rows[lo:lo + self.batch]
+      chunk, spots = rows[lo:lo + self.batch], wheres[lo:lo + self.batch]
       ids = np.full((self.batch, self.length), self.vocab.pad_id, np.int32)
       mask = np.zeros((self.batch, self.length), np.int32)
-      for i, r in enumerate(chunk):
-        ids[i, :len(r)], mask[i, :len(r)] = r, 1
-      lp = np.asarray(jax.device_get(self._logp(self.params, ids, mask)))
+      where = np.zeros((self.batch, k), np.int32)
+      for i, (r, w) in enumerate(zip(chunk, spots)):
+        ids[i, :len(r)], mask[i, :len(r)], where[i, :len(w)] = r, 1, w
+      tokens, scores = jax.device_get(self._best(self.params, ids, mask, where))
       self.compiled = True
-      out += [lp[i, :len(r)] for i, r in enumerate(chunk)]
+      out += [(tokens[i, :len(w)], scores[i, :len(w)]) for i, w in enumerate(spots)]
       if bar is not None:
         bar.update(1)
     return out
@@ -104,13 +112,12 @@ def predict(model: ClozeModel, probes: Sequence[dict], max_tokens: int = 5,
     filled = [dict() for _ in probes]  # position -> (token, log-prob)
     passes = 1 if method == "independent" else k
     for _ in range(passes):
-      logps = model.log_probs(rows, bar)
-      for i, (lp, where) in enumerate(zip(logps, wheres)):
-        open_pos = [w for w in where if w not in filled[i]]
-        if not open_pos:
+      for i, ((best_t, best_s), where) in enumerate(zip(model.best_tokens(rows, wheres, bar),
+                                                         wheres)):
+        slots = [j for j, w in enumerate(where) if w not in filled[i]]
+        if not slots:
           continue
-        tokens = lp[open_pos].argmax(-1)
-        scores = lp[open_pos, tokens]
+        open_pos, tokens, scores = where[slots], best_t[slots], best_s[slots]
         if method == "independent":
           for w, t, s in zip(open_pos, tokens, scores):
             filled[i][w] = (int(t), float(s))
