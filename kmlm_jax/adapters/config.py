@@ -119,9 +119,37 @@ class AdapterExperimentConfig:
     unknown = [t for t in self.eval.tasks if t not in TASKS]
     if unknown:
       raise ConfigError(f"eval.tasks: unknown {unknown}; known {TASKS}")
-    if self.train.temperature <= 0:
-      raise ConfigError("train.temperature must be positive")
+    if self.eval.split not in SPLITS:
+      raise ConfigError(f"eval.split: expected one of {SPLITS}, got {self.eval.split!r}")
+    _check_ranges(self)
     return self
+
+
+SPLITS = ("train", "dev", "test")
+# key -> (lowest allowed value, whether it is an integer); numbers must be >= the bound,
+# or > it for the keys in _POSITIVE.
+_RANGES = {"train.adapter_steps": (1, int), "train.fusion_steps": (1, int),
+           "train.batch_size": (1, int), "train.log_every": (1, int),
+           "train.warmup_steps": (0, int), "eval.batch_size": (1, int),
+           "data.seq_length": (3, int), "train.learning_rate": (0, float),
+           "train.temperature": (0, float), "train.weight_decay": (0, float),
+           "train.grad_clip_norm": (0, float), "train.fusion_value_l2": (0, float)}
+_POSITIVE = ("train.learning_rate", "train.temperature")
+
+
+def _check_ranges(config: AdapterExperimentConfig) -> None:
+  """Raises a ConfigError naming the key and the allowed values of the first number out of
+  range (before anything is built or compiled)."""
+  for key, (low, kind) in _RANGES.items():
+    section, name = key.split(".")
+    value = getattr(getattr(config, section), name)
+    strict = key in _POSITIVE
+    ok = (isinstance(value, int) if kind is int else isinstance(value, (int, float)))
+    ok = ok and not isinstance(value, bool) and (value > low if strict else value >= low)
+    if not ok:  # NaN fails the comparison too
+      allowed = (f"an integer >= {low}" if kind is int
+                 else f"a number {'>' if strict else '>='} {low}")
+      raise ConfigError(f"{key}: expected {allowed}, got {value!r}")
 
 
 def load_adapter_config(path: str | Path, overrides: Sequence[str] = ()) -> AdapterExperimentConfig:

@@ -96,6 +96,9 @@ class AdapterCorpus:
       mask = np.zeros(graph.num_entities, bool)
       for split in ("dev", "test"):
         for row in read_alignment(directory, lang, split, missing_ok=lang == SOURCE_LANG):
+          if row["id"] not in index:
+            raise KGInputError(f"{row['where']}: field 'id': {row['id']!r} is not an entity "
+                               f"of {corpus.graph_path}")
           mask[index[row["id"]]] = True
       held[lang] = mask
     return cls(graph, np.load(rows[0]), np.load(rows[1]), held, directory)
@@ -107,19 +110,31 @@ class AdapterCorpus:
 
 
 def read_alignment(directory: Path, lang: str, split: str, missing_ok: bool = False) -> list[dict]:
-  """Rows {"id", "en", lang} of eval/alignment/LANG.SPLIT.jsonl."""
+  """Rows {"id", "en", lang, "where": "FILE:LINE"} of eval/alignment/LANG.SPLIT.jsonl."""
   path = CorpusDir(directory).eval_path("alignment", f"{lang}.{split}.jsonl")
   if not path.exists():
     if missing_ok:
       return []
     raise KGInputError(f"{path}: missing (alignment split of `kmlm-jax kg build`)")
+  try:
+    lines = path.read_text(encoding="utf-8-sig").split("\n")
+  except UnicodeDecodeError as e:
+    raise KGInputError(f"{path}: not UTF-8 text ({e})") from None
   rows = []
-  for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
     try:
       row = json.loads(line)
-      rows.append({"id": row["id"], "en": row["en"], lang: row[lang]})
+      row = {"id": row["id"], "en": row["en"], lang: row[lang], "where": f"{path}:{number}"}
     except (json.JSONDecodeError, KeyError, TypeError) as e:
-      raise KGInputError(f"{path}:{number}: bad alignment row ({e})") from None
+      error = f"{type(e).__name__}: {e}"
+      raise KGInputError(f"{path}:{number}: bad alignment row ({error})") from None
+    bad = [k for k in ("id", "en", lang) if not isinstance(row[k], str) or not row[k]]
+    if bad:
+      raise KGInputError(f"{path}:{number}: field {bad[0]!r}: expected a non-empty string, got "
+                         f"{row[bad[0]]!r}")
+    rows.append(row)
   return rows
 
 

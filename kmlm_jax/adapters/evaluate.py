@@ -28,7 +28,8 @@ import numpy as np
 from kmlm_jax.adapters import data as data_lib
 from kmlm_jax.adapters import train as train_lib
 from kmlm_jax.adapters.config import AdapterExperimentConfig
-from kmlm_jax.evaluation import metrics
+from kmlm_jax.config import ModelConfig
+from kmlm_jax.evaluation import metrics, progress
 from kmlm_jax.experiment import ConfigError
 from kmlm_jax.kg.sentences import SOURCE_LANG
 
@@ -100,6 +101,7 @@ def embed(trainer: train_lib.AdapterTrainer, params, active, texts: list[str],
   the full length, since it averages the padding too.
   """
   unique = list(dict.fromkeys(texts))
+  compiling = None if trainer.has_encoder(active) else f"the {active or 'base'} encoder"
   fn = trainer.encoder(active)
   ways = trainer.partitioner.batch_ways()
   batch_size = -(-batch_size // ways) * ways
@@ -108,26 +110,47 @@ def embed(trainer: train_lib.AdapterTrainer, params, active, texts: list[str],
   order = np.argsort(lengths, kind="stable")
   full = arrays["ids"].shape[1]
   out = {}
-  for start in range(0, len(unique), batch_size):
-    rows = order[start:start + batch_size]
-    width = full if encoder.pooling == "unmasked" else min(
-        full, -(-int(lengths[rows].max()) // 8) * 8)
-    padded = np.concatenate([rows, np.full(batch_size - len(rows), len(unique))])
-    batch = [arrays[k][padded, :width] for k in ("ids", "mask", "pool")]
-    emb = np.asarray(jax.device_get(fn(params, *batch)), np.float32)
-    out.update(zip((unique[i] for i in rows), emb))
+  with progress.bar(len(unique), f"embedding ({active or 'base'})", "text", compiling) as bar:
+    for start in range(0, len(unique), batch_size):
+      rows = order[start:start + batch_size]
+      width = full if encoder.pooling == "unmasked" else min(
+          full, -(-int(lengths[rows].max()) // 8) * 8)
+      padded = np.concatenate([rows, np.full(batch_size - len(rows), len(unique))])
+      batch = [arrays[k][padded, :width] for k in ("ids", "mask", "pool")]
+      emb = np.asarray(jax.device_get(fn(params, *batch)), np.float32)
+      out.update(zip((unique[i] for i in rows), emb))
+      bar.update(len(rows))
   return out
+
+
+def check_base(meta: dict, setup: train_lib.Setup, where: Path) -> None:
+  """Refuses adapters trained on a base of another architecture than this run's, naming
+  the fields that differ (before anything is built)."""
+  trained = ModelConfig(**meta["model"]).architecture()
+  here = setup.model_config.architecture()
+  diff = [f"{k}={trained.get(k)!r} (this run's base: {here.get(k)!r})"
+          for k in sorted(set(trained) | set(here))
+          if trained.get(k) != here.get(k) and k != "use_mlm_head"]  # the base has no head
+  if diff:
+    raise ConfigError(f"{where}: the adapters were trained on a base of another architecture: "
+                      f"{', '.join(diff)}; evaluate with the training run's init_from and model")
 
 
 def evaluate(config: AdapterExperimentConfig, workdir: Path | str) -> dict:
   """Scores every mode of `config.eval.modes`; writes WORKDIR/eval/results.{json,md}."""
   workdir = Path(workdir)
-  setup = train_lib.resolve(config, workdir)
-  trainer = train_lib.adapter_trainer(setup)
-  params = train_lib.init_params(setup.model_config, config.adapters, config.train.seed,
-                                 setup.base_params)
+  partitioner = train_lib.make_partitioner(config)
+  trained = None
   if any(m != "base" for m in config.eval.modes):
     trained, meta = train_lib.load_adapters(workdir / "adapters")
+  setup = train_lib.resolve(config, workdir, load_base=False)
+  if trained is not None:
+    check_base(meta, setup, workdir / "adapters" / "adapter_config.json")
+  train_lib.load_base_params(setup)
+  trainer = train_lib.AdapterTrainer(setup, partitioner)
+  params = train_lib.init_params(setup.model_config, config.adapters, config.train.seed,
+                                 setup.base_params)
+  if trained is not None:
     if meta.get("base_fingerprint") != train_lib.fingerprint(params["encoder"]):
       raise ConfigError("the adapters were trained on another base (its fingerprint differs); "
                         "evaluate with the training config (same init_from and train.seed)")
@@ -145,6 +168,8 @@ def evaluate(config: AdapterExperimentConfig, workdir: Path | str) -> dict:
   results: dict = {"base": setup.base, "pooling": config.data.pooling, "split": config.eval.split,
                    "filtered": config.eval.filtered, "scores": {}}
   for mode in config.eval.modes:
+    progress.phase(f"mode {mode}: embedding {len(set(texts))} texts of "
+                   f"{', '.join(sets)} ({config.eval.split} split)")
     table = embed(trainer, params, None if mode == "base" else mode, texts, encoder,
                   config.eval.batch_size)
     for task, by_lang in sets.items():

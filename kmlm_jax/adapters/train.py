@@ -36,7 +36,8 @@ from kmlm_jax.adapters import data as data_lib
 from kmlm_jax.adapters.config import AdapterExperimentConfig
 from kmlm_jax.adapters.losses import info_nce, mean_pool, normalize
 from kmlm_jax.config import ModelConfig, OptimizerConfig
-from kmlm_jax.errors import NonFiniteLoss
+from kmlm_jax.errors import InputError, NonFiniteLoss
+from kmlm_jax.evaluation import progress as progress_lib
 from kmlm_jax.experiment import ConfigError
 from kmlm_jax.kg.corpus_dir import CorpusDir
 from kmlm_jax.models.adapters import (FUSION, AdaptedEncoder, AdapterConfig, AdapterFusion,
@@ -64,40 +65,73 @@ class Setup:
   corpus: data_lib.AdapterCorpus
 
 
-def resolve(config: AdapterExperimentConfig, workdir: Path | str) -> Setup:
+def resolve(config: AdapterExperimentConfig, workdir: Path | str, *,
+            load_base: bool = True) -> Setup:
+  """The base model, tokenizer and corpus of a run. Everything cheap is checked before the
+  base's parameters are loaded (`load_base_params`; with `load_base=False`, left to the
+  caller): the checkpoint's model config, the tokenizer against the model's embeddings,
+  data.seq_length against its positions, the corpus files."""
   from kmlm_jax import model_checkpoint as mc
-  from kmlm_jax.text.vocab import default_vocab_path, load_vocab
   workdir = Path(workdir)
-  model_config, base_params, base = config.model, None, f"random init (seed {config.train.seed})"
+  model_config, base = config.model, f"random init (seed {config.train.seed})"
   tokenizer_dir = None
   if config.init_from:
-    ckpt_config, params, _ = mc.load_model_checkpoint(config.init_from)
+    try:
+      ckpt_config, _ = mc.read_model_config(config.init_from)
+    except InputError as e:
+      raise ConfigError(f"init_from: {e}") from None
     # The checkpoint is the architecture; how to compute it is the run's.
     model_config = ckpt_config.with_run_settings(config.model)
-    base_params = {k: v for k, v in params.items() if k != "mlm_head"}
     base = f"checkpoint {config.init_from}"
     tokenizer_dir = mc.tokenizer_dir_of(config.init_from)
   model_config = model_config.replace(use_mlm_head=False)
-  if config.data.vocab:
-    vocab_path = config.data.vocab
-  elif tokenizer_dir is not None:
-    # An XLM-R tokenizer.json runs through our sentencepiece vocabulary; anything
-    # else (WordPiece) through transformers, from the directory with its special tokens.
-    json_file = tokenizer_dir / "tokenizer.json"
-    unigram = json_file.exists() and json.loads(json_file.read_text(encoding="utf-8")).get(
-        "model", {}).get("type") == "Unigram"
-    vocab_path = str(json_file if unigram else tokenizer_dir)
-  else:
-    vocab_path = default_vocab_path()
-  vocab = load_vocab(vocab_path)
+  vocab_path, vocab = _load_vocab(config, tokenizer_dir)
+  where = (f"the init_from checkpoint {config.init_from}" if config.init_from
+           else "the config's model")
   if vocab.vocab_size > model_config.vocab_size:
-    raise ConfigError(f"the tokenizer {vocab_path} has {vocab.vocab_size} ids but the model "
-                      f"only {model_config.vocab_size} embeddings")
+    raise ConfigError(f"the tokenizer {vocab_path} has {vocab.vocab_size} ids but {where} "
+                      f"only {model_config.vocab_size} token embeddings")
+  room = model_config.max_position_embeddings - model_config.position_offset
+  if config.data.seq_length > room:
+    raise ConfigError(f"data.seq_length: {config.data.seq_length} tokens do not fit the "
+                      f"{room} positions of {where}")
   corpus_dir = Path(config.data.corpus_dir) if config.data.corpus_dir else workdir / "kg"
   if not config.data.corpus_dir and not CorpusDir(corpus_dir).graph_path.exists():
     build_sample_corpus(corpus_dir, streams=False)
-  return Setup(config, model_config, base_params, base, vocab, vocab_path,
-               data_lib.AdapterCorpus.load(corpus_dir))
+  setup = Setup(config, model_config, None, base, vocab, vocab_path,
+                data_lib.AdapterCorpus.load(corpus_dir))
+  return load_base_params(setup) if load_base else setup
+
+
+def load_base_params(setup: Setup) -> Setup:
+  """`setup` with the init_from checkpoint's encoder parameters (none: a random base)."""
+  from kmlm_jax import model_checkpoint as mc
+  if setup.config.init_from:
+    progress_lib.phase(f"loading the base checkpoint {setup.config.init_from}")
+    _, params, _ = mc.load_model_checkpoint(setup.config.init_from)
+    setup.base_params = {k: v for k, v in params.items() if k != "mlm_head"}
+  return setup
+
+
+def _load_vocab(config: AdapterExperimentConfig, tokenizer_dir: Path | None):
+  """(path, vocabulary): data.vocab, else the init_from checkpoint's tokenizer (an XLM-R
+  tokenizer.json through our sentencepiece vocabulary; anything else, e.g. WordPiece,
+  through transformers, from the directory with its special tokens), else the real XLM-R."""
+  from kmlm_jax.text.vocab import default_vocab_path, load_vocab
+  key = "init_from" if tokenizer_dir is not None and not config.data.vocab else "data.vocab"
+  try:
+    if config.data.vocab:
+      path = config.data.vocab
+    elif tokenizer_dir is not None:
+      json_file = tokenizer_dir / "tokenizer.json"
+      unigram = json_file.exists() and json.loads(json_file.read_text(encoding="utf-8")).get(
+          "model", {}).get("type") == "Unigram"
+      path = str(json_file if unigram else tokenizer_dir)
+    else:
+      path = default_vocab_path()
+    return path, load_vocab(path)
+  except (InputError, ValueError, AttributeError) as e:  # a JSONDecodeError is a ValueError
+    raise ConfigError(f"{key}: the tokenizer cannot be read ({type(e).__name__}: {e})") from None
 
 
 def build_sample_corpus(out: Path, streams: bool = True) -> None:
@@ -265,6 +299,10 @@ class AdapterTrainer:
                                            seed=c.seed)
     return self._trainers[group]
 
+  def has_encoder(self, active) -> bool:
+    """Whether `encoder(active)` exists (its first call compiles it)."""
+    return active in self._encoders
+
   def encoder(self, active) -> Callable:
     """`encode(params, ids, mask, pool) -> [N, D]` unit-norm fp32 embeddings for mode
     `active` (None: the base; an adapter name; "fusion")."""
@@ -281,11 +319,17 @@ class AdapterTrainer:
     return self._encoders[active]
 
 
+def make_partitioner(config: AdapterExperimentConfig, devices=None) -> Partitioner:
+  """The mesh of `config.mesh` over `devices` (None: all), checked to split train.batch_size
+  (cheap: callers check it before loading anything)."""
+  partitioner = Partitioner.from_config(config.mesh, devices)
+  partitioner.check_batch(config.train.batch_size, "train.batch_size")
+  return partitioner
+
+
 def adapter_trainer(setup: Setup, devices=None) -> AdapterTrainer:
   """The run's trainer on the mesh of `config.mesh` over `devices` (None: all)."""
-  partitioner = Partitioner.from_config(setup.config.mesh, devices)
-  partitioner.check_batch(setup.config.train.batch_size, "train.batch_size")
-  return AdapterTrainer(setup, partitioner)
+  return AdapterTrainer(setup, make_partitioner(setup.config, devices))
 
 
 # ---------------------------------------------------------------- saving
@@ -331,36 +375,44 @@ def train(config: AdapterExperimentConfig, workdir: Path | str, *, progress: boo
           devices=None) -> dict:
   """Runs `config.train.stages` in order on `devices` (None: all); returns the summary
   (also WORKDIR/summary.json)."""
-  from tqdm.auto import tqdm
   workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+  partitioner = make_partitioner(config, devices)
   setup = resolve(config, workdir)
-  run = adapter_trainer(setup, devices)
+  run = AdapterTrainer(setup, partitioner)
+  if progress:
+    progress_lib.phase(f"building the training pairs of {', '.join(config.adapters.names)}")
   batches = make_sources(setup)
   c = config.train
   params = init_params(setup.model_config, config.adapters, c.seed, setup.base_params)
   check_structure(params, run.abstract_params)
   params = run.place(params)
   base_before = fingerprint(params["encoder"])
+  workdir.mkdir(parents=True, exist_ok=True)  # every input checked: the first output
   writer = None
   if jax.process_index() == 0:
     from tensorboardX import SummaryWriter
     writer = SummaryWriter(str(workdir / "tb"))
     (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1))
   names = config.adapters.names
-  history, done, started = [], [], time.perf_counter()
+  history, done, started, compiled = [], [], time.perf_counter(), set()
   global_step = 0
   for stage in c.stages:
     steps = c.fusion_steps if stage == FUSION else c.adapter_steps
-    trainer = run.trainer(FUSION if stage == FUSION else "adapters")
+    group = FUSION if stage == FUSION else "adapters"
+    trainer = run.trainer(group)
     state = trainer.init_state(params)  # fresh optimizer and schedule
     index = 0 if stage == FUSION else names.index(stage)
-    bar = tqdm(total=steps, desc=f"{config.name}:{stage}", unit="step", disable=not progress)
+    compiling = None if group in compiled else f"the {group} step"
+    compiled.add(group)
+    bar = progress_lib.bar(steps, f"{config.name}:{stage}", "step", compiling,
+                           disable=not progress)
     t0 = time.perf_counter()
     bad = jnp.zeros((), jnp.int32)  # the first step whose update was not applied, 0: none
     for s in range(steps):
       source, local = (names[s % len(names)], s // len(names)) if stage == FUSION else (stage, s)
       state, metrics = trainer.step(state, stage_batch(batches[source].batch(local), index))
+      if s == 0:  # the compile is over when the first step is: the bar starts honestly
+        jax.block_until_ready(metrics["loss"])
       bad = jnp.where((bad == 0) & ~metrics["finite"], s + 1, bad)
       if (s + 1) % c.log_every == 0 or s + 1 == steps:
         m = jax.device_get(metrics)

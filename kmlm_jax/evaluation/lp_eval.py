@@ -183,6 +183,8 @@ def kge_ranks(corpus: Path, langs: Sequence[str], config) -> dict[str, np.ndarra
   graph = corpus.graph()
   train_rows = np.load(corpus.eval_path("lp", "train_rows.npy"))
   test_rows = np.load(corpus.eval_path("lp", "test_rows.npy"))
+  progress.phase(f"{config.model}: {config.steps} steps on {len(train_rows)} training triples, "
+                 f"then {len(test_rows)} test queries")
   params, _ = kge.train(config, graph.triples[train_rows], graph.num_entities,
                         graph.num_relations)
   ranks = kge.filtered_ranks(config, params, graph.triples[test_rows], graph.triples)

@@ -160,14 +160,15 @@ _MAX_AHEAD = 8
 
 
 def train(config: KGEConfig, triples, num_entities: int, num_relations: int, *,
-          partitioner: Partitioner | None = None):
+          partitioner: Partitioner | None = None, progress: bool = True):
   """Trains on [N, 3] (h, r, t) triples; returns (params, losses [steps] numpy).
 
   `partitioner`: the mesh (default: data parallel over all devices, or the
   most that divide `config.batch_size`). Raises `NonFiniteLoss` at the first
   step whose loss, gradient or update is not finite (the trainer did not
-  apply it).
+  apply it). `progress`: a bar on stderr, moved when losses are fetched.
   """
+  from kmlm_jax.evaluation import progress as progress_lib
   triples = _check_triples(triples, num_entities, num_relations)
   if partitioner is None:
     devices = jax.devices()[:math.gcd(jax.device_count(), config.batch_size)]
@@ -182,21 +183,24 @@ def train(config: KGEConfig, triples, num_entities: int, num_relations: int, *,
   per_host = config.batch_size // jax.process_count()
   host_rows = slice(jax.process_index() * per_host, (jax.process_index() + 1) * per_host)
   losses, pending = [], []
-  for step in range(config.steps):
-    batch = triples[sampler.integers(0, triples.shape[0], config.batch_size)]
-    state, step_metrics = trainer.step(state, {"triples": batch[host_rows]})
-    pending.append((step_metrics["loss"], step_metrics["finite"]))
-    if len(pending) > _MAX_AHEAD:
-      pending[-_MAX_AHEAD - 1][1].block_until_ready()
-    if len(pending) == _FETCH_EVERY or step + 1 == config.steps:
-      loss, finite = (np.array(x) for x in zip(*jax.device_get(pending)))
-      if not finite.all():
-        bad = int(np.argmin(finite))
-        raise NonFiniteLoss(
-            f"KGE {config.model} training: the loss, gradient or update is not finite at step "
-            f"{len(losses) + bad + 1} of {config.steps}; lower learning_rate")
-      losses.extend(loss)
-      pending = []
+  with progress_lib.bar(config.steps, f"training {config.model}", "step",
+                        compiling=f"the {config.model} step", disable=not progress) as bar:
+    for step in range(config.steps):
+      batch = triples[sampler.integers(0, triples.shape[0], config.batch_size)]
+      state, step_metrics = trainer.step(state, {"triples": batch[host_rows]})
+      pending.append((step_metrics["loss"], step_metrics["finite"]))
+      if len(pending) > _MAX_AHEAD:
+        pending[-_MAX_AHEAD - 1][1].block_until_ready()
+      if len(pending) == _FETCH_EVERY or step + 1 == config.steps:
+        loss, finite = (np.array(x) for x in zip(*jax.device_get(pending)))
+        if not finite.all():
+          bad = int(np.argmin(finite))
+          raise NonFiniteLoss(
+              f"KGE {config.model} training: the loss, gradient or update is not finite at step "
+              f"{len(losses) + bad + 1} of {config.steps}; lower learning_rate")
+        losses.extend(loss)
+        bar.update(len(pending))
+        pending = []
   return state.params, np.asarray(losses, np.float32)
 
 

@@ -6,11 +6,14 @@ and leaves no --out behind."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import types
+from pathlib import Path
 
 import pytest
 
+from kmlm_jax.evaluation.progress import bar as progress_bar
 from tests.bad_inputs import check, small_tmpfs
 from tests.evaluation import tiny_run
 
@@ -119,17 +122,30 @@ def test_eval(capsys, env, case):
 
 
 @pytest.fixture
-def read_only_dir(tmp_path):
-  """A read-only tmpfs (unmounted after the test), or a skip saying why it cannot be."""
-  mount = small_tmpfs(tmp_path / "ro", read_only=True)
-  try:
-    path = mount.__enter__()
-  except (subprocess.CalledProcessError, FileNotFoundError) as e:
-    pytest.skip(f"cannot mount a tmpfs here (needs root and mount): {e}")
-  yield path
-  mount.__exit__(None, None, None)
+def tmpfs(tmp_path):
+  """`tmpfs(name, size, read_only)` mounts a small tmpfs (unmounted after the test), or skips
+  saying why it cannot."""
+  with contextlib.ExitStack() as mounts:
+    def mount(name: str, size: str = "1m", read_only: bool = False) -> Path:
+      try:
+        return mounts.enter_context(small_tmpfs(tmp_path / name, size, read_only))
+      except (subprocess.CalledProcessError, FileNotFoundError) as e:
+        pytest.skip(f"cannot mount a tmpfs here (needs root and mount): {e}")
+    yield mount
 
 
-def test_read_only_out(capsys, env, read_only_dir):
-  check(capsys, _argv(env, "ro", {"out": read_only_dir / "eval"}), "eval",
+def test_read_only_out(capsys, env, tmpfs):
+  check(capsys, _argv(env, "ro", {"out": tmpfs("ro", read_only=True) / "eval"}), "eval",
         ["--out", "ro/eval", "not writable"], code=1)
+
+
+def test_full_disk_at_the_report_leaves_no_out(capsys, env, tmpfs, monkeypatch):
+  """The run succeeds, then the report does not fit: one line, exit 1, no --out left."""
+  monkeypatch.setattr("kmlm_jax.evaluation.progress.phase", lambda text: None)
+  monkeypatch.setattr("kmlm_jax.evaluation.progress.bar",
+                      lambda *a, **k: progress_bar(*a, **{**k, "disable": True}))
+  ckpt = tiny_run.checkpoint(env.tmp / "full" / "model")
+  out = tmpfs("full", size="8k") / "eval"
+  check(capsys, _argv(env, "full", {"ckpt": ckpt, "out": out}), "eval",
+        ["--out", "full/eval", "cannot be written", "No space left"], code=1)
+  assert not out.exists()

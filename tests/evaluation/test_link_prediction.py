@@ -79,3 +79,20 @@ def test_prixlm_queries_reject_unknown_relations_and_bad_rows(tmp_path):
   (lp_dir / "en.entities.tsv").write_text("France\ten\nFrance\ten\n")
   with pytest.raises(LinkPredictionInputError, match="duplicate names"):
     prixlm_ranks(None, vocab, tmp_path, "en")
+
+
+def test_lp_files_are_stripped_of_whitespace_and_a_bom(tmp_path):
+  """A trailing space after a head, spaces around tabs, a UTF-8 BOM, CRLF line ends and
+  blank lines read as the clean file does (no name gains a space or a BOM)."""
+  from kmlm_jax.evaluation.lp_eval import read_split
+  from tests.evaluation import tiny_run
+  clean = read_split(tiny_run.corpus(tmp_path / "clean"), "en")
+  messy = tiny_run.corpus(tmp_path / "messy", lp={
+      "entities": "\ufeff" + tiny_run.LP_ENTITIES.replace("\t", " \t "),
+      "test": "\ufeffFrance \tcapital\tParis\ten\r\n\r\nGermany\t capital\tBerlin \ten\r\n",
+      "filter": tiny_run.LP_TEST.replace("\n", " \n")})
+  got = read_split(messy, "en")
+  assert got.entities == clean.entities == ["France", "Paris", "Berlin", "Germany"]
+  assert [q[:3] for q in got.queries] == [q[:3] for q in clean.queries]
+  assert [q[3] for q in got.queries] == [1, 3]  # file lines, blank line counted
+  assert got.true_tails == clean.true_tails

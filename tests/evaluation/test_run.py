@@ -172,3 +172,12 @@ def test_ner_and_relx_runs_on_reader_fixtures():
   out = cl.run_relx(model_fn, Vocab(), en_relx, en_relx, {"de": de}, relations, config,
                     jax.devices()[:1])
   assert 0 <= out["score"]["de"] <= 1
+
+
+def test_eval_help_lists_the_real_tasks(capsys):
+  from kmlm_jax.cli import main
+  from kmlm_jax.evaluation.run import TASKS
+  with pytest.raises(SystemExit):
+    main(["eval", "--help"])
+  help_text = " ".join(capsys.readouterr().out.split())
+  assert f"comma-separated subset of {','.join(TASKS)}" in help_text
