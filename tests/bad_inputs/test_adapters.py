@@ -1,4 +1,4 @@
-"""`kmlm-jax adapters` bad inputs beyond tests/test_cli_errors.py: numbers out of range in
+"""`kmlm-jax adapters` bad inputs beyond tests/bad_inputs/test_cli.py: numbers out of range in
 the config (checked before anything is built), a tokenizer larger than the model, sequences
 beyond its positions, init_from faults, adapters trained on another architecture, garbled
 T-REx and alignment files. Each ends in one line naming the key or the file (and line),

@@ -1,4 +1,4 @@
-"""`kmlm-jax eval` bad inputs beyond tests/test_cli_errors.py: config values out of range,
+"""`kmlm-jax eval` bad inputs beyond tests/bad_inputs/test_cli.py: config values out of range,
 a model/tokenizer mismatch, inputs that do not fit the model's positions, malformed or empty
 link-prediction splits, an --out that cannot be written. Each ends in one line naming the
 file (and line) or key, exit 2 (1 for an unwritable --out), before any model is loaded,

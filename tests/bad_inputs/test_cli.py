@@ -1,4 +1,4 @@
-"""Every user mistake through `kmlm-jax` ends in one stderr line and a documented exit code.
+"""Bad inputs through every `kmlm-jax` subcommand (the first cases of the suite).
 
 Each case calls `kmlm_jax.cli.main` in-process with one bad input and checks:
 the return code (2: bad input), stderr is exactly one line
@@ -18,6 +18,7 @@ import pytest
 
 from kmlm_jax.cli import main
 from kmlm_jax.config import preset
+from tests.bad_inputs import check
 
 TINY = preset("tiny", vocab_size=64, hidden_size=8, num_heads=2, intermediate_size=16,
               num_layers=1, max_position_embeddings=16)
@@ -128,19 +129,6 @@ def env(tmp_path_factory):
 
   e.eval_cfg = eval_cfg
   return e
-
-
-def check(capsys, argv, command, needles, code=2):
-  rc = main([str(a) for a in argv])
-  out, err = capsys.readouterr()
-  assert "Traceback" not in out + err
-  assert rc == code, err
-  lines = err.splitlines()
-  assert len(lines) == 1, err
-  assert lines[0].startswith(f"kmlm-jax {command}: error: "), lines[0]
-  for needle in needles:
-    assert str(needle) in lines[0], (needle, lines[0])
-  return lines[0]
 
 
 # ---------------------------------------------------------------- eval
