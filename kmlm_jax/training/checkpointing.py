@@ -332,8 +332,9 @@ def _sync(name: str) -> None:
 def _quiet_orbax_failures() -> None:
   """Keeps Orbax's own reports of a failed save off the console: `Checkpointer` raises
   the failure as one `WriteError`. Drops Orbax's ERROR log records (with tracebacks,
-  also from its background threads) and the "Event loop is closed" errors of writes
-  still completing after a failed asynchronous save. Installed once per process."""
+  also from its background threads), asyncio's "Task exception was never retrieved" of
+  Orbax's writes and the "Event loop is closed" errors of writes still completing after
+  a failed save. Installed once per process."""
   global _quiet_installed
   if _quiet_installed:
     return
@@ -341,6 +342,8 @@ def _quiet_orbax_failures() -> None:
   orbax_dir = f"{os.sep}orbax{os.sep}"
   logging.getLogger("absl").addFilter(
       lambda r: r.levelno < logging.ERROR or orbax_dir not in (r.pathname or ""))
+  logging.getLogger("asyncio").addFilter(
+      lambda r: r.levelno < logging.ERROR or orbax_dir not in r.getMessage())
   previous = sys.unraisablehook
 
   def hook(unraisable) -> None:

@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -144,6 +145,16 @@ def test_too_little_space_is_a_write_error_before_saving(tmp_path, monkeypatch):
     c.save(2, _state(), {"step": 2})
   c.close()
   assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]
+
+
+def test_orbax_failure_reports_are_dropped_and_others_kept(tmp_path, caplog):
+  ck.Checkpointer(tmp_path / "c").close()
+  with caplog.at_level("ERROR"):
+    logging.getLogger("asyncio").error(
+        "Task exception was never retrieved\nfuture: <Task finished coro=<write_fragment() "
+        "done, defined at /venv/orbax/checkpoint/serialization.py:188>>")
+    logging.getLogger("asyncio").error("another asyncio error")
+  assert "never retrieved" not in caplog.text and "another asyncio error" in caplog.text
 
 
 FULL_DISK = """
