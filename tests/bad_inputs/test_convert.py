@@ -7,10 +7,8 @@ cases a checkpoint converted from it.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ import pytest
 from kmlm_jax import fileio
 from kmlm_jax.convert import commands
 from kmlm_jax.errors import WriteError
-from tests.bad_inputs import check, small_tmpfs
+from tests.bad_inputs import check
 
 INDEX = "model.safetensors.index.json"
 
@@ -41,18 +39,6 @@ def ckpt(tmp_path_factory, hf_dirs):
 def hf(hf_dirs, tmp_path):
   """A copy of the tiny transformers directory, to damage."""
   return Path(shutil.copytree(hf_dirs("xlmr", "tiny"), tmp_path / "hf"))
-
-
-@pytest.fixture
-def tmpfs(tmp_path):
-  """Mounts a `small_tmpfs` (unmounted after the test), or skips saying why it cannot."""
-  with contextlib.ExitStack() as mounts:
-    def mount(name: str, size: str = "1m", read_only: bool = False) -> Path:
-      try:
-        return mounts.enter_context(small_tmpfs(tmp_path / name, size, read_only))
-      except (subprocess.CalledProcessError, FileNotFoundError) as e:
-        pytest.skip(f"cannot mount a tmpfs here (needs root and mount): {e}")
-    yield mount
 
 
 def _edit_config(hf: Path, **fields) -> None:

@@ -6,15 +6,12 @@ and leaves no --out behind."""
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
 import types
-from pathlib import Path
 
 import pytest
 
 from kmlm_jax.evaluation.progress import bar as progress_bar
-from tests.bad_inputs import check, small_tmpfs
+from tests.bad_inputs import check
 from tests.evaluation import tiny_run
 
 
@@ -119,19 +116,6 @@ def test_eval(capsys, env, case):
   check(capsys, _argv(env, case, fields), "eval", needles)
   assert not (env.tmp / f"out_{case}").exists()  # nothing written
   assert env.a_file.read_text() == "keep"
-
-
-@pytest.fixture
-def tmpfs(tmp_path):
-  """`tmpfs(name, size, read_only)` mounts a small tmpfs (unmounted after the test), or skips
-  saying why it cannot."""
-  with contextlib.ExitStack() as mounts:
-    def mount(name: str, size: str = "1m", read_only: bool = False) -> Path:
-      try:
-        return mounts.enter_context(small_tmpfs(tmp_path / name, size, read_only))
-      except (subprocess.CalledProcessError, FileNotFoundError) as e:
-        pytest.skip(f"cannot mount a tmpfs here (needs root and mount): {e}")
-    yield mount
 
 
 def test_read_only_out(capsys, env, tmpfs):

@@ -3,10 +3,8 @@ field or flag, the documented exit code, no traceback, nothing half-written in -
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from kmlm_jax.errors import WriteError
 from kmlm_jax.kg import build, wikidata
 from kmlm_jax.kg.graph import KnowledgeGraph
 from kmlm_jax.kg.triples_tsv import read_triples_tsv
-from tests.bad_inputs import check, small_tmpfs
+from tests.bad_inputs import check
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "wikidata" / "small_dump.json"
 
@@ -52,18 +50,6 @@ def kg_build(source: list, out: Path, *extra) -> list:
 def assert_nothing_left(out: Path) -> None:
   assert not out.exists()
   assert not list(out.parent.glob(f".{out.name}.tmp-*"))
-
-
-@pytest.fixture
-def tmpfs(tmp_path):
-  """Mounts a `small_tmpfs` (unmounted after the test), or skips saying why it cannot."""
-  with contextlib.ExitStack() as mounts:
-    def mount(name: str, size: str = "1m", read_only: bool = False) -> Path:
-      try:
-        return mounts.enter_context(small_tmpfs(tmp_path / name, size, read_only))
-      except (subprocess.CalledProcessError, FileNotFoundError) as e:
-        pytest.skip(f"cannot mount a tmpfs here (needs root and mount): {e}")
-    yield mount
 
 
 # ----------------------------------------------------------------- 1. nested JSON
