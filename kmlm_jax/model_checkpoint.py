@@ -22,6 +22,7 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 from flax import nnx, traverse_util
 
 from kmlm_jax.config import ModelConfig
@@ -98,7 +99,6 @@ def copy_tokenizer_files(source: Path, target: Path) -> list[str]:
 def _local_checkpointer():
   """An Orbax checkpointer for host-local numpy trees that this process reads or
   writes alone (in a multi-host job, only process 0 exports the model)."""
-  import orbax.checkpoint as ocp
   me = jax.process_index()
   return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
       primary_host=me, active_processes={me}))
@@ -110,7 +110,6 @@ def save_model_checkpoint(path: Path | str, config: ModelConfig, params: Mapping
   """Writes a model checkpoint (nested `params`) atomically (temporary directory, then
   rename). model_config.json holds the architecture only: the run settings (dtype,
   remat, scan_layers, dropout) belong to whoever loads it."""
-  import orbax.checkpoint as ocp
   path = Path(path).absolute()
   with atomic_directory(path, overwrite=overwrite, error=CheckpointError) as tmp:
     (tmp / "model_config.json").write_text(json.dumps(
@@ -206,7 +205,6 @@ def read_model_config(path: Path | str) -> tuple[ModelConfig, dict]:
 
 def load_model_checkpoint(path: Path | str) -> tuple[ModelConfig, dict, dict]:
   """Returns (config, nested numpy params, metadata)."""
-  import orbax.checkpoint as ocp
   path = Path(path).absolute()
   config, metadata = read_model_config(path)
   try:

@@ -200,5 +200,5 @@ def table_markdown(results: dict) -> str:
         cells = [f"{100 * v:.1f}" for v in values] + [f"{100 * np.nanmean(values):.1f}"]
         lines.append(f"| {metric} | {mode} | " + " | ".join(cells) + " |")
     counts = [str(next(iter(by_mode.values()))[l]["count"]) for l in langs]
-    lines += [f"| queries | | " + " | ".join(counts) + " | |", ""]
+    lines += ["| queries | | " + " | ".join(counts) + " | |", ""]
   return "\n".join(lines).rstrip()
