@@ -34,6 +34,7 @@ import os
 import re
 import shutil
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -331,19 +332,17 @@ def _sync(name: str) -> None:
 
 def _quiet_orbax_failures() -> None:
   """Keeps Orbax's own reports of a failed save off the console: `Checkpointer` raises
-  the failure as one `WriteError`. Drops Orbax's ERROR log records (with tracebacks,
-  also from its background threads), asyncio's "Task exception was never retrieved" of
-  Orbax's writes and the "Event loop is closed" errors of writes still completing after
-  a failed save. Installed once per process."""
+  the failure as one `WriteError`. Drops the ERROR log records of Orbax (absl, with
+  tracebacks, also from its background threads) and asyncio's "... exception was never
+  retrieved" of Orbax's writes, and the "Event loop is closed" errors of writes still
+  completing after a failed save. Installed once per process."""
   global _quiet_installed
   if _quiet_installed:
     return
   _quiet_installed = True
-  orbax_dir = f"{os.sep}orbax{os.sep}"
-  logging.getLogger("absl").addFilter(
-      lambda r: r.levelno < logging.ERROR or orbax_dir not in (r.pathname or ""))
-  logging.getLogger("asyncio").addFilter(
-      lambda r: r.levelno < logging.ERROR or orbax_dir not in r.getMessage())
+  for name in ("absl", "asyncio"):
+    logging.getLogger(name).addFilter(
+        lambda r: r.levelno < logging.ERROR or not _from_orbax(r))
   previous = sys.unraisablehook
 
   def hook(unraisable) -> None:
@@ -352,6 +351,15 @@ def _quiet_orbax_failures() -> None:
       previous(unraisable)
 
   sys.unraisablehook = hook
+
+
+def _from_orbax(record: logging.LogRecord) -> bool:
+  """Whether a log record is Orbax's: logged from its code, naming it, or carrying an
+  exception raised through it."""
+  orbax = f"{os.sep}orbax{os.sep}"
+  error = record.exc_info[1] if record.exc_info else None
+  files = [f.filename for f in traceback.extract_tb(error.__traceback__)] if error else []
+  return any(orbax in text for text in [record.pathname or "", record.getMessage(), *files])
 
 
 _quiet_installed = False
