@@ -180,7 +180,8 @@ def _train(args) -> int:
   config = load_config(args.config, args.overrides)  # every field in range
   distributed.maybe_initialize(force=args.distributed)
   preflight(config)  # paths, input, tokenizer, mesh and batch: before models and compiles
-  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+  logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", force=True)
+  logging.getLogger("kmlm_jax").setLevel(logging.INFO)  # absl configured the root already
   summary = train(config, args.workdir or f"workdir/{config.name}", resume=args.resume,
                   allow_schedule_change=args.allow_schedule_change)
   last = summary["history"][-1] if summary["history"] else {}
@@ -209,7 +210,8 @@ def _adapters(args) -> int:
 
   from kmlm_jax.adapters.config import load_adapter_config
   config = load_adapter_config(args.config, args.overrides)
-  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+  logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", force=True)
+  logging.getLogger("kmlm_jax").setLevel(logging.INFO)  # absl configured the root already
   workdir = args.workdir or f"workdir/{config.name}"
   if args.adapters_command == "train":
     from kmlm_jax.adapters.train import train
