@@ -23,6 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from kmlm_jax.training import checkpointing
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = '''
 from kmlm_jax.config import *
@@ -74,8 +76,8 @@ def main() -> None:
     meta = json.loads(meta_path.read_text())
     block = int(position * spec.rows_per_shard / rows_per_block)
     meta["input"]["blocks"] = [[block, 0]] * spec.num_shards
-    meta_path.write_text(json.dumps(meta))
-    summary = _train(config, run, "--resume", "train.steps=2")
+    checkpointing.replace_meta(meta_path.parents[1], meta)  # keeps the meta checksum right
+    summary = _train(config, run, "--resume", "--allow-schedule-change", "train.steps=2")
     seconds[position] = summary["seconds_to_first_step"]
     print(f"| {position:,} | {block:,} | {seconds[position]:.1f} |", flush=True)
   shutil.rmtree(work, ignore_errors=True)
