@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import traceback
 from pathlib import Path
@@ -171,17 +172,26 @@ def _kg(args) -> int:
   return 0
 
 
-def _train(args) -> int:
-  import logging
+def _show_info_lines() -> None:
+  """kmlm_jax's INFO lines (resumed from step N, compiling) on stderr as "LEVEL name:
+  message". A library imported before has put a plain stderr handler on the root logger:
+  it gets the format; other handlers (a test's log capture) stay as they are."""
+  form = logging.Formatter("%(levelname)s %(name)s: %(message)s")
+  logging.basicConfig()
+  for handler in logging.getLogger().handlers:
+    if type(handler) is logging.StreamHandler:
+      handler.setFormatter(form)
+  logging.getLogger("kmlm_jax").setLevel(logging.INFO)
 
+
+def _train(args) -> int:
   from kmlm_jax import distributed
   from kmlm_jax.experiment import load_config, preflight
   from kmlm_jax.training.loop import train
   config = load_config(args.config, args.overrides)  # every field in range
   distributed.maybe_initialize(force=args.distributed)
   preflight(config)  # paths, input, tokenizer, mesh and batch: before models and compiles
-  logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", force=True)
-  logging.getLogger("kmlm_jax").setLevel(logging.INFO)  # absl configured the root already
+  _show_info_lines()
   summary = train(config, args.workdir or f"workdir/{config.name}", resume=args.resume,
                   allow_schedule_change=args.allow_schedule_change)
   last = summary["history"][-1] if summary["history"] else {}
@@ -206,12 +216,9 @@ def _eval(args) -> int:
 
 
 def _adapters(args) -> int:
-  import logging
-
   from kmlm_jax.adapters.config import load_adapter_config
   config = load_adapter_config(args.config, args.overrides)
-  logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", force=True)
-  logging.getLogger("kmlm_jax").setLevel(logging.INFO)  # absl configured the root already
+  _show_info_lines()
   workdir = args.workdir or f"workdir/{config.name}"
   if args.adapters_command == "train":
     from kmlm_jax.adapters.train import train

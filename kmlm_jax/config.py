@@ -21,6 +21,7 @@ from typing import Literal
 from kmlm_jax.errors import InputError
 
 Flavour = Literal["xlmr", "bert"]
+REMAT_POLICIES = ("none", "minimal", "full", "save_out_proj")
 # Shortest row the input pipeline packs (`<s>`, a few tokens, `</s>`, room to pack).
 MIN_SEQ_LENGTH = 16
 
@@ -146,8 +147,11 @@ class ModelConfig:
   use_mlm_head: bool = True
   # Compute dtype of matmuls and activations; parameters always stay fp32.
   dtype: str = _field("float32", choices=("float32", "bfloat16"))
-  # Recompute each layer's activations in the backward pass.
-  remat: bool = False
+  # What each layer keeps for the backward pass (MaxText's `remat_policy` names): "none"
+  # keeps every activation; "full" recomputes the layer; "minimal" keeps the matmul
+  # outputs without a batch dimension (`checkpoint_dots_with_no_batch_dims`);
+  # "save_out_proj" keeps only the attention output projection.
+  remat_policy: str = _field("none", choices=REMAT_POLICIES)
   # Run the layers as one `lax.scan` (compile time independent of depth);
   # False unrolls them: a faster step for shallow models, slower compiles.
   scan_layers: bool = True
@@ -195,7 +199,8 @@ class ModelConfig:
 
 
 # How a run computes, not what a checkpoint is: any checkpoint accepts any of these.
-RUN_SETTINGS = ("dropout_rate", "attention_dropout_rate", "dtype", "remat", "scan_layers")
+RUN_SETTINGS = ("dropout_rate", "attention_dropout_rate", "dtype", "remat_policy",
+                "scan_layers")
 
 _XLMR = dict(flavour="xlmr", vocab_size=250002, max_position_embeddings=514,
              type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5)
@@ -311,6 +316,8 @@ class OptimizerConfig:
   adam_eps: float = 1e-8
   grad_clip_norm: float = 1.0
   schedule: Literal["linear", "constant"] = "linear"
+  opt_type: Literal["adamw", "adafactor"] = "adamw"
+  mu_dtype: Literal["float32", "bfloat16"] = "float32"  # dtype of Adam's first moment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -333,14 +340,36 @@ class TrainConfig:
   keep_checkpoints: int = _field(3, low=1)
   async_checkpointing: bool = True
   log_every: int = _field(10, low=1)
-  eval_every: int = _field(0, low=0)  # 0: no periodic evaluation
+  # Validation every `eval_every` steps (0: none): MLM loss and accuracy per stream on
+  # `eval_batches` batches of the held-out split, and the knowledge metrics on the first
+  # `eval_knowledge_examples` items of each evaluation set (0: none).
+  eval_every: int = _field(0, low=0)
   eval_batches: int = _field(4, low=1)
+  eval_knowledge_examples: int = _field(64, low=0)
+  # Keep the checkpoint with the best value of this validation metric (e.g.
+  # "validation/mlm/loss"; names ending in "loss" are minimised, others maximised) besides
+  # the newest `keep_checkpoints`; none: keep only the newest.
+  keep_best: str | None = None
+  # Stop after this many validations without a better `keep_best` metric (0: never).
+  early_stop_patience: int = _field(0, low=0)
+  # What WORKDIR/model holds at the end: the "last" parameters, or the "best" checkpoint's.
+  export: str = _field("last", choices=("last", "best"))
+  # Adam ("adamw", KMLM A.1) or Adafactor; `mu_dtype` stores Adam's first moment in bf16.
+  opt_type: str = _field("adamw", choices=("adamw", "adafactor"))
+  mu_dtype: str = _field("float32", choices=("float32", "bfloat16"))
+  # Profile steps A..B-1 with `jax.profiler` into WORKDIR/profile (empty: no profile).
+  profile_steps: tuple[int, ...] = ()
+  # Persistent XLA compilation cache (`jax_compilation_cache_dir`); none: no cache.
+  jax_cache_dir: str | None = None
+  # Weights & Biases project besides TensorBoard (`pip install kmlm-jax[wandb]`).
+  wandb_project: str | None = None
   # Peak FLOP/s of one device for MFU; 0: look it up from the device kind.
   peak_flops_per_device: float = _field(0.0, low=0)
 
   def optimizer(self) -> OptimizerConfig:
     return OptimizerConfig(self.learning_rate, self.steps, self.warmup_steps, self.weight_decay,
-                           self.adam_b1, self.adam_b2, self.adam_eps, self.grad_clip_norm)
+                           self.adam_b1, self.adam_b2, self.adam_eps, self.grad_clip_norm,
+                           opt_type=self.opt_type, mu_dtype=self.mu_dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -380,6 +409,18 @@ class ExperimentConfig:
         raise InputError(f"{key}: {parts} does not divide data.batch_size={data.batch_size}; "
                          f"expected one of {_divisors(data.batch_size)}"
                          + (" or 0 (automatic)" if key == "data.input_shards" else ""))
+    if train.profile_steps and (len(train.profile_steps) != 2
+                                or not 1 <= train.profile_steps[0] < train.profile_steps[1]):
+      raise InputError(f"train.profile_steps: {train.profile_steps} is not allowed; expected "
+                       "two steps A,B with 1 <= A < B (profiles steps A..B-1), or empty")
+    for key, asks in (("train.early_stop_patience", train.early_stop_patience > 0),
+                      ("train.export", train.export == "best")):
+      if asks and not train.keep_best:
+        raise InputError(f"{key}: needs train.keep_best=METRIC (the validation metric "
+                         "that decides which checkpoint is best)")
+    if train.keep_best and not train.eval_every:
+      raise InputError("train.keep_best: needs train.eval_every > 0 (validation computes "
+                       "the metric)")
     check_mesh_shape(self.mesh)
     return self
 
@@ -421,13 +462,20 @@ def _set(obj, path, raw, key):
     raise InputError(f"config key {key!r}: none is not allowed; expected "
                      f"{expected_value(obj, name)}")
   else:
-    value = _parse(raw, current, key)
+    value = _parse(raw, current, key, _hints(type(obj))[name])
   return dataclasses.replace(obj, **{name: value})
 
 
-def _parse(raw: str, current, key: str):
+def _parse(raw: str, current, key: str, hint=None):
   if raw.lower() == "none":
     return None
+  if typing.get_origin(hint) is tuple and not current:  # an empty default: its type says
+    kind = typing.get_args(hint)[0]
+    try:
+      return tuple(kind(v) for v in raw.split(",") if v.strip())
+    except ValueError:
+      raise InputError(f"config key {key!r}: cannot parse {raw!r} as comma-separated "
+                       f"{kind.__name__} values") from None
   try:
     if isinstance(current, bool):
       if raw.lower() not in ("true", "false", "1", "0"):

@@ -160,7 +160,7 @@ class TransformerLayers(nnx.Module):
           None if adapter_fn is None else lambda h: adapter_fn(h, ap))
       return x, None
 
-    if c.remat:
+    if c.remat_policy != "none":  # TODO(remat policies)
       layer = jax.checkpoint(layer, policy=jax.checkpoint_policies.nothing_saveable)
     x, _ = jax.lax.scan(layer, x, (self.params(), jnp.arange(c.num_layers), adapter_params),
                         unroll=not c.scan_layers)

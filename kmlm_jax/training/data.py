@@ -199,3 +199,19 @@ def make_batches(config: DataConfig, vocab_size: int, process_index: int, proces
   spec = spec or prepare_input(config, build=process_index == 0)
   return CacheBatches(spec, process_index, process_count, state, config.workers)
 
+
+
+def make_validation_batches(config: DataConfig, vocab_size: int, process_index: int,
+                            process_count: int, num_batches: int) -> list[dict]:
+  """`num_batches` host batches of this process for validation: the same at every call, in
+  the training batches' keys and shapes.
+
+  For now: fixed batches (seed + 1) of the training mixture (not yet held-out data).
+  """
+  import dataclasses
+  it = make_batches(dataclasses.replace(config, seed=config.seed + 1), vocab_size,
+                    process_index, process_count)
+  try:
+    return [next(it) for _ in range(num_batches)]
+  finally:
+    it.close()

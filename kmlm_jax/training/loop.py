@@ -349,15 +349,15 @@ def _open_batches(config: ExperimentConfig, input_state: dict | None, batch_sour
 
 def _periodic_eval(trainer, config, state, writer, step) -> None:
   """MLM loss and accuracy per loss term on fixed batches (seed + 1) of the training mixture."""
-  it = data_lib.make_batches(dataclasses.replace(config.data, seed=config.data.seed + 1),
-                            config.model.vocab_size, jax.process_index(), jax.process_count())
+  batches = data_lib.make_validation_batches(config.data, config.model.vocab_size,
+                                             jax.process_index(), jax.process_count(),
+                                             config.train.eval_batches)
   totals = np.zeros((2, len(TERM_NAMES)))
   counts = np.zeros(len(TERM_NAMES))
-  for _ in range(config.train.eval_batches):
-    m = jax.device_get(trainer.evaluate(state.params, next(it)))
+  for batch in batches:
+    m = jax.device_get(trainer.evaluate(state.params, batch))
     totals += np.stack([m["term_loss"], m["term_accuracy"]]) * m["count"]
     counts += m["count"]
-  it.close()
   if writer is not None:
     for i, name in enumerate(TERM_NAMES):
       if counts[i]:

@@ -236,7 +236,7 @@ def _first_loss(config, workdir):
 
 
 @pytest.mark.parametrize("setting,tolerance", [("model.scan_layers=false", 1e-5),
-                                               ("model.remat=true", 1e-5),
+                                               ("model.remat_policy=full", 1e-5),
                                                ("model.dtype=bfloat16", 3e-2)])
 @pytest.mark.slow
 def test_init_from_accepts_any_run_setting(tmp_path, tiny_checkpoint, setting, tolerance):
