@@ -7,7 +7,10 @@ Layout of a model checkpoint directory:
   CKPT/tokenizer/          tokenizer files, when the source had them
 
 Training checkpoints (optimizer, step, data position) build on this layout
-in `kmlm_jax.training`.
+in `kmlm_jax.training`. `read_model_config`, `load_model_checkpoint` and
+`tokenizer_dir_of` also read a training checkpoint as a model checkpoint:
+WORKDIR/checkpoints/STEP, or WORKDIR for its newest step (`kmlm_jax.training.export`),
+so `convert --from`, `eval --ckpt` and `init_from` accept all three forms.
 """
 
 from __future__ import annotations
@@ -178,9 +181,39 @@ def _check_fields(model: dict, config_file: Path) -> None:
       raise CheckpointError(f"{config_file}: field 'model.{name}': {problem}")
 
 
+def _training(path: Path | str):
+  """The `export.TrainingCheckpoint` that `path` names, or None (a model checkpoint)."""
+  from kmlm_jax.training import export
+  return export.locate(path)
+
+
+def parse_model_config(model: dict, config_file: Path) -> ModelConfig:
+  """The ModelConfig of the JSON object `model` read from `config_file`; `CheckpointError`
+  names the file (and field) of an invalid one."""
+  _check_fields(model, config_file)
+  try:
+    config = ModelConfig(**model)
+  except (TypeError, ValueError) as e:
+    raise CheckpointError(f"{config_file}: invalid model config ({e})") from None
+  if config_problem(config):
+    raise CheckpointError(f"{config_file}: invalid model config ({config_problem(config)})")
+  return config
+
+
+def model_config_file(path: Path | str) -> Path:
+  """The file that holds the architecture of checkpoint `path` (for messages):
+  CKPT/model_config.json, or a training checkpoint's STEP/meta/metadata."""
+  training = _training(path)
+  return training.meta_file if training else Path(path) / "model_config.json"
+
+
 def read_model_config(path: Path | str) -> tuple[ModelConfig, dict]:
-  """(model config, metadata) of CKPT/model_config.json; `CheckpointError` names the file
-  (and field) of a missing, unparsable or invalid config."""
+  """(model config, metadata) of CKPT/model_config.json or of a training checkpoint's meta;
+  `CheckpointError` names the file (and field) of a missing, unparsable or invalid config."""
+  training = _training(path)
+  if training is not None:
+    from kmlm_jax.training import export
+    return export.read_config(training)
   path = Path(path)
   config_file = path / "model_config.json"
   if not path.is_dir():
@@ -193,18 +226,16 @@ def read_model_config(path: Path | str) -> tuple[ModelConfig, dict]:
   metadata = raw.get("metadata") or {}
   if not isinstance(metadata, dict):
     raise CheckpointError(f"{config_file}: field 'metadata': expected an object")
-  _check_fields(raw["model"], config_file)
-  try:
-    config = ModelConfig(**raw["model"])
-  except (TypeError, ValueError) as e:
-    raise CheckpointError(f"{config_file}: invalid model config ({e})") from None
-  if config_problem(config):
-    raise CheckpointError(f"{config_file}: invalid model config ({config_problem(config)})")
-  return config, metadata
+  return parse_model_config(raw["model"], config_file), metadata
 
 
 def load_model_checkpoint(path: Path | str) -> tuple[ModelConfig, dict, dict]:
-  """Returns (config, nested numpy params, metadata)."""
+  """Returns (config, nested numpy params, metadata) of a model checkpoint, or of a
+  training checkpoint (its parameters only, verified against their checksums)."""
+  training = _training(path)
+  if training is not None:
+    from kmlm_jax.training import export
+    return export.load(training)
   path = Path(path).absolute()
   config, metadata = read_model_config(path)
   try:
@@ -216,5 +247,11 @@ def load_model_checkpoint(path: Path | str) -> tuple[ModelConfig, dict, dict]:
 
 
 def tokenizer_dir_of(path: Path | str) -> Path | None:
+  """CKPT/tokenizer, or the tokenizer folder of the run that saved a training checkpoint;
+  None when there are no tokenizer files."""
+  training = _training(path)
+  if training is not None:
+    from kmlm_jax.training import export
+    return export.tokenizer_dir(training)
   tok = Path(path) / "tokenizer"
   return tok if tok.is_dir() and any(tok.iterdir()) else None

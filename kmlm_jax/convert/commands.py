@@ -110,8 +110,9 @@ def hf_to_checkpoint(source: Path | str, target: Path | str, *, verify: bool = F
 
 def checkpoint_to_hf(source: Path | str, target: Path | str, *, verify: bool = False,
                      overwrite: bool = False) -> Report:
-  """kmlm-jax model checkpoint -> transformers MaskedLM directory. Its tokenizer (the
-  checkpoint's) says the model's true `model_max_length`."""
+  """kmlm-jax model checkpoint, or training checkpoint (WORKDIR/checkpoints/STEP, or WORKDIR
+  for its newest step: its parameters and its run's tokenizer) -> transformers MaskedLM
+  directory. Its tokenizer (the checkpoint's) says the model's true `model_max_length`."""
   source, target = Path(source), Path(target)
   _check_target(target, overwrite)
   tokenizer_dir = mc.tokenizer_dir_of(source)
@@ -120,7 +121,7 @@ def checkpoint_to_hf(source: Path | str, target: Path | str, *, verify: bool = F
   _check_space(target, mc.read_model_config(source)[0], tokenizer_dir)
   config, params, metadata = mc.load_model_checkpoint(source)
   report = Report([f"read {source}: {config.flavour} L={config.num_layers} "
-                   f"D={config.hidden_size}"])
+                   f"D={config.hidden_size}" + _training_note(metadata)])
   with fileio.atomic_directory(target, overwrite, error=hf.ConversionError) as tmp:
     report.warn_nonfinite(hf.write_hf_dir(tmp, config, params, tokenizer_dir=tokenizer_dir))
     if verify:  # with the tokenizer as exported: what a transformers user will load
@@ -132,6 +133,15 @@ def checkpoint_to_hf(source: Path | str, target: Path | str, *, verify: bool = F
     report.lines.append(f"tokenizer: {tokenizer_dir}, model_max_length={hf.max_length(config)}")
   report.lines.append(f"wrote {target}")
   return report
+
+
+def _training_note(metadata: dict) -> str:
+  """Which step a training checkpoint gave (`export.load`'s metadata), or ''."""
+  if "training_checkpoint" not in metadata:
+    return ""
+  checked = "checksums verified" if metadata.get("verified") else "no checksums: unverified"
+  return (f" (training checkpoint {metadata['training_checkpoint']}, step {metadata['step']}: "
+          f"parameters only, {checked})")
 
 
 def known_tokenizer(config) -> tuple[Path | None, str]:

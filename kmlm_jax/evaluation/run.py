@@ -1,5 +1,9 @@
 """`kmlm-jax eval`: evaluation runs over one checkpoint and an optional baseline.
 
+A checkpoint is a model checkpoint directory, a training checkpoint
+WORKDIR/checkpoints/STEP or a work directory WORKDIR (its newest step); a training
+checkpoint's tokenizer is its run's `data.vocab` (`kmlm_jax.training.export`).
+
 Tasks:
   xlr    XLR multiple choice, fine-tuned on English, tested on every language
          (several seeds; mean ± std), from `CORPUS/eval/xlr/*.jsonl`
@@ -106,11 +110,24 @@ def _vocab_path(config: EvalConfig, ckpt: Path) -> Path:
     if not Path(config.vocab).exists():
       raise ConfigError(f"vocab: {config.vocab}: no such tokenizer file or directory")
     return Path(config.vocab)
-  path = Path(ckpt) / "tokenizer" / "tokenizer.json"
-  if not path.exists():
+  from kmlm_jax import model_checkpoint as mc
+  directory = mc.tokenizer_dir_of(ckpt)  # a training checkpoint's: its run's data.vocab
+  if directory is None:
     raise ConfigError(f"{ckpt}: no tokenizer/tokenizer.json in the checkpoint; set the eval "
                       "config's vocab")
-  return path
+  # its tokenizer.json, or the folder (transformers reads vocab.txt, sentencepiece files)
+  return directory / "tokenizer.json" if (directory / "tokenizer.json").exists() else directory
+
+
+def _run_of(ckpt: Path | str) -> tuple[str, Path]:
+  """(the checkpoint's name in the report, its run's work directory, where tb/ is): a
+  model checkpoint WORKDIR/model is named WORKDIR, a training checkpoint WORKDIR@STEP."""
+  from kmlm_jax import model_checkpoint as mc
+  metadata = mc.read_model_config(ckpt)[1]
+  if "training_checkpoint" in metadata:
+    workdir = Path(metadata["training_checkpoint"]).parent.parent
+    return f"{workdir.name}@{metadata['step']}", workdir
+  return Path(ckpt).parent.name or str(ckpt), Path(ckpt).parent
 
 
 def _read_xlr(corpus: CorpusDir) -> list[dict]:
@@ -222,7 +239,7 @@ def _check_model(config: EvalConfig, ckpt: Path, tasks: Sequence[str], data: dic
   from kmlm_jax import model_checkpoint as mc
   from kmlm_jax.evaluation import lp_eval, probing
   model_config, _ = mc.read_model_config(ckpt)
-  model_file = ckpt / "model_config.json"
+  model_file = mc.model_config_file(ckpt)
   vocab_path, vocab = _load_vocab(config, ckpt)
   if vocab.vocab_size > model_config.vocab_size:
     raise ConfigError(f"{model_file}: the model has {model_config.vocab_size} token embeddings "
@@ -358,7 +375,7 @@ def run(config: EvalConfig, ckpt: Path | str, out: Path | str, *, baseline: Path
   data = read_task_data(config, tasks)  # a malformed file fails before any model is loaded
   check_models(config, ckpts, tasks, data)
   out = _check_out(Path(out))
-  runs = {Path(p).parent.name or str(p): Path(p) for p in ckpts}
+  runs = {_run_of(p)[0]: Path(p) for p in ckpts}
   progress.phase(f"evaluating {', '.join(tasks)} on {len(runs)} checkpoint(s)")
   results = {name: evaluate_checkpoint(config, path, tasks, data=data)
              for name, path in runs.items()}
@@ -382,7 +399,8 @@ def _write_report(out: Path, config: EvalConfig, tasks, runs: dict, results: dic
     tables.append(f"### {title}\n\n" + report.task_table(task, scores, langs, base_name, spread))
     report.bar_plot(out / "plots" / f"{task}.png", title, scores, langs,
                     chance={"xlr": 1 / 6, "probe_rank": 1 / 11}.get(task))
-  tb = {name: path.parent / "tb" for name, path in runs.items() if (path.parent / "tb").exists()}
+  tb = {name: _run_of(path)[1] / "tb" for name, path in runs.items()}
+  tb = {name: path for name, path in tb.items() if path.exists()}
   drawn = report.curves_plot(out / "plots" / "training_curves.png", tb) if tb else []
   (out / "results.md").write_text("\n".join(tables))
   (out / "results.json").write_text(json.dumps(
