@@ -5,7 +5,7 @@ small results are assembled on the driver, so the output equals the
 in-process path's byte for byte.
 
 - `stream_writer(beam_options)` returns a drop-in for `build.write_stream`.
-  Per stream: Create((u, unit)) -> Reshuffle -> generate each unit's samples
+  Per stream and split (corpora or validation): Create((u, unit)) -> Reshuffle -> generate each unit's samples
   (`Plan.generate`) -> one batch per (unit, shard), keyed by shard
   (u + j) mod N with sort key (u, first j) -> GroupByKey -> sort -> one
   TFRecord file per shard, named as `build.shard_paths`. Counts and the
@@ -159,14 +159,15 @@ def stream_writer(beam_options: str = ""):
   return functools.partial(write_stream, options=pipeline_options(beam_options))
 
 
-def write_stream(plan: build.Plan, stream: str, out: Path, progress: bool = False, *,
-                 options: PipelineOptions) -> dict:
-  """Writes one stream's shards and preview with Beam; returns its manifest entry."""
+def write_stream(plan: build.Plan, stream: str, out: Path, progress: bool = False,
+                 split: str = build.TRAIN, *, options: PipelineOptions) -> dict:
+  """Writes one stream's shards of one split and its preview with Beam; returns its
+  manifest entry."""
   del progress  # Beam runners report their own
   out, n = Path(out), plan.options.num_shards
-  paths = build.shard_paths(stream, n)
-  (out / "corpora" / stream).mkdir(parents=True)
-  units = list(enumerate(plan.units(stream)))
+  paths = build.shard_paths(stream, n, split)
+  (out / paths[0]).parent.mkdir(parents=True)
+  units = list(enumerate(plan.units(stream, split)))
   with _Staging(options) as staging:
     plan_path = staging.share("plan.pkl", plan)
     shard_root = staging.path("out") if staging.remote else str(out)
@@ -188,7 +189,7 @@ def write_stream(plan: build.Plan, stream: str, out: Path, progress: bool = Fals
     with FileSystems.open(summary_path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
       summary = json.loads(f.read().decode("utf-8"))
   return build.finish_stream(out, stream, paths, summary["preview"], summary["by_lang"],
-                             summary["by_cycle"], summary["not_generated"])
+                             summary["by_cycle"], summary["not_generated"], split)
 
 
 class _GenerateUnit(beam.DoFn):

@@ -5,20 +5,31 @@ a failed build leaves nothing behind; an output that cannot be written, e.g.
 a full disk, is a `WriteError` naming it):
 
   manifest.json        counts per stream and language, read/skip counts,
-                       held-out counts, options, files
+                       held-out counts, validation counts, options, files
   graph.npz            the KnowledgeGraph (`KnowledgeGraph.load`)
   corpora/STREAM/STREAM-00000-of-0000N.tfrecord
                        serialized tf.train.Example records (`records.py`);
-                       streams: code_switched, parallel, reasoning
-  preview/STREAM.jsonl the first samples of each stream, with their text
+                       streams: code_switched, parallel, reasoning, triple, link
+  validation/STREAM/STREAM-00000-of-0000N.tfrecord
+                       the validation split of each stream, same format; it
+                       never enters the corpora (see below)
+  preview/STREAM.jsonl, preview/validation/STREAM.jsonl
+                       the first samples of each stream, with their text
   eval/lp/LANG.{test,filter,entities}.tsv    Prix-LM format
   eval/lp/{test,train}_rows.npy             triple rows of graph.npz (KG-embedding baselines)
   eval/probes.jsonl, eval/xlr/SPLIT.jsonl, eval/alignment/LANG.SPLIT.jsonl
 
-Work is cut into units (a chunk of triples or of cycles) that can each be
-generated alone; sample j of unit u goes to shard (u + j) mod N and shards
-keep (u, j) order. The Beam pipeline (`beam_pipeline.py`) runs the same
-units on workers and writes byte-identical shards.
+Validation split (`evalsets.EvalOptions.validation_fraction` of the entity
+pairs, chosen after the evaluation sets): code_switched, parallel and triple
+samples of the triples on validation pairs; reasoning samples of the cycles
+with an edge on one (and none on an evaluation pair, not XLR cycles); link
+samples of the entity-alignment dev pairs (already out of the link stream).
+Their samples are generated exactly as the corpora's, from the same options.
+
+Work is cut into units (a chunk of triples or of cycles, of one split) that
+can each be generated alone; sample j of unit u goes to shard (u + j) mod N
+and shards keep (u, j) order. The Beam pipeline (`beam_pipeline.py`) runs
+the same units on workers and writes byte-identical shards.
 """
 
 from __future__ import annotations
@@ -44,6 +55,9 @@ from kmlm_jax.kg.samples import (KIND_CODE_SWITCHED, KIND_LINK, KIND_PARALLEL, K
 
 # KMLM's three streams, then Prix-LM's two.
 STREAMS = (KIND_CODE_SWITCHED, KIND_PARALLEL, KIND_REASONING, KIND_TRIPLE, KIND_LINK)
+# The splits of every stream: the corpora (pretraining) and the validation split.
+TRAIN, VALIDATION = "train", "validation"
+SPLIT_DIRS = {TRAIN: "corpora", VALIDATION: "validation"}
 FORMAT = "kmlm-jax-corpora-1"
 _SENTENCE_CHUNKS = {KIND_CODE_SWITCHED: sentences.code_switched_chunk,
                     KIND_PARALLEL: sentences.parallel_chunk, KIND_TRIPLE: sentences.triples_chunk}
@@ -65,7 +79,11 @@ class BuildOptions:
 
 @dataclasses.dataclass
 class Plan:
-  """Everything a unit of work needs; built once, shared by all units."""
+  """Everything a unit of work needs; built once, shared by all units.
+
+  keep_* / validation_*: [M] triples, [C3] triangles, [C4] diamonds in the
+  corpora / in the validation split (disjoint).
+  """
 
   graph: KnowledgeGraph
   options: BuildOptions
@@ -76,36 +94,82 @@ class Plan:
   keep_diamonds: np.ndarray
   alignment: dict  # lang -> split -> [(id, en label, l' label)]
   alignment_held: dict  # lang -> sorted entity ids of the alignment dev and test pairs
+  validation_triples: np.ndarray
+  validation_triangles: np.ndarray
+  validation_diamonds: np.ndarray
+  validation_links: dict  # lang -> sorted entity ids of the alignment dev pairs
 
   def reasoning_langs(self) -> tuple[str, ...]:
     return self.options.reasoning_langs or self.graph.languages
 
-  def units(self, stream: str) -> list[tuple]:
+  def units(self, stream: str, split: str = TRAIN) -> list[tuple]:
+    """(split, stream, ...) units of one stream's split, in output order."""
     if stream in _SENTENCE_CHUNKS:
-      return [(stream, c) for c in range(sentences.num_chunks(self.graph))]
+      return [(split, stream, c) for c in range(sentences.num_chunks(self.graph))]
     if stream == KIND_LINK:
-      return [(stream, c) for c in range(-(-self.graph.num_entities // sentences.CHUNK))]
-    return [(stream, name, c) for name, rows in (("triangles", self.cycles.triangle_triples),
-                                                 ("diamonds", self.cycles.diamond_triples))
+      return [(split, stream, c) for c in range(-(-self.graph.num_entities // sentences.CHUNK))]
+    return [(split, stream, name, c) for name, rows in (("triangles", self.cycles.triangle_triples),
+                                                        ("diamonds", self.cycles.diamond_triples))
             for c in range(-(-len(rows) // reasoning.CHUNK))]
 
   def generate(self, unit: tuple, counts: dict) -> Iterator[Sample]:
-    """The samples of one unit, in order."""
-    stream = unit[0]
+    """The samples of one unit, in order; adds what it did not generate to `counts`
+    (when they are all taken): "validation" in the corpora counts the unit's items that
+    went to the validation split, which counts no "held_out"."""
+    split, stream, *part = unit
+    inner: dict = {}
+    moved = None
     if stream in _SENTENCE_CHUNKS:
-      return _SENTENCE_CHUNKS[stream](self.graph, unit[1], self.options.seed,
-                                      self.options.sentences, self.keep_triples, counts)
-    if stream == KIND_LINK:
-      return sentences.links_chunk(self.graph, unit[1], self.alignment_held, counts)
-    _, name, c = unit
-    rows, keep = ((self.cycles.triangle_triples, self.keep_triangles) if name == "triangles"
-                  else (self.cycles.diamond_triples, self.keep_diamonds))
-    part = slice(c * reasoning.CHUNK, (c + 1) * reasoning.CHUNK)
-    return reasoning.generate(self.graph, rows[part], self.reasoning_langs(), keep[part], counts)
+      keep = self.keep_triples if split == TRAIN else self.validation_triples
+      samples = _SENTENCE_CHUNKS[stream](self.graph, part[0], self.options.seed,
+                                         self.options.sentences, keep, inner)
+      moved = self.validation_triples[part[0] * sentences.CHUNK:(part[0] + 1) * sentences.CHUNK]
+    elif stream == KIND_LINK and split == TRAIN:
+      samples = sentences.links_chunk(self.graph, part[0], self.alignment_held, inner)
+    elif stream == KIND_LINK:
+      samples = _links_of(sentences.links_chunk(self.graph, part[0], None, inner),
+                          self.validation_links)
+    else:
+      name, c = part
+      rows, keep, moved = ((self.cycles.triangle_triples, self.keep_triangles,
+                            self.validation_triangles) if name == "triangles"
+                           else (self.cycles.diamond_triples, self.keep_diamonds,
+                                 self.validation_diamonds))
+      chunk = slice(c * reasoning.CHUNK, (c + 1) * reasoning.CHUNK)
+      moved = moved[chunk]
+      samples = reasoning.generate(self.graph, rows[chunk], self.reasoning_langs(),
+                                   keep[chunk] if split == TRAIN else moved, inner)
+    return _then_count(samples, inner, counts, split,
+                       None if moved is None else int(moved.sum()))
+
+
+def _links_of(samples: Iterator[Sample], entities: dict) -> Iterator[Sample]:
+  """The link samples whose entity is in `entities[l']` (sorted ids per language)."""
+  for sample in samples:
+    lang = sample.lang.split("-", 1)[1]
+    ids = entities.get(lang, ())
+    k = np.searchsorted(ids, sample.item_ids[0])
+    if k < len(ids) and ids[k] == sample.item_ids[0]:
+      yield sample
+
+
+def _then_count(samples: Iterator[Sample], inner: dict, counts: dict, split: str,
+                moved: int | None) -> Iterator[Sample]:
+  """Yields `samples`, then adds the generators' counts `inner` to `counts`: in the
+  corpora, the `moved` held-out items of the validation split count as "validation",
+  not "held_out"; in the validation split "held_out" (everything else) is dropped."""
+  yield from samples
+  if split == VALIDATION:
+    inner.pop("held_out", None)
+  elif moved is not None:
+    inner["held_out"] -= moved
+    inner["validation"] = moved
+  for key, value in inner.items():
+    counts[key] = counts.get(key, 0) + value
 
 
 def make_plan(graph: KnowledgeGraph, options: BuildOptions, progress: bool = False) -> Plan:
-  """Mines cycles and picks the held-out evaluation data."""
+  """Mines cycles and picks the held-out evaluation and validation data."""
   cycles = cycles_lib.mine_cycles(graph.triples, graph.num_entities, options.seed,
                                   max_triangles=options.max_triangles,
                                   max_diamonds=options.max_diamonds, progress=progress)
@@ -114,32 +178,39 @@ def make_plan(graph: KnowledgeGraph, options: BuildOptions, progress: bool = Fal
   alignment = evalsets.alignment_pairs(graph, graph.languages, options.seed,
                                        options.evals.alignment_fractions)
   index = {e: i for i, e in enumerate(graph.entity_ids)}
-  alignment_held = {lang: np.sort([index[i] for split in ("dev", "test")
-                                   for i, _, _ in pairs[split]]).astype(np.int64)
-                    for lang, pairs in alignment.items()}
+  ids = lambda pairs, splits: np.sort([index[i] for split in splits
+                                       for i, _, _ in pairs[split]]).astype(np.int64)
   return Plan(graph, options, cycles, held, held.keep_triples(graph),
               held.keep_cycles(graph, cycles.triangle_triples),
-              held.keep_cycles(graph, cycles.diamond_triples), alignment, alignment_held)
+              held.keep_cycles(graph, cycles.diamond_triples), alignment,
+              {lang: ids(pairs, ("dev", "test")) for lang, pairs in alignment.items()},
+              held.validation_triples(graph),
+              held.validation_cycles(graph, cycles.triangle_triples),
+              held.validation_cycles(graph, cycles.diamond_triples),
+              {lang: ids(pairs, ("dev",)) for lang, pairs in alignment.items()})
 
 
-def shard_paths(stream: str, num_shards: int) -> list[str]:
-  return [f"corpora/{stream}/{stream}-{i:05d}-of-{num_shards:05d}.tfrecord"
+def shard_paths(stream: str, num_shards: int, split: str = TRAIN) -> list[str]:
+  return [f"{SPLIT_DIRS[split]}/{stream}/{stream}-{i:05d}-of-{num_shards:05d}.tfrecord"
           for i in range(num_shards)]
 
 
-def write_stream(plan: Plan, stream: str, out: Path, progress: bool = False) -> dict:
-  """Writes one stream's shards and preview; returns its manifest entry."""
+def write_stream(plan: Plan, stream: str, out: Path, progress: bool = False,
+                 split: str = TRAIN) -> dict:
+  """Writes one stream's shards of one split and its preview; returns its manifest entry."""
   import tensorflow as tf
   from tqdm.auto import tqdm
   n = plan.options.num_shards
-  paths = shard_paths(stream, n)
-  (out / "corpora" / stream).mkdir(parents=True)
+  paths = shard_paths(stream, n, split)
+  (out / paths[0]).parent.mkdir(parents=True)
   by_lang, by_cycle, counts = collections.Counter(), collections.Counter(), {}
   preview = []
   try:
     with contextlib.ExitStack() as stack:  # closes every writer, even when one fails
       writers = [stack.enter_context(tf.io.TFRecordWriter(str(out / p))) for p in paths]
-      for u, unit in enumerate(tqdm(plan.units(stream), desc=stream, disable=not progress)):
+      units = plan.units(stream, split)
+      desc = stream if split == TRAIN else f"{split} {stream}"
+      for u, unit in enumerate(tqdm(units, desc=desc, disable=not progress)):
         for j, sample in enumerate(plan.generate(unit, counts)):
           writers[(u + j) % n].write(records.to_example(sample))
           count_sample(sample, by_lang, by_cycle)
@@ -147,7 +218,7 @@ def write_stream(plan: Plan, stream: str, out: Path, progress: bool = False) -> 
             preview.append(preview_line(sample))
   except tf.errors.OpError as e:  # e.g. ResourceExhaustedError: "PATH; No space left on device"
     raise OSError(e.message.rsplit("; ", 1)[-1]) from None
-  return finish_stream(out, stream, paths, preview, by_lang, by_cycle, counts)
+  return finish_stream(out, stream, paths, preview, by_lang, by_cycle, counts, split)
 
 
 def count_sample(sample: Sample, by_lang: collections.Counter, by_cycle: collections.Counter):
@@ -161,11 +232,11 @@ def preview_line(sample: Sample) -> str:
 
 
 def finish_stream(out: Path, stream: str, paths: list[str], preview: Sequence[str],
-                  by_lang: dict, by_cycle: dict, counts: dict) -> dict:
+                  by_lang: dict, by_cycle: dict, counts: dict, split: str = TRAIN) -> dict:
   """Writes the stream's preview file; returns its manifest entry."""
-  (out / "preview").mkdir(exist_ok=True)
-  (out / "preview" / f"{stream}.jsonl").write_text("".join(p + "\n" for p in preview),
-                                                   encoding="utf-8")
+  folder = out / "preview" if split == TRAIN else out / "preview" / split
+  folder.mkdir(parents=True, exist_ok=True)
+  (folder / f"{stream}.jsonl").write_text("".join(p + "\n" for p in preview), encoding="utf-8")
   entry = {"samples": sum(by_lang.values()), "by_lang": dict(sorted(by_lang.items())),
            "not_generated": dict(sorted(counts.items())), "shards": paths}
   if by_cycle:
@@ -226,11 +297,15 @@ def build(graph: KnowledgeGraph, out: Path | str, options: BuildOptions, *,
     plan = make_plan(graph, options, progress)
     timings["cycles_and_split_s"] = time.perf_counter() - t
     graph.save(tmp / "graph.npz")
-    streams = {}
+    streams, validation = {}, {}
     for stream in STREAMS:
       t = time.perf_counter()
       streams[stream] = stream_writer(plan, stream, tmp, progress)
       timings[f"{stream}_s"] = time.perf_counter() - t
+    for stream in STREAMS:
+      t = time.perf_counter()
+      validation[stream] = stream_writer(plan, stream, tmp, progress, split=VALIDATION)
+      timings[f"validation_{stream}_s"] = time.perf_counter() - t
     eval_counts = write_evalsets(plan, tmp)
     stats = read_stats or ReadStats()
     manifest = {
@@ -248,19 +323,34 @@ def build(graph: KnowledgeGraph, out: Path | str, options: BuildOptions, *,
         "read": stats.as_dict(),
         "read_info": _jsonable(read_info or {}),
         "graph_fingerprint": graph.fingerprint(),
-        "held_out": {"pairs": int(len(plan.held.held_pairs)),
-                     "triples": int((~plan.keep_triples).sum()),
-                     "cycles3": int((~plan.keep_triangles).sum()),
-                     "cycles4": int((~plan.keep_diamonds).sum())},
+        "held_out": held_out_counts(plan),
         "cycles_used": {"cycles3": int(len(plan.cycles.triangles)),
                         "cycles4": int(len(plan.cycles.diamonds))},
         "streams": streams,
+        "validation": {**validation_counts(plan), "streams": validation},
         "eval": eval_counts,
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n",
                                        encoding="utf-8")
   manifest["timings"] = timings  # printed, never written: the files must not vary
   return manifest
+
+
+def held_out_counts(plan: Plan) -> dict:
+  """What the evaluation sets take out of the corpora (validation not included)."""
+  return {"pairs": int(len(plan.held.held_pairs)),
+          "triples": int((~plan.keep_triples & ~plan.validation_triples).sum()),
+          "cycles3": int((~plan.keep_triangles & ~plan.validation_triangles).sum()),
+          "cycles4": int((~plan.keep_diamonds & ~plan.validation_diamonds).sum())}
+
+
+def validation_counts(plan: Plan) -> dict:
+  """What the validation split takes out of the corpora."""
+  return {"pairs": int(len(plan.held.validation_pairs)),
+          "triples": int(plan.validation_triples.sum()),
+          "cycles3": int(plan.validation_triangles.sum()),
+          "cycles4": int(plan.validation_diamonds.sum()),
+          "links": {lang: int(len(ids)) for lang, ids in plan.validation_links.items()}}
 
 
 @contextlib.contextmanager
@@ -305,11 +395,15 @@ def table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
   return "\n".join([line(cells[0]), line(rule), *map(line, cells[1:])])
 
 
-def stats_table(manifest: dict) -> str:
-  """A Markdown table like KMLM Table 8: samples per stream and language."""
-  langs = sorted({l for s in manifest["streams"].values() for l in s["by_lang"]})
+def stats_table(manifest: dict, split: str = TRAIN) -> str:
+  """A Markdown table like KMLM Table 8: samples per stream and language (of the
+  corpora, headed by the graph's counts, or of the validation split)."""
+  streams = manifest["streams"] if split == TRAIN else manifest["validation"]["streams"]
+  langs = sorted({l for s in streams.values() for l in s["by_lang"]})
   rows = [[name, *(entry["by_lang"].get(l, 0) for l in langs), entry["samples"]]
-          for name, entry in manifest["streams"].items()]
+          for name, entry in streams.items()]
+  if split != TRAIN:
+    return table([f"{split} stream", *langs, "total"], rows)
   head = (f"entities={manifest['entities']:,} relations={manifest['relations']:,} "
           f"triples={manifest['triples']:,} cycles3={manifest['cycles3']:,} "
           f"cycles4={manifest['cycles4']:,} skipped={manifest['skipped']:,}")

@@ -129,6 +129,7 @@ def report(manifest: dict) -> str:
              for reason, n in read["skipped_by_reason"].items()]
   held = " ".join(f"{k}={v:,}" for k, v in manifest["held_out"].items())
   lines = [build_lib.stats_table(manifest), "", f"held out of pretraining: {held}", "",
+           *_validation_report(manifest),
            build_lib.table(["evaluation set", *langs, "total"], rows), "",
            f"read: {read['records_read']:,} records, kept {read['records_kept']:,}, "
            f"skipped {read['skipped']:,}; names cleaned (tabs, line breaks -> space): "
@@ -136,6 +137,17 @@ def report(manifest: dict) -> str:
   if skipped:
     lines += ["", build_lib.table(["skipped", "records", "first at"], skipped)]
   return "\n".join(lines)
+
+
+def _validation_report(manifest: dict) -> list[str]:
+  """The validation split's counts and samples (none for a build without one)."""
+  if "validation" not in manifest:
+    return []
+  v = manifest["validation"]
+  counts = " ".join(f"{k}={v[k]:,}" for k in ("pairs", "triples", "cycles3", "cycles4"))
+  links = sum(v["links"].values())
+  return [f"validation split (never in pretraining): {counts} links={links:,}", "",
+          build_lib.stats_table(manifest, build_lib.VALIDATION), ""]
 
 
 def stats(directory) -> str:

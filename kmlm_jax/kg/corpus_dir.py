@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kmlm_jax.kg.errors import KGInputError
 
-SAMPLE_VERSION = "3"
+SAMPLE_VERSION = "4"  # 4: validation split (held-out pairs out of the corpora)
 
 
 class CorpusDir:
@@ -34,12 +34,19 @@ class CorpusDir:
   def languages(self) -> tuple[str, ...]:
     return tuple(self.manifest["languages"])
 
-  def shards(self, stream: str) -> list[Path]:
-    """The TFRecord shards of one corpus stream (code_switched, parallel, ...)."""
-    entry = self.manifest["streams"].get(stream)
+  def shards(self, stream: str, split: str = "train") -> list[Path]:
+    """The TFRecord shards of one corpus stream (code_switched, parallel, ...), of the
+    corpora (split "train") or of the validation split ("validation")."""
+    streams = self.manifest["streams"]
+    if split == "validation":
+      if "validation" not in self.manifest:
+        raise KGInputError(f"{self.path}/manifest.json: no validation split (built by an older "
+                           "kmlm-jax); rebuild it with `kmlm-jax kg build`")
+      streams = self.manifest["validation"]["streams"]
+    entry = streams.get(stream)
     if entry is None:
       raise KGInputError(f"{self.path}: no {stream!r} stream in manifest.json "
-                         f"(it has {sorted(self.manifest['streams'])})")
+                         f"(it has {sorted(streams)})")
     paths = [self.path / p for p in entry["shards"]]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:

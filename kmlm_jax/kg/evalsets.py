@@ -21,6 +21,14 @@ keeps a symmetric or inverse fact (`shares border with`, `capital` /
   cycle leaves the reasoning stream (the paper removes its test cycles);
   the question pairs of the dev and test items are held out as above, those
   of the train items (fine-tuning data) are not.
+- Validation (not an evaluation set: the held-out split of the pretraining
+  streams, for validation loss during training): a further
+  `validation_fraction` of the pairs, drawn among those the sets above left,
+  again leaving each endpoint at least one edge. Every triple on them leaves
+  the pretraining streams and becomes validation data, and so does every
+  cycle with an edge on them (unless it also has an edge on an evaluation
+  pair or is an XLR cycle: those stay out of both). Its own random stream
+  (seed, 10) leaves the evaluation sets as they were without it.
 - Entity alignment: entities labelled in English and in l', split
   train/dev/test per language (`alignment/{lang}.{split}.jsonl`:
   `{"id", "en": label, lang: label}`). Alignment pairs are not removed from
@@ -65,6 +73,7 @@ class EvalOptions:
   xlr_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
   alignment_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
   num_choices: int = 6
+  validation_fraction: float = 0.02  # of the entity pairs: validation data, out of pretraining
 
 
 def pair_keys(graph: KnowledgeGraph, rows: np.ndarray | None = None) -> np.ndarray:
@@ -81,7 +90,9 @@ class HeldOut:
   held_pairs: sorted unique pair keys; lp_rows: triple rows of the
   link-prediction test set; xlr_cycles: [X, k] triple rows of each XLR
   cycle (k = 3 or 5, padded with -1), xlr_question: [X] index of the
-  question edge inside its cycle, xlr_split: [X] 0/1/2 (train/dev/test).
+  question edge inside its cycle, xlr_split: [X] 0/1/2 (train/dev/test);
+  validation_pairs: sorted unique pair keys of the validation split
+  (disjoint from held_pairs).
   """
 
   held_pairs: np.ndarray
@@ -89,20 +100,44 @@ class HeldOut:
   xlr_cycles: np.ndarray
   xlr_question: np.ndarray
   xlr_split: np.ndarray
+  validation_pairs: np.ndarray = dataclasses.field(
+      default_factory=lambda: np.zeros(0, np.int64))
 
   def keep_triples(self, graph: KnowledgeGraph) -> np.ndarray:
-    """[M] bool: triples that stay in pretraining."""
-    return ~np.isin(pair_keys(graph), self.held_pairs)
+    """[M] bool: triples that stay in pretraining (on no evaluation or validation pair)."""
+    keys = pair_keys(graph)
+    return ~np.isin(keys, self.held_pairs) & ~np.isin(keys, self.validation_pairs)
+
+  def validation_triples(self, graph: KnowledgeGraph) -> np.ndarray:
+    """[M] bool: triples of the validation split (on a validation pair)."""
+    return np.isin(pair_keys(graph), self.validation_pairs)
 
   def keep_cycles(self, graph: KnowledgeGraph, cycle_triples: np.ndarray) -> np.ndarray:
     """[C] bool: cycles (as [C, k] triple rows) that are not XLR cycles and none
-    of whose edges is held out."""
+    of whose edges is held out (for evaluation or validation)."""
     if not len(cycle_triples):
       return np.zeros(0, bool)
+    held, validation = self._cycle_pairs(graph, cycle_triples)
+    return ~held & ~validation & ~self._xlr(cycle_triples)
+
+  def validation_cycles(self, graph: KnowledgeGraph, cycle_triples: np.ndarray) -> np.ndarray:
+    """[C] bool: cycles of the validation split: an edge on a validation pair, none on an
+    evaluation pair, not an XLR cycle."""
+    if not len(cycle_triples):
+      return np.zeros(0, bool)
+    held, validation = self._cycle_pairs(graph, cycle_triples)
+    return ~held & validation & ~self._xlr(cycle_triples)
+
+  def _cycle_pairs(self, graph: KnowledgeGraph, cycle_triples: np.ndarray):
+    """([C] bool, [C] bool): a cycle has an edge on a held (evaluation) / validation pair."""
     keys = pair_keys(graph, cycle_triples.reshape(-1)).reshape(cycle_triples.shape)
+    return (np.isin(keys, self.held_pairs).any(axis=1),
+            np.isin(keys, self.validation_pairs).any(axis=1))
+
+  def _xlr(self, cycle_triples: np.ndarray) -> np.ndarray:
+    """[C] bool: the cycle is an XLR cycle."""
     xlr = self.xlr_cycles[(self.xlr_cycles >= 0).sum(axis=1) == cycle_triples.shape[1]]
-    xlr = xlr[:, :cycle_triples.shape[1]]
-    return ~np.isin(keys, self.held_pairs).any(axis=1) & ~_rows_in(cycle_triples, xlr)
+    return _rows_in(cycle_triples, xlr[:, :cycle_triples.shape[1]])
 
 
 def _rows_in(rows: np.ndarray, table: np.ndarray) -> np.ndarray:
@@ -117,21 +152,15 @@ def _rows_in(rows: np.ndarray, table: np.ndarray) -> np.ndarray:
 
 def choose_held_out(graph: KnowledgeGraph, cycle_sets: Sequence[np.ndarray], seed: int,
                     options: EvalOptions = EvalOptions()) -> HeldOut:
-  """Picks the link-prediction pairs, then the XLR cycles among the rest."""
+  """Picks the link-prediction pairs, then the XLR cycles among the rest, then the
+  validation pairs among what is left."""
   rng = np.random.default_rng([seed, 7])
   keys = pair_keys(graph)
   t = graph.triples
   proper = t[:, 0] != t[:, 2]
   pairs = np.unique(keys[proper])
-  lo, hi = pairs // graph.num_entities, pairs % graph.num_entities
-  degree = np.bincount(np.concatenate([lo, hi]), minlength=graph.num_entities)
-  candidates = pairs[(degree[lo] >= 2) & (degree[hi] >= 2)]
-  take = rng.permutation(candidates)[:int(round(options.lp_fraction * len(pairs)))]
-  # Give back pairs that would leave an endpoint with no edge (one pass is
-  # enough: giving pairs back only raises the remaining degrees).
-  t_lo, t_hi = take // graph.num_entities, take % graph.num_entities
-  left = degree - np.bincount(np.concatenate([t_lo, t_hi]), minlength=graph.num_entities)
-  lp_pairs = np.sort(take[(left[t_lo] > 0) & (left[t_hi] > 0)])
+  lp_pairs = _take_pairs(pairs, int(round(options.lp_fraction * len(pairs))),
+                         graph.num_entities, rng)
 
   # XLR: cycles with no link-prediction pair, one question edge each, with
   # distinct question pairs.
@@ -152,8 +181,25 @@ def choose_held_out(graph: KnowledgeGraph, cycle_sets: Sequence[np.ndarray], see
   chosen, question = order[first], question[first]
   split = _split_ids(len(chosen), options.xlr_fractions, rng)
   held = np.union1d(lp_pairs, cyc_keys[chosen, question][split > 0])
+  validation = _take_pairs(pairs[~np.isin(pairs, held)],
+                           int(round(options.validation_fraction * len(pairs))),
+                           graph.num_entities, np.random.default_rng([seed, 10]))
   return HeldOut(held, np.flatnonzero(np.isin(keys, lp_pairs)), all_cycles[chosen], question,
-                 split)
+                 split, validation)
+
+
+def _take_pairs(pairs: np.ndarray, count: int, num_entities: int, rng) -> np.ndarray:
+  """Sorted keys of up to `count` of `pairs` (unordered pair keys), in seeded random
+  order, among those whose two entities have another pair in `pairs`, giving back any
+  that would leave an entity with none."""
+  lo, hi = pairs // num_entities, pairs % num_entities
+  degree = np.bincount(np.concatenate([lo, hi]), minlength=num_entities)
+  candidates = pairs[(degree[lo] >= 2) & (degree[hi] >= 2)]
+  take = rng.permutation(candidates)[:count]
+  # One pass is enough: giving pairs back only raises the remaining degrees.
+  t_lo, t_hi = take // num_entities, take % num_entities
+  left = degree - np.bincount(np.concatenate([t_lo, t_hi]), minlength=num_entities)
+  return np.sort(take[(left[t_lo] > 0) & (left[t_hi] > 0)])
 
 
 def _split_ids(n: int, fractions: Sequence[float], rng) -> np.ndarray:
