@@ -6,7 +6,8 @@ F intermediate, V vocabulary, L layers, P predictions per sequence.
 
 Parameters are fp32 and carry `logical_axes` metadata; the layers are stored
 stacked along a leading `layers` axis and applied with `jax.lax.scan`, so the
-compiled program does not grow with depth.
+compiled program does not grow with depth. `remat_policy` (MaxText's names,
+`REMAT_POLICIES`) says what each layer keeps for the backward pass.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 from kmlm_jax.config import ModelConfig
 from kmlm_jax.models import masks as masks_lib
@@ -94,7 +96,8 @@ def attention_output_and_mlp(c: ModelConfig, p: dict, x: jax.Array, context: jax
   output (None: no dropout). `adapter`: None or `fn(h) -> h` rewriting the
   MLP output before its residual.
   """
-  attn = jnp.einsum("...hk,hkd->...d", context, p["o_kernel"]) + p["o_bias"]
+  attn = checkpoint_name(jnp.einsum("...hk,hkd->...d", context, p["o_kernel"]) + p["o_bias"],
+                         OUT_PROJ)
   attn = dropout(attn, c.dropout_rate, rngs[0])
   x = layer_norm(x + attn, p["attn_norm_scale"], p["attn_norm_bias"], c.layer_norm_eps)
   x = x.astype(c.dtype)
@@ -107,6 +110,26 @@ def attention_output_and_mlp(c: ModelConfig, p: dict, x: jax.Array, context: jax
     h = adapter(h)
   x = layer_norm(x + h, p["mlp_norm_scale"], p["mlp_norm_bias"], c.layer_norm_eps)
   return constrain(x.astype(c.dtype), ("batch", "length", "embed"))
+
+
+# The attention output projection's name for `jax.checkpoint` policies (MaxText's).
+OUT_PROJ = "out_proj"
+
+
+def remat_policy(name: str) -> Callable | None:
+  """The `jax.checkpoint` policy of a `ModelConfig.remat_policy` name; None: no remat.
+
+  "full" saves nothing (recomputes the whole layer), "minimal" saves the matmul
+  outputs without a batch dimension (the projections and the MLP, not the attention
+  scores), "save_out_proj" saves only the attention output projection.
+  """
+  policies = jax.checkpoint_policies
+  table = {"none": None, "full": policies.nothing_saveable,
+           "minimal": policies.checkpoint_dots_with_no_batch_dims,
+           "save_out_proj": policies.save_only_these_names(OUT_PROJ)}
+  if name not in table:
+    raise ValueError(f"unknown remat_policy {name!r} (known: {', '.join(table)})")
+  return table[name]
 
 
 def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
@@ -160,8 +183,9 @@ class TransformerLayers(nnx.Module):
           None if adapter_fn is None else lambda h: adapter_fn(h, ap))
       return x, None
 
-    if c.remat_policy != "none":  # TODO(remat policies)
-      layer = jax.checkpoint(layer, policy=jax.checkpoint_policies.nothing_saveable)
+    policy = remat_policy(c.remat_policy)
+    if policy is not None:  # the scan body already stops CSE; unrolled layers need it
+      layer = jax.checkpoint(layer, policy=policy, prevent_cse=not c.scan_layers)
     x, _ = jax.lax.scan(layer, x, (self.params(), jnp.arange(c.num_layers), adapter_params),
                         unroll=not c.scan_layers)
     return x
