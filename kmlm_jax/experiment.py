@@ -8,8 +8,10 @@ wrong type, a bad `key=value` override, or a value the config's own
 `preflight` then checks, before any model is built or compiled, what the config
 needs from files and devices: `check_paths` (the files and directories it names
 exist), the input (`training.data.check_input`: text files, tokenizer vs
-`model.vocab_size`, Prix-LM tokens) and `check_devices` (mesh vs devices, batch vs
-devices, accumulation and hosts). Each failure is one line naming the key.
+`model.vocab_size`, Prix-LM tokens), `check_devices` (mesh vs devices, batch vs
+devices, accumulation and hosts) and `check_run_options` (`train.keep_best` names a
+validation metric of the run, `train.wandb_project` has its package). Each failure is
+one line naming the key.
 """
 
 from __future__ import annotations
@@ -68,7 +70,20 @@ def preflight(config: ExperimentConfig, devices=None, *, train: bool = True) -> 
   check_paths(config, model=train)
   if train:
     check_devices(config, devices)
+    check_run_options(config)
   check_input(config.data, config.model.vocab_size if train else None)
+
+
+def check_run_options(config: ExperimentConfig) -> None:
+  """`train.keep_best` names a validation metric the run produces (the error lists them);
+  `train.wandb_project` has the wandb package."""
+  from kmlm_jax.training import metrics_writer, validation
+  try:
+    validation.check_keep_best(config)
+    if config.train.wandb_project:
+      metrics_writer.check_wandb()
+  except InputError as e:
+    raise ConfigError(str(e)) from None
 
 
 def check_devices(config: ExperimentConfig, devices=None) -> None:

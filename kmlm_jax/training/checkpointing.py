@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as preservation
 
 from kmlm_jax.errors import InputError, NonFiniteLoss, WriteError
 from kmlm_jax.training.trainer import TrainState
@@ -64,21 +65,37 @@ class Corrupt(Exception):
 
 
 class Checkpointer:
-  def __init__(self, directory: Path | str, keep: int = 3, async_save: bool = True):
+  """`keep` newest checkpoints; with `best_metric`, also the best one by that validation
+  metric (`validation.rank_key`: min for names ending in "loss", else max; the first step
+  on ties) among the checkpoints saved with `metrics` holding it."""
+
+  def __init__(self, directory: Path | str, keep: int = 3, async_save: bool = True,
+               best_metric: str | None = None):
     self.directory = Path(directory).absolute()
     self.quarantine = self.directory.parent / f"{self.directory.name}.corrupt"
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                           enable_async_checkpointing=async_save)
+    self.best_metric = best_metric
+    if best_metric:
+      options = ocp.CheckpointManagerOptions(
+          create=True, enable_async_checkpointing=async_save,
+          best_fn=_ranker(best_metric), best_mode="max",  # best_fn: Orbax saves the metrics
+          preservation_policy=preservation.AnyPreservationPolicy([
+              preservation.LatestN(n=keep),
+              preservation.BestN(get_metric_fn=_ranker(best_metric), n=1,
+                                 keep_checkpoints_without_metrics=False)]))
+    else:
+      options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             enable_async_checkpointing=async_save)
     self.manager = ocp.CheckpointManager(self.directory, options=options)
     _quiet_orbax_failures()
 
   def steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
 
-  def save(self, step: int, state: TrainState, meta: dict) -> None:
+  def save(self, step: int, state: TrainState, meta: dict, metrics: dict | None = None) -> None:
     """Saves `state` and `meta` (with their checksums) as step `step`; raises
     `NonFiniteLoss` (nothing saved) for a non-finite value and `WriteError` when
-    the checkpoint cannot be written."""
+    the checkpoint cannot be written. `metrics` ({name: value}): the validation results
+    that rank it when the checkpointer keeps the best."""
     self._wait()  # a previous asynchronous save's failure surfaces here
     arrays = _checksums(vars(state), f"step {step}: the state to save")
     self._check_space(vars(state))
@@ -86,7 +103,8 @@ class Checkpointer:
     try:
       self.manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(vars(state)), meta=ocp.args.JsonSave(meta),
-          checksums=ocp.args.JsonSave(sums)), force=True)
+          checksums=ocp.args.JsonSave(sums)), force=True,
+          metrics={"step": step, **(metrics or {})} if self.best_metric else None)
     except Exception as e:  # orbax/tensorstore raise ValueError etc. for I/O failures
       self._failed(e)
 
@@ -116,6 +134,16 @@ class Checkpointer:
           + (f"; quarantined in {self.quarantine}: {', '.join(quarantined)}" if quarantined
              else "") + ". Inspect or move them, or use another --workdir")
     return None
+
+  def restore_step(self, step: int, abstract_state: TrainState) -> tuple[TrainState, dict]:
+    """Checkpoint `step` as (state, meta), its checksums verified (after the pending save);
+    one that cannot be read raises `NoCheckpointRestored` (nothing is moved)."""
+    self._wait()
+    try:
+      return self._restore(step, abstract_state, lambda s, m: None)
+    except Corrupt as e:
+      raise NoCheckpointRestored(f"{self.directory}: the checkpoint at step {step} cannot "
+                                 f"be restored ({e})") from None
 
   def quarantined(self) -> list[str]:
     """Names of the checkpoints moved aside to `checkpoints.corrupt/`."""
@@ -203,6 +231,13 @@ def replace_meta(step_dir: Path | str, meta: dict) -> None:
   sums = json.loads(sums_file.read_text())
   (step_dir / "meta" / "metadata").write_text(json.dumps(meta))
   sums_file.write_text(json.dumps({**sums, "meta": _digest(meta)}))
+
+
+def _ranker(metric: str) -> Callable[[dict], tuple]:
+  """Orbax's metric function of `metric`: a key, larger = better, from a checkpoint's
+  metrics ({"step", names...})."""
+  from kmlm_jax.training.validation import rank_key
+  return lambda m: rank_key(metric, m.get(metric), int(m.get("step", 0)))
 
 
 def abstract_like(state_shapes: Any, shardings: Any) -> Any:

@@ -39,7 +39,7 @@ from jax.experimental import multihost_utils
 from kmlm_jax import sharding
 from kmlm_jax.config import ExperimentConfig
 from kmlm_jax.errors import InputError, NonFiniteLoss
-from kmlm_jax.training import checkpointing, flops
+from kmlm_jax.training import checkpointing, flops, metrics_writer, validation
 from kmlm_jax.training import data as data_lib
 from kmlm_jax.training.losses import TERM_NAMES
 from kmlm_jax.training.pretraining import PretrainingTask
@@ -145,33 +145,32 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
   `batch_source(start_position)` replaces the configured input (tests).
   """
   workdir = Path(workdir)
-  ckpt = checkpointing.Checkpointer(workdir / "checkpoints", config.train.keep_checkpoints,
-                                    config.train.async_checkpointing)
+  t = config.train
+  if t.jax_cache_dir:
+    enable_compilation_cache(t.jax_cache_dir)
+  ckpt = checkpointing.Checkpointer(workdir / "checkpoints", t.keep_checkpoints,
+                                    t.async_checkpointing, best_metric=t.keep_best)
   try:
-    trainer, state, input_state = _start(config, ckpt, resume, allow_schedule_change)
-    batches = _open_batches(config, input_state, batch_source)
+    trainer, state, meta = _start(config, ckpt, resume, allow_schedule_change)
+    batches = _open_batches(config, meta.get("input"), batch_source)
   except BaseException:
     ckpt.close(raise_errors=False)
     raise
   first_step = int(state.step)
-
+  best = validation.BestTracker.from_meta(t.keep_best, meta) if t.keep_best else None
+  validations = _previous(workdir, first_step, "validation")
   writer = None
-  if jax.process_index() == 0:
-    from tensorboardX import SummaryWriter
-    writer = SummaryWriter(str(workdir / "tb"))
-    (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1))
+  validator = None
+  profile = _Profile(t.profile_steps, first_step, t.steps, workdir / "profile")
 
   stop = {"signal": None}
   previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
   step_flops = flops.train_flops_per_step(config.model, config.data.batch_size,
                                           config.data.seq_length, config.data.max_predictions)
-  peak = flops.peak_flops(jax.devices()[0].device_kind, config.train.peak_flops_per_device)
-  history = _previous_history(workdir, first_step)
+  peak = flops.peak_flops(jax.devices()[0].device_kind, t.peak_flops_per_device)
+  history = _previous(workdir, first_step, "history")
   pending = []
   bar = None
-  if progress and jax.process_index() == 0:
-    from tqdm.auto import tqdm
-    bar = tqdm(total=config.train.steps, initial=first_step, desc=config.name, unit="step")
   t_last, step_last = time.perf_counter(), first_step
   status = "completed"
   startup_s = None
@@ -190,9 +189,7 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
       scalars = _scalars(m, float(trainer.schedule(s - 1)), tokens / elapsed,
                          per_device / 1e12, per_device / peak if peak else None)
       history.append({"step": s, **scalars})
-      if writer is not None:
-        for k, v in scalars.items():
-          writer.add_scalar(k, v, s)
+      writer.write_scalars(s, scalars)
     if bar is not None and records:
       bar.update(step - bar.n)
       last = history[-1]
@@ -200,14 +197,26 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
                                                       "reasoning/loss") if k in last})
 
   failed = True
+  final_params = None
   try:
+    writer = metrics_writer.make_writer(config, workdir, resume=resume,
+                                        process_index=jax.process_index())
+    if jax.process_index() == 0:
+      (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1))
+    if t.eval_every:
+      validator = validation.Validator(config, trainer)
+    if progress and jax.process_index() == 0:
+      from tqdm.auto import tqdm
+      bar = tqdm(total=t.steps, initial=first_step, desc=config.name, unit="step")
     in_flight = None  # the loss of the step before, to count completed steps
-    for step in range(first_step + 1, config.train.steps + 1):
+    for step in range(first_step + 1, t.steps + 1):
       host = next(batches)
       tokens = int((host["segment_ids"] > 0).sum()) * jax.process_count()
       if step == first_step + 1:
         _say_compiling(bar, config.name)
+      profile.before(step)
       state, metrics = trainer.step(state, host)
+      profile.after(step, state)
       pending.append((step, metrics, tokens))
       if step == first_step + 1:  # start-up cost: process start to the first step done
         t0 = time.perf_counter()
@@ -218,22 +227,36 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
         jax.block_until_ready(in_flight)
         bar.update(step - 1 - bar.n)
       in_flight = metrics["loss"]
-      last = step == config.train.steps or stop["signal"]
-      save = last or step % config.train.checkpoint_every == 0
-      if save or step % config.train.log_every == 0:
+      last = step == t.steps or stop["signal"]
+      validate = bool(t.eval_every) and step % t.eval_every == 0
+      save = last or step % t.checkpoint_every == 0 or (validate and best is not None)
+      if save or validate or step % t.log_every == 0:
         flush(step)  # also before saving: never save a state that followed a non-finite step
+      results = None
+      if validate:
+        results = validator(state.params)
+        validations.append({"step": step, **results})
+        writer.write_scalars(step, results)
+        if best is not None and best.update(step, results):
+          log.info("step %d: best %s so far (%.6g)", step, best.metric, best.value)
       if save:
-        ckpt.save(step, state, {"input": batches.state(), "step": step, "config": config.name,
-                                "model": config.model.architecture(),
-                                "schedule": schedule_settings(config)})
-      if config.train.eval_every and step % config.train.eval_every == 0:
-        _periodic_eval(trainer, config, state, writer, step)
+        ckpt.save(step, state, _meta(config, batches, step, best), metrics=results)
+      if best is not None and validate and t.early_stop_patience \
+          and best.since_best >= t.early_stop_patience:
+        status = "early_stopped"
+        log.warning("early stop at step %d: %s has not improved on %.6g (step %d) for %d "
+                    "validations", step, best.metric, best.value, best.step, best.since_best)
+        break
       if stop["signal"]:
         status = "preempted"
         log.warning("SIGTERM at step %d: saved a checkpoint, exiting", step)
         break
+    profile.stop(state)
+    if status != "preempted":
+      final_params = _export_params(config, trainer, ckpt, state, best)
     failed = False
   finally:
+    profile.stop(None)
     signal.signal(signal.SIGTERM, previous)
     batches.close()
     if bar is not None:
@@ -242,21 +265,91 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
       writer.close()
     ckpt.close(raise_errors=not failed)  # a failed last save raises here
 
-  if status == "completed":
-    params = to_host(state.params) if jax.process_count() == 1 else \
-        multihost_utils.process_allgather(state.params, tiled=True)
+  if final_params is not None:
+    params = to_host(final_params) if jax.process_count() == 1 else \
+        multihost_utils.process_allgather(final_params, tiled=True)
     if jax.process_index() == 0:
       _export_model(config, params, workdir / "model")
   summary = {"status": status, "steps": int(state.step), "first_step": first_step,
              "seconds_to_first_step": startup_s, "history": history, "workdir": str(workdir)}
+  if t.eval_every:
+    summary["validation"] = validations
+  if best is not None:
+    summary["best"] = best.meta()
   if jax.process_index() == 0:
     (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
   return summary
 
 
+def _meta(config: ExperimentConfig, batches, step: int, best) -> dict:
+  """A checkpoint's meta: input position, step, config name, model, schedule (and the
+  keep-best tracker)."""
+  meta = {"input": batches.state(), "step": step, "config": config.name,
+          "model": config.model.architecture(), "schedule": schedule_settings(config)}
+  if best is not None:
+    meta["best"] = best.meta()
+  return meta
+
+
+def _export_params(config: ExperimentConfig, trainer: Trainer, ckpt, state, best):
+  """The parameters WORKDIR/model receives: the last, or with `train.export=best` the best
+  checkpoint's (the last when no validation ran)."""
+  if config.train.export != "best" or best is None or best.step in (None, int(state.step)):
+    if config.train.export == "best" and (best is None or best.step is None):
+      log.warning("train.export=best: no validation ran; exporting the last parameters")
+    return state.params
+  log.info("train.export=best: exporting step %d (%s=%.6g)", best.step, best.metric,
+           best.value)
+  shapes = jax.eval_shape(trainer.init_state)
+  restored, _ = ckpt.restore_step(best.step, checkpointing.abstract_like(
+      shapes, trainer.state_shardings))
+  return restored.params
+
+
+def enable_compilation_cache(directory: Path | str) -> None:
+  """JAX's persistent compilation cache in `directory`, for every compilation (also the
+  fast CPU ones); takes effect even after compilations without a cache."""
+  from jax.experimental.compilation_cache import compilation_cache
+  directory = str(Path(directory).absolute())
+  Path(directory).mkdir(parents=True, exist_ok=True)
+  if jax.config.jax_compilation_cache_dir != directory:
+    compilation_cache.reset_cache()
+    jax.config.update("jax_compilation_cache_dir", directory)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+class _Profile:
+  """`train.profile_steps=A,B`: a `jax.profiler` trace of steps A..B-1 in `directory`
+  (TensorBoard's profile plugin reads it). A resumed run traces what is left of them."""
+
+  def __init__(self, steps: tuple[int, ...], first_step: int, last_step: int, directory: Path):
+    self.start, self.end = (max(steps[0], first_step + 1), min(steps[1] - 1, last_step)) \
+        if steps else (0, -1)
+    self.directory, self.active = directory, False
+
+  def before(self, step: int) -> None:
+    if step == self.start and self.start <= self.end:
+      log.info("profiling steps %d to %d into %s", self.start, self.end, self.directory)
+      jax.profiler.start_trace(str(self.directory))
+      self.active = True
+
+  def after(self, step: int, state) -> None:
+    if step == self.end:
+      self.stop(state)
+
+  def stop(self, state) -> None:
+    """Ends the trace (after `state` is computed; None: at once, e.g. on an error)."""
+    if self.active:
+      if state is not None:
+        jax.block_until_ready(state)
+      jax.profiler.stop_trace()
+      self.active = False
+
+
 def _start(config: ExperimentConfig, ckpt: checkpointing.Checkpointer, resume: bool,
            allow_schedule_change: bool):
-  """(trainer, state, input state): a fresh state, or the newest valid checkpoint's."""
+  """(trainer, state, meta): a fresh state ({} meta), or the newest valid checkpoint's."""
   if ckpt.steps() and not resume:
     raise WorkdirError(f"{ckpt.directory.parent} already holds checkpoints (steps "
                        f"{ckpt.steps()}); pass --resume to continue, or use another --workdir")
@@ -270,11 +363,11 @@ def _start(config: ExperimentConfig, ckpt: checkpointing.Checkpointer, resume: b
     if resume:
       log.info("--resume: %s holds no checkpoint; starting from step 0", ckpt.directory)
     log.info("initialising the train state")
-    return trainer, trainer.init_state(load_init_params(config)), None
+    return trainer, trainer.init_state(load_init_params(config)), {}
   state, meta = restored
   log.info("resumed from step %d (input position %s)", int(state.step),
            _describe_input(meta.get("input")))
-  return trainer, state, meta.get("input")
+  return trainer, state, meta
 
 
 def _describe_input(state: dict | None) -> str:
@@ -289,17 +382,18 @@ def _describe_input(state: dict | None) -> str:
   return f"block:rows per shard {shown}" if blocks else json.dumps(state)[:200]
 
 
-def _previous_history(workdir: Path, first_step: int) -> list:
-  """The history of the runs before a resume from `first_step` (WORKDIR/summary.json)."""
+def _previous(workdir: Path, first_step: int, key: str) -> list:
+  """The records under `key` ("history", "validation") of WORKDIR/summary.json up to step
+  `first_step`: those of the runs before a resume from there."""
   path = workdir / "summary.json"
   if not first_step or not path.exists():
     return []
   try:
-    history = json.loads(path.read_text())["history"]
-    return [h for h in history if int(h["step"]) <= first_step]
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    log.warning("%s cannot be read (%s); the new summary holds only this run's history",
-                path, e)
+    records = json.loads(path.read_text()).get(key, [])
+    return [h for h in records if int(h["step"]) <= first_step]
+  except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    log.warning("%s cannot be read (%s); the new summary holds only this run's %s",
+                path, e, key)
     return []
 
 
@@ -345,24 +439,6 @@ def _open_batches(config: ExperimentConfig, input_state: dict | None, batch_sour
     spec = data_lib.prepare_input(config.data, build=False)
   return data_lib.make_batches(config.data, config.model.vocab_size, jax.process_index(),
                                jax.process_count(), input_state, spec)
-
-
-def _periodic_eval(trainer, config, state, writer, step) -> None:
-  """MLM loss and accuracy per loss term on fixed batches (seed + 1) of the training mixture."""
-  batches = data_lib.make_validation_batches(config.data, config.model.vocab_size,
-                                             jax.process_index(), jax.process_count(),
-                                             config.train.eval_batches)
-  totals = np.zeros((2, len(TERM_NAMES)))
-  counts = np.zeros(len(TERM_NAMES))
-  for batch in batches:
-    m = jax.device_get(trainer.evaluate(state.params, batch))
-    totals += np.stack([m["term_loss"], m["term_accuracy"]]) * m["count"]
-    counts += m["count"]
-  if writer is not None:
-    for i, name in enumerate(TERM_NAMES):
-      if counts[i]:
-        writer.add_scalar(f"eval/{name}/loss", totals[0, i] / counts[i], step)
-        writer.add_scalar(f"eval/{name}/accuracy", totals[1, i] / counts[i], step)
 
 
 def _export_model(config: ExperimentConfig, params: dict, target: Path) -> None:
