@@ -113,8 +113,9 @@ def _vocab_path(config: EvalConfig, ckpt: Path) -> Path:
   from kmlm_jax import model_checkpoint as mc
   directory = mc.tokenizer_dir_of(ckpt)  # a training checkpoint's: its run's data.vocab
   if directory is None:
-    raise ConfigError(f"{ckpt}: no tokenizer/tokenizer.json in the checkpoint; set the eval "
-                      "config's vocab")
+    raise ConfigError(f"{ckpt}: no tokenizer in the checkpoint (a model checkpoint's "
+                      "tokenizer/, a training checkpoint's WORKDIR/config.json data.vocab); set "
+                      "the eval config's vocab")
   # its tokenizer.json, or the folder (transformers reads vocab.txt, sentencepiece files)
   return directory / "tokenizer.json" if (directory / "tokenizer.json").exists() else directory
 
