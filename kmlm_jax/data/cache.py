@@ -3,8 +3,9 @@
 Layout of a cache directory (one per vocabulary and sequence length):
 
   cache.json             format, vocabulary (path, sha256, size, special ids),
-                         seq_length, and per source: rule, example / token /
-                         line counts, counted skips, inputs
+                         seq_length, the text validation rule, and per source
+                         ("sources": training, "validation": validation split):
+                         rule, example / token / line counts, counted skips, inputs
   SOURCE/tokens.npy      int32 [N]   every example's ids back to back, `<s>`
                          and `</s>` included, linkers written as `<mask>`
   SOURCE/offsets.npy     int64 [E+1] example i is tokens[offsets[i]:offsets[i+1]]
@@ -12,6 +13,17 @@ Layout of a cache directory (one per vocabulary and sequence length):
                          (Prix-LM), 0 otherwise
   SOURCE/roles.npy, mentions.npy, sentences.npy   int8 / int16 / int16 [N]
                          (knowledge and reasoning sources only; `segments.py`)
+  validation/SOURCE/...  the same arrays for the source's validation split
+
+The validation split never enters training. Knowledge and reasoning sources
+take it from the `kg build` directory's validation shards
+(`validation/STREAM/`, see `kmlm_jax.kg.build`). A text line is held out when
+`is_validation_line`: the first 8 bytes of the BLAKE2b hash of the line (its
+runs of ASCII whitespace made one space, its ends stripped), read as a
+fraction of 2**64, fall below `CacheSpec.validation_fraction` (default 10%:
+each KMLM language of the embedded UDHR text then has held-out lines).
+The rule depends on the text only, so a line repeated anywhere (in any file
+or language) is always on the same side.
 
 Sources: `text.LANG` (text lines cut into windows of at most T tokens),
 `code_switched`, `parallel`, `reasoning` (a `kg build` directory's KMLM
@@ -19,9 +31,10 @@ streams), `triple`, `link` (its Prix-LM streams; a link gives one example
 per direction). Samples longer than T are skipped and counted; a non-UTF-8
 text line is an error naming file and line, or a counted skip.
 
-Work is cut into units (a corpus shard, or a byte range of a text file) that
-are tokenized independently, in this process or as an Apache Beam pipeline,
-then concatenated in unit order: both give byte-identical files.
+Work is cut into units (a corpus shard of one split, or a byte range of a text
+file, which gives both splits) that are tokenized independently, in this
+process or as an Apache Beam pipeline, then concatenated in unit order: both
+give byte-identical files.
 """
 
 from __future__ import annotations
@@ -46,7 +59,11 @@ from kmlm_jax.data.masking import (RULE_CAUSAL, RULE_KNOWLEDGE, RULE_NAMES, RULE
                                    RULE_TEXT, SpecialIds)
 from kmlm_jax.text.errors import CorpusError
 
-FORMAT = "kmlm-jax-token-cache-1"
+FORMAT = "kmlm-jax-token-cache-2"  # 2: the validation split
+TRAIN, VALIDATION = "train", "validation"
+SPLITS = (TRAIN, VALIDATION)
+TEXT_LINES = "lines"  # the split field of a text unit: each line goes to one split
+TEXT_VALIDATION_FRACTION = 0.1  # every KMLM language of the embedded UDHR keeps >= 1 line
 TEXT_CHUNK_BYTES = 64 << 20
 CORPUS_SOURCES = {"code_switched": RULE_KNOWLEDGE, "parallel": RULE_KNOWLEDGE,
                   "reasoning": RULE_REASONING, "triple": RULE_CAUSAL, "link": RULE_CAUSAL}
@@ -75,6 +92,13 @@ class CacheSpec:
   text_pattern: str | None = None
   languages: tuple[str, ...] = ()
   skip_bad_lines: bool = False
+  validation_fraction: float = TEXT_VALIDATION_FRACTION  # of the text lines
+
+
+def is_validation_line(raw: bytes, fraction: float) -> bool:
+  """Whether a text line (bytes, no line break) belongs to the validation split."""
+  digest = hashlib.blake2b(b" ".join(raw.split()), digest_size=8).digest()
+  return int.from_bytes(digest, "big") < fraction * 2.0 ** 64
 
 
 def vocab_fingerprint(vocab_path: str) -> str:
@@ -103,18 +127,21 @@ def check_text_files(spec: CacheSpec, sources: list[str]) -> None:
 
 
 def plan_units(spec: CacheSpec, sources: list[str]) -> list[tuple]:
-  """(source, path, start, end) units in output order."""
+  """(source, path, start, end, split) units in output order: a text file's byte ranges
+  (split `TEXT_LINES`), then a corpus stream's training shards, then its validation shards."""
   from kmlm_jax.kg.corpus_dir import CorpusDir
   check_text_files(spec, sources)
   units = []
   for source in sources:
     if source.startswith("text."):
       for f in sorted(glob.glob(spec.text_pattern.format(lang=source[5:]))):
-        units += [(source, f, a, b) for a, b in _line_ranges(f)]
+        units += [(source, f, a, b, TEXT_LINES) for a, b in _line_ranges(f)]
     else:
       if not spec.corpus_dir:
         raise CorpusError(f"source {source!r} needs a corpus directory (data.corpus_dir)")
-      units += [(source, str(p), 0, -1) for p in CorpusDir(spec.corpus_dir).shards(source)]
+      corpus = CorpusDir(spec.corpus_dir)
+      units += [(source, str(p), 0, -1, split) for split in SPLITS
+                for p in corpus.shards(source, split)]
   return units
 
 
@@ -134,35 +161,44 @@ def _line_ranges(path: str) -> list[tuple[int, int]]:
 
 
 def run_unit(spec: CacheSpec, unit: tuple, out_dir: str, index: int) -> dict:
-  """Tokenizes one unit into `out_dir/SOURCE.INDEX.*.npy`; returns its counts."""
+  """Tokenizes one unit into `out_dir/SPLIT.SOURCE.INDEX.*.npy` for each split it
+  gives; returns {split: its counts}."""
   from kmlm_jax.text.vocab import load_vocab
   vocab = load_vocab(spec.vocab)
-  source, path, start, end = unit
-  stats = {"examples": 0, "tokens": 0, "lines": 0, "skipped": collections.Counter()}
-  if source.startswith("text."):
+  source, path, start, end, split = unit
+  stats = {s: {"examples": 0, "tokens": 0, "lines": 0, "skipped": collections.Counter()}
+           for s in (SPLITS if split == TEXT_LINES else (split,))}
+  if split == TEXT_LINES:
     examples = _text_examples(vocab, spec, path, start, end, stats)
   else:
-    examples = _corpus_examples(vocab, spec, source, path, stats)
-  arrays = _to_arrays(examples, _with_roles(source))
-  stats["examples"] = len(arrays["offsets"]) - 1
-  stats["tokens"] = int(arrays["offsets"][-1])
-  for name, a in arrays.items():
-    np.save(Path(out_dir) / f"{source}.{index:05d}.{name}.npy", a, allow_pickle=False)
+    examples = ((split, e) for e in _corpus_examples(vocab, spec, source, path, stats[split]))
+  by_split = {s: [] for s in stats}
+  for s, example in examples:
+    by_split[s].append(example)
+  for s, part in by_split.items():
+    arrays = _to_arrays(part, _with_roles(source))
+    stats[s]["examples"] = len(arrays["offsets"]) - 1
+    stats[s]["tokens"] = int(arrays["offsets"][-1])
+    for name, a in arrays.items():
+      np.save(Path(out_dir) / f"{s}.{source}.{index:05d}.{name}.npy", a, allow_pickle=False)
   return stats
 
 
 def _text_examples(vocab, spec: CacheSpec, path: str, start: int, end: int, stats: dict):
+  """(split, example) of each window of each line; `stats` holds the counts per split."""
   from kmlm_jax.text.segments import tokenize_text
   with open(path, "rb") as f:
     f.seek(start)
     data = f.read(end - start)
   for k, raw in enumerate(data.splitlines()):
-    stats["lines"] += 1
+    split = VALIDATION if is_validation_line(raw, spec.validation_fraction) else TRAIN
+    counts = stats[split]
+    counts["lines"] += 1
     try:
       text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
       if spec.skip_bad_lines:
-        stats["skipped"]["non_utf8_line"] += 1
+        counts["skipped"]["non_utf8_line"] += 1
         continue
       with open(path, "rb") as f:
         line = f.read(start).count(b"\n") + k + 1
@@ -171,9 +207,9 @@ def _text_examples(vocab, spec: CacheSpec, path: str, start: int, end: int, stat
                         ) from None
     windows = tokenize_text(vocab, text, spec.seq_length)
     if not windows:
-      stats["skipped"]["empty_line"] += 1
+      counts["skipped"]["empty_line"] += 1
     for tokens in windows:
-      yield tokens, None, None, None, 0
+      yield split, (tokens, None, None, None, 0)
 
 
 def _tfrecords(path: str):
@@ -235,13 +271,13 @@ def _to_arrays(examples, with_roles: bool) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------- build
 
 
-def _merge(parts_dir: Path, source: str, indices: list[int], target: Path) -> None:
-  """Concatenates the arrays of one source's units (`indices`), in unit order."""
+def _merge(parts_dir: Path, split: str, source: str, indices: list[int], target: Path) -> None:
+  """Concatenates the arrays of one source's split from its units (`indices`), in unit order."""
   target.mkdir(parents=True)
   names = ["tokens", "offsets", "aux"] + (["roles", "mentions", "sentences"]
                                           if _with_roles(source) else [])
   for name in names:
-    parts = [np.load(parts_dir / f"{source}.{i:05d}.{name}.npy", mmap_mode="r")
+    parts = [np.load(parts_dir / f"{split}.{source}.{i:05d}.{name}.npy", mmap_mode="r")
              for i in indices]
     if name == "offsets":
       base = np.cumsum([0] + [int(p[-1]) for p in parts[:-1]])
@@ -283,15 +319,17 @@ def _build_units(cache_dir: Path, spec: CacheSpec, units: list[tuple], missing: 
     else:
       results = _run_in_process(spec, units, parts, progress)
     for source in missing:
-      picked = [i for i, u in enumerate(units) if u[0] == source]
-      staging = Path(parts) / f"merged-{source}"
-      _merge(Path(parts), source, picked, staging)
-      target = cache_dir / source
-      if target.exists():
-        shutil.rmtree(target)
-      os.replace(staging, target)
-      meta["sources"][source] = _source_entry(source, [units[i] for i in picked],
-                                              [results[i] for i in picked])
+      for split in SPLITS:
+        picked = [i for i, u in enumerate(units) if u[0] == source and split in results[i]]
+        staging = Path(parts) / f"merged-{split}-{source}"
+        _merge(Path(parts), split, source, picked, staging)
+        target = split_dir(cache_dir, split) / source
+        target.parent.mkdir(exist_ok=True)
+        if target.exists():
+          shutil.rmtree(target)
+        os.replace(staging, target)
+        meta[_META_KEYS[split]][source] = _source_entry(
+            source, [units[i] for i in picked], [results[i][split] for i in picked])
   tmp = cache_dir / "cache.json.tmp"
   tmp.write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
   os.replace(tmp, cache_dir / "cache.json")
@@ -317,6 +355,14 @@ def _run_in_process(spec: CacheSpec, units: list[tuple], parts: str, progress: b
   return [f.result() for f in futures]
 
 
+_META_KEYS = {TRAIN: "sources", VALIDATION: "validation"}
+
+
+def split_dir(cache_dir: Path, split: str) -> Path:
+  """Where a split's sources are: the cache directory, or its validation/ folder."""
+  return cache_dir if split == TRAIN else cache_dir / VALIDATION
+
+
 def _source_entry(source: str, units: list[tuple], results: list[dict]) -> dict:
   skipped = sum((collections.Counter(r["skipped"]) for r in results), collections.Counter())
   return {"rule": RULE_NAMES[rule_of(source)],
@@ -329,6 +375,11 @@ def _check_or_new(cache_dir: Path, spec: CacheSpec) -> dict:
   if (cache_dir / "cache.json").exists():
     meta = read_meta(cache_dir)
     check_matches(cache_dir, meta, spec.vocab, spec.seq_length)
+    if meta["text_validation_fraction"] != spec.validation_fraction:
+      raise CacheMismatchError(
+          f"{cache_dir}: built with {meta['text_validation_fraction']} of the text lines held "
+          f"out for validation, this build asks for {spec.validation_fraction}; build another "
+          "cache")
     return meta
   from kmlm_jax.text.vocab import load_vocab
   vocab = load_vocab(spec.vocab)
@@ -336,7 +387,10 @@ def _check_or_new(cache_dir: Path, spec: CacheSpec) -> dict:
           "vocab": {"path": str(spec.vocab), "sha256": vocab_fingerprint(spec.vocab),
                     "size": int(vocab.vocab_size),
                     "special": dataclasses.asdict(SpecialIds.of(vocab))},
-          "sources": {}}
+          "text_validation_fraction": spec.validation_fraction,
+          "text_validation_rule": "blake2b-64 of the line (ASCII whitespace runs -> one space, "
+                                  "ends stripped) / 2**64 < text_validation_fraction",
+          "sources": {}, "validation": {}}
 
 
 # ---------------------------------------------------------------- read
@@ -352,7 +406,9 @@ def read_meta(cache_dir: Path | str) -> dict:
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise CorpusError(f"{path}: unreadable ({e})") from None
   if meta.get("format") != FORMAT:
-    raise CorpusError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    raise CorpusError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r} (another "
+                      "kmlm-jax version built it: delete the folder, or set another "
+                      "data.cache_dir, to rebuild)")
   return meta
 
 
@@ -409,9 +465,14 @@ class TokenCache:
     self.seq_length = int(self.meta["seq_length"])
     self.special = SpecialIds(**self.meta["vocab"]["special"])
     self.sources = {n: Source(self.path, n, e) for n, e in self.meta["sources"].items()}
+    self.validation = {n: Source(split_dir(self.path, VALIDATION), n, e)
+                       for n, e in self.meta["validation"].items()}
 
-  def source(self, name: str) -> Source:
-    if name not in self.sources:
-      raise CorpusError(f"{self.path}: the token cache has no source {name!r} (it has "
-                        f"{sorted(self.sources)})")
-    return self.sources[name]
+  def source(self, name: str, split: str = TRAIN) -> Source:
+    """A source of the training data, or of the validation split."""
+    sources = self.sources if split == TRAIN else self.validation
+    if name not in sources:
+      where = "" if split == TRAIN else f" in its {split} split"
+      raise CorpusError(f"{self.path}: the token cache has no source {name!r}{where} (it has "
+                        f"{sorted(sources)})")
+    return sources[name]

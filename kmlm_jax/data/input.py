@@ -18,6 +18,10 @@ depend on the number of processes: a run resumed on another number of hosts
 continues the same global order, with no example repeated or skipped.
 
 Blocks can be computed ahead by worker processes (`data.workers`).
+
+`InputSpec.split = "validation"` reads the cache's validation split instead
+(`kmlm_jax.training.data.make_validation_batches`): the same order, masking
+and packing over other examples.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class InputSpec:
   rows_per_shard: int
   block_examples: int = 1024
   pack: bool = True
+  split: str = "train"  # the token cache's split: "train" or "validation"
 
   def __post_init__(self):
     if self.block_examples < 1:
@@ -110,7 +115,7 @@ def make_block(spec: InputSpec, shard: int, block: int) -> tuple[dict, dict]:
   cache = _cache(spec.cache_dir)
   parts = []
   for name, number, ids in block_members(spec, shard, block):
-    source = cache.source(name)
+    source = cache.source(name, spec.split)
     data = source.gather(ids)
     data["keys"] = srandom.key(spec.seed, _source_key(name), number)
     data["rules"] = np.full(len(ids), source.rule, np.int32)

@@ -2,7 +2,10 @@
 
 `prepare_input(config)` builds (once) and opens the token cache that the
 data config names and returns the `InputSpec` of the run's global order;
-`make_batches(...)` opens this process's batches at a saved input state.
+`make_batches(...)` opens this process's batches at a saved input state;
+`make_validation_batches(...)` gives fixed batches of the cache's
+validation split (held-out text lines and the `kg build` validation
+corpora, never trained on).
 Input states are small JSON-able dicts saved in every checkpoint:
 `{"kind": "cache", "num_shards": U, "blocks": [[k, o], ...]}` or
 `{"kind": "synthetic", "position": n}`.
@@ -10,6 +13,7 @@ Input states are small JSON-able dicts saved in every checkpoint:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from importlib import resources
@@ -46,9 +50,11 @@ def cache_spec(config: DataConfig) -> tuple[cache.CacheSpec, list[str]]:
 
 
 def default_cache_dir(spec: cache.CacheSpec) -> Path:
-  """~/.cache/kmlm_jax/token_cache/DIGEST, DIGEST naming the corpus, text, vocabulary and T."""
+  """~/.cache/kmlm_jax/token_cache/DIGEST, DIGEST naming the corpus, text, vocabulary, T,
+  the cache format and the text validation fraction."""
   key = json.dumps([spec.corpus_dir, spec.text_pattern, cache.vocab_fingerprint(spec.vocab),
-                    spec.seq_length, spec.skip_bad_lines])
+                    spec.seq_length, spec.skip_bad_lines, cache.FORMAT,
+                    spec.validation_fraction])
   digest = hashlib.sha256(key.encode()).hexdigest()[:16]
   return Path.home() / ".cache" / "kmlm_jax" / "token_cache" / digest
 
@@ -108,16 +114,23 @@ def build_cache(config: DataConfig, *, runner: str = "direct", beam_options: str
   return cache_dir, meta, sources
 
 
-def prepare_input(config: DataConfig, *, build: bool = True, progress: bool = True) -> InputSpec:
-  """Builds the missing cache sources (if `build`) and returns the run's `InputSpec`."""
+def prepare_input(config: DataConfig, *, build: bool = True, progress: bool = True,
+                  split: str = cache.TRAIN) -> InputSpec:
+  """Builds the missing cache sources (if `build`) and returns the `InputSpec` of the run's
+  training order (or, with `split="validation"`, of the validation split's order)."""
   spec, sources = cache_spec(config)
   cache_dir = _cache_dir(config, spec)
   if build:
     build_cache(config, progress=progress)
   opened = cache.TokenCache(cache_dir, spec.vocab, config.seq_length)
-  counts = {s: opened.source(s).num_examples for s in sources}
-  weights = mixtures.source_weights(config.mixture, _rates(config), counts, spec.languages,
-                                    config.language_temperature)
+  counts = {s: opened.source(s, split).num_examples for s in sources}
+  try:
+    weights = mixtures.source_weights(config.mixture, _rates(config), counts, spec.languages,
+                                      config.language_temperature)
+  except CorpusError as e:
+    if split == cache.TRAIN:
+      raise
+    raise CorpusError(f"{cache_dir}: the {split} split: {e}") from None
   shards = config.input_shards or default_input_shards(config.batch_size)
   if config.batch_size % shards:
     raise CorpusError(f"data.batch_size={config.batch_size} is not divisible by "
@@ -125,7 +138,7 @@ def prepare_input(config: DataConfig, *, build: bool = True, progress: bool = Tr
   return InputSpec(str(cache_dir), tuple(weights), tuple(weights.values()),
                    tuple(counts[s] for s in weights), config.seed, config.seq_length,
                    config.max_predictions, shards, config.batch_size // shards,
-                   config.block_examples, config.pack)
+                   config.block_examples, config.pack, split)
 
 
 class SyntheticBatches:
@@ -200,17 +213,28 @@ def make_batches(config: DataConfig, vocab_size: int, process_index: int, proces
   return CacheBatches(spec, process_index, process_count, state, config.workers)
 
 
-
 def make_validation_batches(config: DataConfig, vocab_size: int, process_index: int,
                             process_count: int, num_batches: int) -> list[dict]:
   """`num_batches` host batches of this process for validation: the same at every call, in
   the training batches' keys and shapes.
 
-  For now: fixed batches (seed + 1) of the training mixture (not yet held-out data).
+  They come from the token cache's validation split only (held-out text lines, the `kg
+  build` validation corpora), mixed by the run's mixture and rates over the validation
+  examples of its sources (a text language with no held-out line has no share), masked
+  and packed by the training code from the start of that split's order (data.seed). The
+  synthetic mixture has no held-out data: its validation batches are synthetic batches
+  of seed + 1.
   """
-  import dataclasses
-  it = make_batches(dataclasses.replace(config, seed=config.seed + 1), vocab_size,
-                    process_index, process_count)
+  if config.mixture == "synthetic":
+    it = make_batches(dataclasses.replace(config, seed=config.seed + 1), vocab_size,
+                      process_index, process_count)
+  else:
+    if config.batch_size % process_count:
+      raise CorpusError(f"data.batch_size={config.batch_size} is not divisible by "
+                        f"{process_count} processes")
+    spec = prepare_input(config, build=process_index == 0, progress=False,
+                         split=cache.VALIDATION)
+    it = Batches(spec, process_index, process_count)
   try:
     return [next(it) for _ in range(num_batches)]
   finally:

