@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench venv
+.PHONY: demo test test-fast test-cluster bench venv
 
 $(STAMP): requirements.txt requirements-assets.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -20,11 +20,17 @@ demo: $(STAMP)
 	$(VENV)/bin/python -m kmlm_jax.demo --out out/demo
 
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q tests --ignore=tests/cluster
 
 # The developer loop: everything but the slow end-to-end and multi-process tests.
 test-fast: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -m "not slow" tests
+	$(VENV)/bin/python -m pytest -q -m "not slow" tests --ignore=tests/cluster
+
+# Real engines: starts a one-machine SLURM cluster (root; installs it from Debian) and runs
+# the launch scripts on it.
+test-cluster: $(STAMP)
+	bash tests/cluster/slurm_up.sh
+	$(VENV)/bin/python -m pytest -q tests/cluster
 
 bench: $(STAMP)
 	for f in bench/*.py; do $(VENV)/bin/python $$f || exit 1; done

@@ -26,8 +26,10 @@ fi
 
 if ! command -v slurmctld >/dev/null || ! command -v slurmdbd >/dev/null \
     || ! command -v mariadbd >/dev/null; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm slurmdbd munge \
-    mariadb-server >/dev/null
+  packages=(slurm-wlm slurmdbd munge mariadb-server)
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${packages[@]}" >/dev/null \
+    || { apt-get update -q >/dev/null \
+         && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${packages[@]}" >/dev/null; }
 fi
 
 # munge: one key, the daemon as root (--force: no separate munge user needed).
