@@ -141,6 +141,17 @@ class Trainer:
     return self.eval_fn(params, self.partitioner.put_batch(host_batch))
 
 
+def optimizer_shardings(tx: optax.GradientTransformation, abstract: Any, shardings: Any,
+                        replicated) -> Any:
+  """Shardings of `tx`'s state over parameters `abstract`: a moment shaped like its
+  parameter is sharded like it; anything else (counts, Adafactor's factored row and
+  column statistics) is replicated."""
+  return optax.tree_map_params(
+      tx, lambda leaf, s, p: s if tuple(leaf.shape) == tuple(p.shape) else replicated,
+      jax.eval_shape(tx.init, abstract), shardings, abstract,
+      transform_non_params=lambda _: replicated)
+
+
 def make_trainer(task: Task, partitioner: Partitioner, optimizer: OptimizerConfig, *,
                  grad_accum_steps: int = 1, seed: int = 0) -> Trainer:
   """The jitted train and eval steps of `task` on `partitioner`'s mesh."""
@@ -152,9 +163,8 @@ def make_trainer(task: Task, partitioner: Partitioner, optimizer: OptimizerConfi
   train_shardings, _ = split_params(param_shardings, task.trainable)
   train_abstract, _ = split_params(abstract_arrays(abstract), task.trainable)
   tx = make_optimizer(optimizer)
-  opt_shardings = optax.tree_map_params(
-      tx, lambda _, s: s, jax.eval_shape(tx.init, train_abstract), train_shardings,
-      transform_non_params=lambda _: partitioner.replicated)
+  opt_shardings = optimizer_shardings(tx, train_abstract, train_shardings,
+                                      partitioner.replicated)
   replicated = partitioner.replicated
   state_shardings = TrainState(param_shardings, opt_shardings, replicated, replicated)
   accum = grad_accum_steps
