@@ -331,7 +331,9 @@ class _Profile:
   def before(self, step: int) -> None:
     if step == self.start and self.start <= self.end:
       log.info("profiling steps %d to %d into %s", self.start, self.end, self.directory)
-      jax.profiler.start_trace(str(self.directory))
+      options = jax.profiler.ProfileOptions()
+      options.python_tracer_level = 0  # Python calls (the first step's tracing) flood the trace
+      jax.profiler.start_trace(str(self.directory), profiler_options=options)
       self.active = True
 
   def after(self, step: int, state) -> None:
