@@ -5,8 +5,9 @@ small results are assembled on the driver, so the output equals the
 in-process path's byte for byte.
 
 - `stream_writer(beam_options)` returns a drop-in for `build.write_stream`.
-  Per stream and split (corpora or validation): Create((u, unit)) -> Reshuffle -> generate each unit's samples
-  (`Plan.generate`) -> one batch per (unit, shard), keyed by shard
+  Per stream and split (corpora or validation): Create((u, unit)) ->
+  Reshuffle -> generate each unit's samples (`Plan.generate`) -> one batch
+  per (unit, shard), keyed by shard
   (u + j) mod N with sort key (u, first j) -> GroupByKey -> sort -> one
   TFRecord file per shard, named as `build.shard_paths`. Counts and the
   preview come back through one CombineGlobally. Batching per (unit, shard)

@@ -146,7 +146,12 @@ def test_beam_stream_writer_matches_in_process(tmp_path, monkeypatch, small_samp
   writer = beam_pipeline.stream_writer(beam_options.format(tmp=tmp_path))
   beam = build.build(graph, tmp_path / "beam", options, stream_writer=writer)
   assert beam["streams"] == direct["streams"]
-  assert tree(tmp_path / "beam") == tree(tmp_path / "direct")
+  # The validation split too: every stream has samples, in files of its own.
+  assert beam["validation"] == direct["validation"]
+  assert all(e["samples"] > 0 for e in direct["validation"]["streams"].values())
+  files = tree(tmp_path / "direct")
+  assert sum(f.startswith("validation/") for f in files) == 3 * len(build.STREAMS)
+  assert tree(tmp_path / "beam") == files
   assert not (tmp_path / "beam-temp").exists() or not any((tmp_path / "beam-temp").iterdir())
 
 
@@ -159,6 +164,7 @@ def test_cli_beam_build_equals_direct_build_on_sample(tmp_path):
                      "--out", str(tmp_path / runner)]) == 0
   direct, beam = tree(tmp_path / "direct"), tree(tmp_path / "beam")
   assert len(direct) > 20 and beam == direct
+  assert any(f.startswith("validation/reasoning/") for f in direct)
 
 
 # ----------------------------------------------------------------- TFDS

@@ -185,6 +185,70 @@ def test_held_out_facts_never_reach_pretraining(sample_build):
   assert {h for h, *_ in lp} | {t for *_, t, _ in lp} <= seen
 
 
+@pytest.fixture(scope="module")
+def sample_plan(sample_build):
+  return build.make_plan(sample_build[0], build.BuildOptions(num_shards=2))
+
+
+def test_validation_pairs_leave_the_corpora(sample_build, sample_plan):
+  graph, out, manifest = sample_build
+  plan = sample_plan
+  held = plan.held
+  assert len(held.validation_pairs) == manifest["validation"]["pairs"] > 20
+  assert not np.isin(held.validation_pairs, held.held_pairs).any()
+  keys = evalsets.pair_keys(graph)
+  assert not (plan.keep_triples & plan.validation_triples).any()
+  np.testing.assert_array_equal(plan.validation_triples, np.isin(keys, held.validation_pairs))
+  # Every entity of a validation pair keeps an edge in the corpora.
+  kept = graph.triples[plan.keep_triples]
+  ends = set(kept[:, 0].tolist()) | set(kept[:, 2].tolist())
+  pairs = held.validation_pairs
+  assert set((pairs // graph.num_entities).tolist()) | set((pairs % graph.num_entities)
+                                                           .tolist()) <= ends
+  for rows, keep, val in ((plan.cycles.triangle_triples, plan.keep_triangles,
+                           plan.validation_triangles),
+                          (plan.cycles.diamond_triples, plan.keep_diamonds,
+                           plan.validation_diamonds)):
+    assert val.sum() > 50 and not (keep & val).any()
+    on = np.isin(evalsets.pair_keys(graph, rows.reshape(-1)).reshape(rows.shape),
+                 held.validation_pairs).any(axis=1)
+    assert on[val].all() and not on[keep].any()
+  # The evaluation sets do not depend on the validation fraction.
+  none = evalsets.EvalOptions(validation_fraction=0.0)
+  other = build.make_plan(graph, build.BuildOptions(num_shards=2, evals=none)).held
+  np.testing.assert_array_equal(other.held_pairs, held.held_pairs)
+  np.testing.assert_array_equal(other.xlr_cycles, held.xlr_cycles)
+  assert len(other.validation_pairs) == 0
+
+
+def _validation_samples(out, stream):
+  import tensorflow as tf
+  files = sorted(str(p) for p in (out / "validation" / stream).glob("*.tfrecord"))
+  return [records.from_example(r.numpy()) for r in tf.data.TFRecordDataset(files)]
+
+
+def test_validation_samples_render_the_validation_data(sample_build, sample_plan):
+  graph, out, manifest = sample_build
+  plan, validation = sample_plan, manifest["validation"]
+  cycles = {frozenset(c.tolist()) for rows, val in (
+      (plan.cycles.triangle_triples, plan.validation_triangles),
+      (plan.cycles.diamond_triples, plan.validation_diamonds)) for c in rows[val]}
+  for stream in build.STREAMS[:4]:
+    samples = _validation_samples(out, stream)
+    assert len(samples) == validation["streams"][stream]["samples"] > 100
+    for s in samples:
+      if stream == "reasoning":
+        assert frozenset(s.triple_ids) in cycles
+      else:
+        assert plan.validation_triples[list(s.triple_ids)].all()
+  links = _validation_samples(out, "link")
+  dev = {(lang, i) for lang in validation["links"] for i, *_ in
+         (json.loads(l).values() for l in
+          (out / "eval" / "alignment" / f"{lang}.dev.jsonl").read_text().splitlines())}
+  assert len(links) == sum(validation["links"].values()) == len(dev)
+  assert {(s.lang.split("-")[1], graph.entity_ids[s.item_ids[0]]) for s in links} == dev
+
+
 def test_xlr_items(sample_build):
   graph, out, _ = sample_build
   items = [json.loads(l) for split in evalsets.SPLITS
