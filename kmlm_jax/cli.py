@@ -97,6 +97,13 @@ def _add_train(sub):
   p.add_argument("--distributed", action="store_true",
                  help="call jax.distributed.initialize() (auto when SLURM / TPU pod / "
                       "JAX_COORDINATOR_ADDRESS is set)")
+  p.add_argument("--dry-run", action="store_true",
+                 help="compile the train step for the config's shapes, print parameters, "
+                      "FLOPs and memory per device, and exit (reads no data); exit 2 when "
+                      "it does not fit the memory budget")
+  p.add_argument("--memory-budget", type=float, metavar="GIB",
+                 help="with --dry-run: memory per device in GiB (default: the device's "
+                      "memory when JAX reports it, else no check)")
   p.add_argument("overrides", nargs="*", metavar="key=value",
                  help="config overrides, e.g. train.steps=10 mesh.shape=2,2,2")
 
@@ -188,8 +195,12 @@ def _train(args) -> int:
   from kmlm_jax import distributed
   from kmlm_jax.experiment import load_config, preflight
   from kmlm_jax.training.loop import train
+  if args.memory_budget is not None and not args.dry_run:
+    raise InputError("--memory-budget needs --dry-run")
   config = load_config(args.config, args.overrides)  # every field in range
   distributed.maybe_initialize(force=args.distributed)
+  if args.dry_run:
+    return _dry_run(config, args.memory_budget)
   preflight(config)  # paths, input, tokenizer, mesh and batch: before models and compiles
   _show_info_lines()
   summary = train(config, args.workdir or f"workdir/{config.name}", resume=args.resume,
@@ -197,6 +208,22 @@ def _train(args) -> int:
   last = summary["history"][-1] if summary["history"] else {}
   print(f"status={summary['status']} steps={summary['steps']} "
         + " ".join(f"{k}={v:.4g}" for k, v in last.items() if k != "step"))
+  return 0
+
+
+def _dry_run(config, budget_gib: float | None) -> int:
+  """`train --dry-run`: the device checks (no paths, no data), then the compiled step's
+  report; a step that does not fit the budget raises `DoesNotFit` (exit 2)."""
+  from kmlm_jax.experiment import check_devices, check_run_options
+  from kmlm_jax.training import dry_run
+  check_devices(config)
+  check_run_options(config)
+  _show_info_lines()
+  report = dry_run.dry_run(config, budget_gib)
+  print("\n".join(report.lines()))
+  if not report.fits:
+    raise dry_run.DoesNotFit(report.verdict())
+  print(report.verdict())
   return 0
 
 
