@@ -376,9 +376,10 @@ class TrainConfig:
 class ExperimentConfig:
   """Everything a `kmlm-jax train` run needs; `configs/*.py` return one.
 
-  init_from: a kmlm-jax model checkpoint to start from (convert a HF
-  checkpoint with `kmlm-jax convert --from-hf` first); None starts from a
-  random initialisation of `model`.
+  init_from: a kmlm-jax model checkpoint, a training checkpoint
+  WORKDIR/checkpoints/STEP, or a work directory WORKDIR (its newest step) to
+  start from (its parameters only; convert a HF checkpoint with `kmlm-jax
+  convert --from-hf` first); None starts from a random initialisation of `model`.
   """
 
   name: str
