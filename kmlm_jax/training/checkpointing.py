@@ -7,6 +7,9 @@ model architecture and the learning-rate schedule; `checksums` is JSON with
 the SHA-256 of `meta` and, for every array of `state`, its path, shape, dtype
 and a checksum of its values computed on the host when it was saved.
 
+With a `best_metric` (`train.keep_best`), Orbax also keeps the checkpoint whose
+validation metrics (saved with it) rank best, besides the newest `keep`.
+
 Restoring tries the newest checkpoint first:
 - one whose `meta` does not fit the run (`check_meta` raises, e.g. another
   model width) or whose arrays have other paths or shapes than the run's state

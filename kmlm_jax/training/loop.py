@@ -12,13 +12,22 @@ result is bit-identical to an uninterrupted run. A resume refuses a changed
 learning-rate schedule unless `allow_schedule_change`, and summary.json keeps
 the history of every run before. A non-finite loss, gradient or update stops
 the run with `NonFiniteLoss` before anything non-finite is saved; a failed
-save stops it with `WriteError`. Metrics go to TensorBoard under WORKDIR/tb
-and to a console progress bar (which counts completed steps and says when
-the step is compiling).
+save stops it with `WriteError`. Metrics go through `metrics_writer`
+(TensorBoard under WORKDIR/tb, W&B with `train.wandb_project`) and to a console
+progress bar (which counts completed steps and says when the step is compiling).
 
-Outputs in WORKDIR: checkpoints/, tb/, model/ (the final parameters as a
+Run operations: every `eval_every` steps `validation.Validator` scores the
+current parameters (summary.json "validation"); `keep_best=METRIC` saves a
+checkpoint at each validation and keeps the best one besides the newest
+(`checkpointing.Checkpointer(best_metric=...)`), its tracker (`validation.BestTracker`)
+saved in each checkpoint's meta; `early_stop_patience` ends the run with status
+"early_stopped"; `export="best"` exports the best checkpoint's parameters.
+`profile_steps=A,B` traces steps A..B-1 into WORKDIR/profile; `jax_cache_dir`
+enables JAX's persistent compilation cache.
+
+Outputs in WORKDIR: checkpoints/, tb/, model/ (the final or best parameters as a
 kmlm-jax model checkpoint, for `kmlm-jax convert --from WORKDIR/model`),
-summary.json.
+summary.json, profile/ (with `profile_steps`).
 """
 
 from __future__ import annotations
@@ -310,7 +319,7 @@ def enable_compilation_cache(directory: Path | str) -> None:
   """JAX's persistent compilation cache in `directory`, for every compilation (also the
   fast CPU ones); takes effect even after compilations without a cache."""
   from jax.experimental.compilation_cache import compilation_cache
-  directory = str(Path(directory).absolute())
+  directory = str(Path(directory).expanduser().absolute())
   Path(directory).mkdir(parents=True, exist_ok=True)
   if jax.config.jax_compilation_cache_dir != directory:
     compilation_cache.reset_cache()

@@ -144,9 +144,11 @@ def test_knowledge_metrics_on_the_sample_equal_the_evaluation_code(tmp_path):
   assert {i["split"] for i in xlr} == {"dev"} and len({i["lang"] for i in xlr}) > 1
   probes = validation.round_robin(
       [q.to_dict() for q in readers.read_probes(corpus.eval_path("probes.jsonl"))], n)
-  scorer = zero_shot.Scorer(graphdef, nnx.to_pure_dict(state), vocab, length=128)
+  scorer = zero_shot.Scorer(graphdef, nnx.to_pure_dict(state), vocab, length=128,
+                            batch=validation.SCORER_BATCH)
   expected_xlr = zero_shot.xlr_accuracy(scorer, graph, xlr)["avg"]
-  ranker = zero_shot.Scorer(graphdef, nnx.to_pure_dict(state), vocab, length=48)
+  ranker = zero_shot.Scorer(graphdef, nnx.to_pure_dict(state), vocab, length=48,
+                            batch=validation.SCORER_BATCH)
   expected_probe = zero_shot.probe_accuracy(ranker, graph, probes, max_distractors=10)["avg"]
   assert got["validation/xlr/accuracy"] == pytest.approx(expected_xlr, abs=1e-9)
   assert got["validation/probe_rank/accuracy"] == pytest.approx(expected_probe, abs=1e-9)
