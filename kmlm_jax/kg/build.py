@@ -395,16 +395,17 @@ def table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
   return "\n".join([line(cells[0]), line(rule), *map(line, cells[1:])])
 
 
-def stats_table(manifest: dict, split: str = TRAIN) -> str:
-  """A Markdown table like KMLM Table 8: samples per stream and language (of the
-  corpora, headed by the graph's counts, or of the validation split)."""
-  streams = manifest["streams"] if split == TRAIN else manifest["validation"]["streams"]
+def stats_table(manifest: dict) -> str:
+  """A Markdown table like KMLM Table 8: samples per stream and language, then the
+  stream's total and its validation split's total."""
+  streams = manifest["streams"]
+  validation = manifest.get("validation", {}).get("streams")
   langs = sorted({l for s in streams.values() for l in s["by_lang"]})
-  rows = [[name, *(entry["by_lang"].get(l, 0) for l in langs), entry["samples"]]
+  rows = [[name, *(entry["by_lang"].get(l, 0) for l in langs), entry["samples"],
+           *([validation[name]["samples"]] if validation else [])]
           for name, entry in streams.items()]
-  if split != TRAIN:
-    return table([f"{split} stream", *langs, "total"], rows)
   head = (f"entities={manifest['entities']:,} relations={manifest['relations']:,} "
           f"triples={manifest['triples']:,} cycles3={manifest['cycles3']:,} "
           f"cycles4={manifest['cycles4']:,} skipped={manifest['skipped']:,}")
-  return head + "\n\n" + table(["stream", *langs, "total"], rows)
+  header = ["stream", *langs, "total", *(["validation"] if validation else [])]
+  return head + "\n\n" + table(header, rows)
