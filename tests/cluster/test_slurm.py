@@ -86,8 +86,9 @@ def test_two_tasks_train_like_one_process(uninterrupted, reference):
   params, text = uninterrupted
   assert "2 tasks, fresh start" in text and text.count(f"status=completed steps={STEPS}") == 2
   assert params.keys() == reference.keys()
-  for name in params:  # gloo sums in another order than one process: as tests/training
-    np.testing.assert_allclose(params[name], reference[name], rtol=1e-5, atol=1e-6,
+  for name in params:  # gloo sums in another order than one process (Adam amplifies the
+    # last bits of tiny gradients over 10 steps: 1 of 8M word embeddings is 2e-6 apart)
+    np.testing.assert_allclose(params[name], reference[name], rtol=1e-5, atol=1e-5,
                                err_msg=name)
 
 
