@@ -152,3 +152,41 @@ def test_knowledge_metrics_on_the_sample_equal_the_evaluation_code(tmp_path):
   expected_probe = zero_shot.probe_accuracy(ranker, graph, probes, max_distractors=10)["avg"]
   assert got["validation/xlr/accuracy"] == pytest.approx(expected_xlr, abs=1e-9)
   assert got["validation/probe_rank/accuracy"] == pytest.approx(expected_probe, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_prixlm_hits_at_1_on_sharded_params_equals_the_beam_search(tmp_path):
+  """Prix-LM runs validate link prediction on the first queries of each language; with the
+  parameters sharded on the 8-device mesh, Hits@1 equals the beam search on host ones."""
+  from flax import nnx
+
+  from kmlm_jax.assets import real_xlmr_tokenizer_json
+  from kmlm_jax.evaluation import link_prediction as lp
+  from kmlm_jax.evaluation import lp_eval
+  from kmlm_jax.kg.corpus_dir import CorpusDir
+  from kmlm_jax.text import prixlm
+  from kmlm_jax.text.vocab import add_tokens_to_tokenizer_json, load_vocab
+  from kmlm_jax.training.trainer import to_host
+  corpus = CorpusDir.sample()
+  tok = tmp_path / "tokenizer.json"
+  add_tokens_to_tokenizer_json(real_xlmr_tokenizer_json(), prixlm.added_tokens(corpus.languages),
+                               tok)
+  vocab = load_vocab(str(tok))
+  config = ExperimentConfig(
+      "prix", KMLM_MODEL.replace(vocab_size=vocab.vocab_size),
+      DataConfig(mixture="prixlm", vocab=str(tok), seq_length=128, max_predictions=20,
+                 batch_size=8),
+      TrainConfig(steps=1, eval_every=1, eval_knowledge_examples=3), MeshConfig(shape=(-1, 1, 1)))
+  assert validation.knowledge_tasks(config) == ("lp",)
+  trainer = loop.pretraining_trainer(config)
+  params = trainer.init_state().params
+  assert len(jax.tree.leaves(params)[0].sharding.device_set) == 8
+  knowledge = validation.KnowledgeMetrics.build(config, trainer.task.graphdef)
+  assert {l: len(s.queries) for l, s in knowledge.lp_splits.items()} == \
+      dict.fromkeys(corpus.languages[:3], 1)
+  got = knowledge(params)["validation/lp/hits@1"]
+  model = nnx.merge(trainer.task.graphdef, to_host(params))
+  expected = np.mean([lp.metrics(lp_eval.prixlm_ranks(
+      model, vocab, corpus.path, lang, num_beams=validation.LP_BEAMS, batch_size=1,
+      split=split)[0])["hits@1"] for lang, split in knowledge.lp_splits.items()])
+  assert got == expected
