@@ -118,29 +118,37 @@ class Plan:
     went to the validation split, which counts no "held_out"."""
     split, stream, *part = unit
     inner: dict = {}
-    moved = None
     if stream in _SENTENCE_CHUNKS:
-      keep = self.keep_triples if split == TRAIN else self.validation_triples
-      samples = _SENTENCE_CHUNKS[stream](self.graph, part[0], self.options.seed,
-                                         self.options.sentences, keep, inner)
-      moved = self.validation_triples[part[0] * sentences.CHUNK:(part[0] + 1) * sentences.CHUNK]
-    elif stream == KIND_LINK and split == TRAIN:
-      samples = sentences.links_chunk(self.graph, part[0], self.alignment_held, inner)
+      samples, moved = self._sentence_samples(split, stream, part[0], inner)
     elif stream == KIND_LINK:
-      samples = _links_of(sentences.links_chunk(self.graph, part[0], None, inner),
-                          self.validation_links)
+      samples, moved = self._link_samples(split, part[0], inner), None
     else:
-      name, c = part
-      rows, keep, moved = ((self.cycles.triangle_triples, self.keep_triangles,
-                            self.validation_triangles) if name == "triangles"
-                           else (self.cycles.diamond_triples, self.keep_diamonds,
-                                 self.validation_diamonds))
-      chunk = slice(c * reasoning.CHUNK, (c + 1) * reasoning.CHUNK)
-      moved = moved[chunk]
-      samples = reasoning.generate(self.graph, rows[chunk], self.reasoning_langs(),
-                                   keep[chunk] if split == TRAIN else moved, inner)
+      samples, moved = self._cycle_samples(split, *part, inner)
     return _then_count(samples, inner, counts, split,
                        None if moved is None else int(moved.sum()))
+
+  def _sentence_samples(self, split: str, stream: str, c: int, inner: dict):
+    """(samples, [CHUNK] bool validation triples) of triple chunk c."""
+    keep = self.keep_triples if split == TRAIN else self.validation_triples
+    samples = _SENTENCE_CHUNKS[stream](self.graph, c, self.options.seed, self.options.sentences,
+                                       keep, inner)
+    return samples, self.validation_triples[c * sentences.CHUNK:(c + 1) * sentences.CHUNK]
+
+  def _link_samples(self, split: str, c: int, inner: dict) -> Iterator[Sample]:
+    if split == TRAIN:
+      return sentences.links_chunk(self.graph, c, self.alignment_held, inner)
+    return _links_of(sentences.links_chunk(self.graph, c, None, inner), self.validation_links)
+
+  def _cycle_samples(self, split: str, name: str, c: int, inner: dict):
+    """(samples, [CHUNK] bool validation cycles) of chunk c of the triangles / diamonds."""
+    rows, keep, validation = ((self.cycles.triangle_triples, self.keep_triangles,
+                               self.validation_triangles) if name == "triangles"
+                              else (self.cycles.diamond_triples, self.keep_diamonds,
+                                    self.validation_diamonds))
+    chunk = slice(c * reasoning.CHUNK, (c + 1) * reasoning.CHUNK)
+    allowed = keep[chunk] if split == TRAIN else validation[chunk]
+    samples = reasoning.generate(self.graph, rows[chunk], self.reasoning_langs(), allowed, inner)
+    return samples, validation[chunk]
 
 
 def _links_of(samples: Iterator[Sample], entities: dict) -> Iterator[Sample]:
