@@ -10,8 +10,8 @@ needs from files and devices: `check_paths` (the files and directories it names
 exist), the input (`training.data.check_input`: text files, tokenizer vs
 `model.vocab_size`, Prix-LM tokens), `check_devices` (mesh vs devices, batch vs
 devices, accumulation and hosts) and `check_run_options` (`train.keep_best` names a
-validation metric of the run, `train.wandb_project` has its package). Each failure is
-one line naming the key.
+validation metric of the run, the evaluation files validation reads exist,
+`train.wandb_project` has its package). Each failure is one line naming the key.
 """
 
 from __future__ import annotations
@@ -75,11 +75,13 @@ def preflight(config: ExperimentConfig, devices=None, *, train: bool = True) -> 
 
 
 def check_run_options(config: ExperimentConfig) -> None:
-  """`train.keep_best` names a validation metric the run produces (the error lists them);
-  `train.wandb_project` has the wandb package."""
+  """`train.keep_best` names a validation metric the run produces (the error lists them),
+  the corpus holds the files the knowledge metrics read, `train.wandb_project` has the
+  wandb package."""
   from kmlm_jax.training import metrics_writer, validation
   try:
     validation.check_keep_best(config)
+    validation.check_knowledge_inputs(config)
     if config.train.wandb_project:
       metrics_writer.check_wandb()
   except InputError as e:

@@ -93,6 +93,30 @@ def check_keep_best(config: ExperimentConfig) -> None:
                      f"known: {', '.join(metric_names(config))}")
 
 
+def check_knowledge_inputs(config: ExperimentConfig) -> None:
+  """Raises an `InputError` naming the file when `data.corpus_dir` lacks an evaluation file
+  the knowledge metrics read (the embedded sample is built with all of them)."""
+  from kmlm_jax.kg.corpus_dir import CorpusDir
+  tasks = knowledge_tasks(config) if config.train.eval_every else ()
+  if not tasks or not config.data.corpus_dir:
+    return
+  corpus = CorpusDir(config.data.corpus_dir)
+  needed = []
+  if "xlr" in tasks:
+    needed += [corpus.eval_path("xlr", "dev.jsonl"), corpus.graph_path]
+  if "probe_rank" in tasks:
+    needed += [corpus.eval_path("probes.jsonl")]
+  if "lp" in tasks:
+    needed += [corpus.eval_path("lp", f"{lang}.{kind}.tsv") for lang in corpus.languages
+               for kind in ("entities", "test", "filter")]
+  missing = [str(p) for p in needed if not p.is_file()]
+  if missing:
+    more = f" and {len(missing) - 1} more files" if len(missing) > 1 else ""
+    raise InputError(f"train.eval_knowledge_examples: {missing[0]}{more} missing (validation "
+                     "reads them); rebuild data.corpus_dir with `kmlm-jax kg build`, or set "
+                     "train.eval_knowledge_examples=0")
+
+
 def minimised(metric: str) -> bool:
   return metric.endswith("loss")
 

@@ -190,3 +190,19 @@ def test_prixlm_hits_at_1_on_sharded_params_equals_the_beam_search(tmp_path):
       model, vocab, corpus.path, lang, num_beams=validation.LP_BEAMS, batch_size=1,
       split=split)[0])["hits@1"] for lang, split in knowledge.lp_splits.items()])
   assert got == expected
+
+
+def test_missing_evaluation_file_fails_before_compiling(tmp_path):
+  import shutil
+
+  from kmlm_jax.experiment import ConfigError, preflight
+  from kmlm_jax.kg.corpus_dir import CorpusDir
+  sample = CorpusDir.sample()
+  shutil.copy(sample.path / "manifest.json", tmp_path / "manifest.json")
+  config = _with_data(_config(eval_every=2), mixture="kmlm_mix", corpus_dir=str(tmp_path))
+  config = dataclasses.replace(config, model=KMLM_MODEL)
+  with pytest.raises(ConfigError, match=r"train.eval_knowledge_examples: \S+eval/xlr/dev.jsonl "
+                     r"and 2 more files missing"):
+    preflight(config)
+  preflight(dataclasses.replace(config, train=dataclasses.replace(
+      config.train, eval_knowledge_examples=0)))
