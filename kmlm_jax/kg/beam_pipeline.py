@@ -10,7 +10,10 @@ in-process path's byte for byte.
   per (unit, shard), keyed by shard
   (u + j) mod N with sort key (u, first j) -> GroupByKey -> sort -> one
   TFRecord file per shard, named as `build.shard_paths`. Counts and the
-  preview come back through one CombineGlobally. Batching per (unit, shard)
+  preview travel in the same GroupByKey under the key `_SUMMARY`. One
+  output collection and one sink, so every runner runs the whole pipeline
+  (Beam's DaskRunner computes only the last transform of a pipeline and
+  mixes the outputs of a multi-output ParDo). Batching per (unit, shard)
   keeps (u, j) order (a unit's samples for a shard are in j order) while
   moving thousands of records per element instead of one.
 - `read_wikidata_dump_beam` cuts an uncompressed dump into byte ranges
@@ -33,6 +36,7 @@ runner) staging is a local temporary folder and shards are written in place.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import os
 import pickle
@@ -51,11 +55,14 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,
                                                   StandardOptions)
 
+from kmlm_jax.errors import WriteError
 from kmlm_jax.kg import build, records, wikidata
 from kmlm_jax.kg.errors import KGInputError
 
 DEFAULT_SPLIT_BYTES = 64 << 20
-_SUMMARY = "summary"
+# The key of a unit's summary among the (shard, batch) pairs it yields (one output
+# collection: the Dask runner mixes the outputs of a multi-output ParDo).
+_SUMMARY = -1
 
 
 # ----------------------------------------------------------------- options
@@ -64,22 +71,40 @@ def pipeline_options(beam_options: str = "") -> PipelineOptions:
   """`--beam-options` (one shell-quoted string) as `PipelineOptions`.
 
   The runner defaults to DirectRunner (`--direct_num_workers`,
-  `--direct_running_mode=in_memory|multi_threading|multi_processing`).
+  `--direct_running_mode=in_memory|multi_threading|multi_processing`);
+  `--runner=DaskRunner --dask_client_address=HOST:PORT` runs on a
+  `dask.distributed` cluster.
   Unknown flags are an error rather than Beam's logged warning.
   """
   try:
     args = shlex.split(beam_options or "")
   except ValueError as e:
     raise KGInputError(f"--beam-options {beam_options!r}: {e}") from None
+  if any("DaskRunner" in a for a in args):
+    _import_dask_runner()  # registers the --dask_* options
   options = PipelineOptions(args)
   known = options.get_all_options()
   unknown = sorted(set(options.get_all_options(retain_unknown_options=True)) - set(known))
   if unknown:
     raise KGInputError(f"--beam-options: unknown Beam pipeline option(s) "
                        f"{', '.join('--' + u for u in unknown)}")
-  if options.view_as(StandardOptions).runner is None:
-    options.view_as(StandardOptions).runner = "DirectRunner"
+  standard = options.view_as(StandardOptions)
+  if standard.runner is None:
+    standard.runner = "DirectRunner"
+  elif standard.runner == "DaskRunner":  # Beam knows it by its full name only
+    standard.runner = f"{_DASK_RUNNER}.DaskRunner"
   return options
+
+
+_DASK_RUNNER = "apache_beam.runners.dask.dask_runner"
+
+
+def _import_dask_runner() -> None:
+  try:
+    importlib.import_module(_DASK_RUNNER)
+  except ImportError as e:
+    raise KGInputError(f"--beam-options: the DaskRunner needs dask and distributed ({e}); "
+                       "pip install 'dask[distributed]'") from None
 
 
 # ----------------------------------------------------------------- staging
@@ -176,17 +201,19 @@ def write_stream(plan: build.Plan, stream: str, out: Path, progress: bool = Fals
     with beam.Pipeline(options=options) as p:
       generated = (p | "Units" >> beam.Create(units)
                    | "Spread" >> beam.Reshuffle()
-                   | "Generate" >> beam.ParDo(_GenerateUnit(plan_path, n, plan.options.preview))
-                   .with_outputs(_SUMMARY, main="batches"))
-      every_shard = p | "EveryShard" >> beam.Create([(s, None) for s in range(n)])
-      _ = ((generated.batches, every_shard) | "Flatten" >> beam.Flatten()
+                   | "Generate" >> beam.ParDo(_GenerateUnit(plan_path, n, plan.options.preview)))
+      every_key = p | "EveryKey" >> beam.Create([(k, None) for k in (*range(n), _SUMMARY)])
+      _ = ((generated, every_key) | "Flatten" >> beam.Flatten()
            | "ByShard" >> beam.GroupByKey()
-           | "WriteShards" >> beam.Map(_write_shard, root=shard_root, paths=paths))
-      _ = (generated[_SUMMARY]
-           | "Summarize" >> beam.CombineGlobally(_SummaryFn(plan.options.preview))
-           | "WriteSummary" >> beam.Map(_write_json, path=summary_path))
+           | "Write" >> beam.Map(_write_group, root=shard_root, paths=paths,
+                                 summary_path=summary_path, preview=plan.options.preview))
     if staging.remote:
       _copy_shards(staging.path("out"), out, paths)
+    missing = [p for p in paths if not (out / p).is_file()]
+    if missing or not FileSystems.exists(summary_path):
+      raise WriteError(f"the Beam runner {options.view_as(StandardOptions).runner} finished "
+                       f"without writing {(missing or [summary_path])[0]} (and "
+                       f"{max(len(missing) - 1, 0)} more shards) of stream {stream}")
     with FileSystems.open(summary_path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
       summary = json.loads(f.read().decode("utf-8"))
   return build.finish_stream(out, stream, paths, summary["preview"], summary["by_lang"],
@@ -195,7 +222,7 @@ def write_stream(plan: build.Plan, stream: str, out: Path, progress: bool = Fals
 
 class _GenerateUnit(beam.DoFn):
   """(u, unit) -> (shard, ((u, first j), [record bytes])) per shard the unit
-  touches, plus one summary (counts and the unit's first preview lines)."""
+  touches, plus (_SUMMARY, its counts and first preview lines)."""
 
   def __init__(self, plan_path: str, num_shards: int, preview: int):
     self.plan_path, self.num_shards, self.preview = plan_path, num_shards, preview
@@ -215,33 +242,27 @@ class _GenerateUnit(beam.DoFn):
       if j < self.preview:
         preview.append(((u, j), build.preview_line(sample)))
     yield from batches.items()
-    yield beam.pvalue.TaggedOutput(_SUMMARY, (by_lang, by_cycle, counts, preview))
+    yield _SUMMARY, (by_lang, by_cycle, counts, preview)
 
 
-class _SummaryFn(beam.CombineFn):
-  """Sums the per-unit counts; keeps the `preview` first lines in (u, j) order."""
-
-  def __init__(self, preview: int):
-    self.preview = preview
-
-  def create_accumulator(self):
-    return Counter(), Counter(), Counter(), []
-
-  def add_input(self, acc, summary):
-    for total, part in zip(acc[:3], summary[:3]):
+def _summarize(keyed: tuple, preview: int) -> dict:
+  """The units' summaries (one group) summed; the `preview` first lines in (u, j) order."""
+  by_lang, by_cycle, counts, lines = Counter(), Counter(), Counter(), []
+  for summary in (v for v in keyed[1] if v is not None):
+    for total, part in zip((by_lang, by_cycle, counts), summary[:3]):
       total.update(part)
-    acc[3].extend(summary[3])
-    acc[3].sort()
-    del acc[3][self.preview:]
-    return acc
+    lines.extend(summary[3])
+  return {"by_lang": by_lang, "by_cycle": by_cycle, "not_generated": counts,
+          "preview": [line for _, line in sorted(lines)[:preview]]}
 
-  def merge_accumulators(self, accumulators):
-    return functools.reduce(self.add_input, accumulators, self.create_accumulator())
 
-  def extract_output(self, acc):
-    by_lang, by_cycle, counts, preview = acc
-    return {"by_lang": by_lang, "by_cycle": by_cycle, "not_generated": counts,
-            "preview": [line for _, line in preview]}
+def _write_group(item, root: str, paths: Sequence[str], summary_path: str,
+                 preview: int) -> None:
+  """Writes one shard, or (key `_SUMMARY`) the summary of every unit."""
+  if item[0] == _SUMMARY:
+    _write_json(_summarize(item, preview), summary_path)
+  else:
+    _write_shard(item, root, paths)
 
 
 def _write_shard(item, root: str, paths: Sequence[str]) -> None:
