@@ -155,6 +155,7 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
   """
   workdir = Path(workdir)
   t = config.train
+  validation.check_keep_best(config)  # also checked by experiment.preflight
   if t.jax_cache_dir:
     enable_compilation_cache(t.jax_cache_dir)
   ckpt = checkpointing.Checkpointer(workdir / "checkpoints", t.keep_checkpoints,
@@ -241,20 +242,12 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
       save = last or step % t.checkpoint_every == 0 or (validate and best is not None)
       if save or validate or step % t.log_every == 0:
         flush(step)  # also before saving: never save a state that followed a non-finite step
-      results = None
-      if validate:
-        results = validator(state.params)
-        validations.append({"step": step, **results})
-        writer.write_scalars(step, results)
-        if best is not None and best.update(step, results):
-          log.info("step %d: best %s so far (%.6g)", step, best.metric, best.value)
+      results = _validate(validator, state.params, step, writer, validations, best) \
+          if validate else None
       if save:
         ckpt.save(step, state, _meta(config, batches, step, best), metrics=results)
-      if best is not None and validate and t.early_stop_patience \
-          and best.since_best >= t.early_stop_patience:
+      if validate and _early_stop(best, t.early_stop_patience, step):
         status = "early_stopped"
-        log.warning("early stop at step %d: %s has not improved on %.6g (step %d) for %d "
-                    "validations", step, best.metric, best.value, best.step, best.since_best)
         break
       if stop["signal"]:
         status = "preempted"
@@ -288,6 +281,25 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
   if jax.process_index() == 0:
     (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
   return summary
+
+
+def _validate(validator, params, step: int, writer, validations: list, best) -> dict:
+  """The validation results of `params` at `step`: recorded, written and ranked by `best`."""
+  results = validator(params)
+  validations.append({"step": step, **results})
+  writer.write_scalars(step, results)
+  if best is not None and best.update(step, results):
+    log.info("step %d: best %s so far (%.6g)", step, best.metric, best.value)
+  return results
+
+
+def _early_stop(best, patience: int, step: int) -> bool:
+  """Whether `patience` validations passed without a better keep-best metric."""
+  if best is None or not patience or best.since_best < patience:
+    return False
+  log.warning("early stop at step %d: %s has not improved on %.6g (step %d) for %d "
+              "validations", step, best.metric, best.value, best.step, best.since_best)
+  return True
 
 
 def _meta(config: ExperimentConfig, batches, step: int, best) -> dict:
