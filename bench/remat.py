@@ -6,7 +6,7 @@ CPU device. Each policy runs in a fresh process: the train step is compiled
 ahead of time (`kmlm_jax.training.dry_run.compile_step`), its
 `memory_analysis()` gives the temporaries and arguments, then `--steps` steps
 run after one warm-up step (the median is the step time) and the process's
-peak RSS is read at the end.
+peak RSS is read at the end. Prints a Markdown table.
 
   python bench/remat.py [--batch 32] [--steps 3] [--vocab-size 250002]
 
@@ -86,19 +86,22 @@ def main() -> None:
   base = rows["none"]
   mib = 1 << 20
   print(f"xlmr-base dims, 2 layers, batch {args.batch} x T=128, vocab {args.vocab_size}, "
-        f"1 CPU device, median of {args.steps} steps")
-  print(f"{'policy':<14}{'temps MiB':>10}{'args MiB':>10}{'peak RSS MiB':>14}{'step s':>8}"
-        f"{'memory':>8}{'temps':>7}{'RSS':>6}{'time':>6}{'loss':>9}")
+        f"1 CPU device, median of {args.steps} steps\n")
+  print("| policy | temps MiB | args MiB | peak RSS MiB | step s | memory ratio | temps ratio "
+        "| RSS ratio | time ratio | loss |")
+  print("|---|---|---|---|---|---|---|---|---|---|")
   pairs = []
   for p, r in rows.items():
     ratios = {"memory": (r["temps"] + r["arguments"]) / (base["temps"] + base["arguments"]),
               "temp": r["temps"] / base["temps"], "rss": r["peak_rss"] / base["peak_rss"],
               "time": r["step_s"] / base["step_s"]}
-    print(f"{p:<14}{r['temps'] / mib:>10.0f}{r['arguments'] / mib:>10.0f}"
-          f"{r['peak_rss'] / mib:>14.0f}{r['step_s']:>8.3f}{ratios['memory']:>8.2f}"
-          f"{ratios['temp']:>7.2f}{ratios['rss']:>6.2f}{ratios['time']:>6.2f}{r['loss']:>9.4f}")
+    print(f"| {p} | {r['temps'] / mib:,.0f} | {r['arguments'] / mib:,.0f} | "
+          f"{r['peak_rss'] / mib:,.0f} | {r['step_s']:.3f} | {ratios['memory']:.2f} | "
+          f"{ratios['temp']:.2f} | {ratios['rss']:.2f} | {ratios['time']:.2f} | "
+          f"{r['loss']:.4f} |")
     if p != "none":
       pairs += [f"{p}_{k}_ratio={v:.3f}" for k, v in ratios.items()]
+  print()
   print(" ".join(pairs))
 
 
