@@ -26,7 +26,8 @@ saved in each checkpoint's meta; `early_stop_patience` ends the run with status
 enables JAX's persistent compilation cache.
 
 Outputs in WORKDIR: checkpoints/, tb/, model/ (the final or best parameters as a
-kmlm-jax model checkpoint, for `kmlm-jax convert --from WORKDIR/model`),
+kmlm-jax model checkpoint, for `kmlm-jax convert --from WORKDIR/model`; any step
+exports too: `--from WORKDIR/checkpoints/STEP`, or `--from WORKDIR` for the newest),
 summary.json, profile/ (with `profile_steps`).
 """
 
@@ -466,10 +467,7 @@ def _open_batches(config: ExperimentConfig, input_state: dict | None, batch_sour
 
 def _export_model(config: ExperimentConfig, params: dict, target: Path) -> None:
   from kmlm_jax import model_checkpoint as mc
-  from kmlm_jax.text.vocab import default_vocab_path
-  vocab = config.data.vocab or default_vocab_path()
-  tokenizer_dir = Path(vocab).parent if Path(vocab).name == "tokenizer.json" else (
-      Path(vocab) if Path(vocab).is_dir() else None)
+  from kmlm_jax.training.export import vocab_tokenizer_dir
   mc.save_model_checkpoint(target, config.model, jax.tree.map(np.asarray, params),
-                           metadata={"trained": config.name}, tokenizer_dir=tokenizer_dir,
-                           overwrite=True)
+                           metadata={"trained": config.name},
+                           tokenizer_dir=vocab_tokenizer_dir(config.data.vocab), overwrite=True)
