@@ -457,8 +457,11 @@ def _set(obj, path, raw, key):
   if name not in fields:
     raise InputError(f"unknown config key {key!r}; {name!r} is not one of {fields}")
   current = getattr(obj, name)
+  allowed = next(f for f in dataclasses.fields(obj) if f.name == name).metadata.get("allowed")
   if len(path) > 1:
     value = _set(current, path[1:], raw, key)
+  elif allowed is not None and raw in allowed.choices:  # e.g. model.remat_policy=none
+    value = raw
   elif raw.lower() == "none" and not _has_type(None, _hints(type(obj))[name]):
     raise InputError(f"config key {key!r}: none is not allowed; expected "
                      f"{expected_value(obj, name)}")
