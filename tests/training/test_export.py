@@ -26,12 +26,13 @@ from safetensors.numpy import load_file
 
 from kmlm_jax import model_checkpoint as mc
 from kmlm_jax.cli import main as cli_main
-from kmlm_jax.config import DataConfig, ExperimentConfig, MeshConfig, TrainConfig, preset
+from kmlm_jax.config import ExperimentConfig
 from kmlm_jax.models.encoder import Encoder
 from kmlm_jax.training import checkpointing, loop
 from kmlm_jax.training.data import SyntheticBatches
 from kmlm_jax.training.trainer import TrainState
 from tests.evaluation import tiny_run
+from tests.training import synthetic_config
 
 
 def _save_run(workdir: Path, config, steps: dict[int, dict], vocab: str | None) -> None:
@@ -211,13 +212,7 @@ def test_init_from_a_training_checkpoint(run):
 
 
 def _xlmr_config(**train) -> ExperimentConfig:
-  return ExperimentConfig(
-      "preempted", preset("tiny", vocab_size=1000, num_heads=8, intermediate_size=256,
-                          max_position_embeddings=66),
-      DataConfig(mixture="synthetic", seq_length=64, max_predictions=16, batch_size=8),
-      TrainConfig(**{"steps": 6, "warmup_steps": 2, "learning_rate": 1e-3, "checkpoint_every": 2,
-                     "log_every": 1, "async_checkpointing": False, **train}),
-      MeshConfig(shape=(-1, 1, 1)))
+  return synthetic_config("preempted", **train)
 
 
 def _sigterm_at(config: ExperimentConfig, k: int):

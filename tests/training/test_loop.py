@@ -14,24 +14,18 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from kmlm_jax import sharding
-from kmlm_jax.config import DataConfig, ExperimentConfig, MeshConfig, TrainConfig, preset
+from kmlm_jax.config import DataConfig, MeshConfig
 from kmlm_jax.models.encoder import Encoder
 from kmlm_jax.training import loop
 from kmlm_jax.training.trainer import to_host
 from kmlm_jax.training.data import SyntheticBatches
+from tests.training import synthetic_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _config(**train):
-  return ExperimentConfig(
-      "test", preset("tiny", vocab_size=1000, num_heads=8, intermediate_size=256,
-                     max_position_embeddings=66),
-      DataConfig(mixture="synthetic", seq_length=64, max_predictions=16, batch_size=8),
-      TrainConfig(**{"steps": 6, "warmup_steps": 2, "learning_rate": 1e-3, "checkpoint_every": 2,
-                     "log_every": 1, "async_checkpointing": False, **train}),
-      MeshConfig(shape=(-1, 1, 1)))
+  return synthetic_config(**train)
 
 
 def _losses(config, mesh_shape, devices, steps=3):
