@@ -182,7 +182,7 @@ class ModelConfig:
     return {k: v for k, v in dataclasses.asdict(self).items() if k not in RUN_SETTINGS}
 
   def with_run_settings(self, run: "ModelConfig") -> "ModelConfig":
-    """This architecture computed as `run` asks (dtype, remat, scan_layers, dropout)."""
+    """This architecture computed as `run` asks (dtype, remat_policy, scan_layers, dropout)."""
     return self.replace(**{k: getattr(run, k) for k in RUN_SETTINGS})
 
   def num_params(self) -> int:

@@ -112,7 +112,7 @@ def save_model_checkpoint(path: Path | str, config: ModelConfig, params: Mapping
                           overwrite: bool = False) -> None:
   """Writes a model checkpoint (nested `params`) atomically (temporary directory, then
   rename). model_config.json holds the architecture only: the run settings (dtype,
-  remat, scan_layers, dropout) belong to whoever loads it."""
+  remat_policy, scan_layers, dropout) belong to whoever loads it."""
   path = Path(path).absolute()
   with atomic_directory(path, overwrite=overwrite, error=CheckpointError) as tmp:
     (tmp / "model_config.json").write_text(json.dumps(

@@ -123,7 +123,7 @@ def _scalars(m, lr, tokens_per_s, tflops_per_device, mfu) -> dict:
 
 def load_init_params(config: ExperimentConfig) -> dict | None:
   """The pure-dict params of `config.init_from`, or None for a random start. The
-  checkpoint fixes the architecture; the run's settings (dtype, remat, scan_layers,
+  checkpoint fixes the architecture; the run's settings (dtype, remat_policy, scan_layers,
   dropout) apply to any checkpoint."""
   if not config.init_from:
     return None

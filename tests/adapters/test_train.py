@@ -73,7 +73,7 @@ def checkpoint(corpus_dir, tmp_path_factory):
 
 
 @pytest.mark.parametrize("setting", [{"scan_layers": False}, {"dtype": "bfloat16"},
-                                     {"remat": True}])
+                                     {"remat_policy": "full"}])
 def test_a_checkpoint_base_trains_with_the_run_settings(corpus_dir, checkpoint, tmp_path,
                                                         setting):
   config = _config(corpus_dir, stages=("tp",))
