@@ -15,7 +15,9 @@ def _add_convert(sub):
   p = sub.add_parser("convert", help="convert between transformers and kmlm-jax checkpoints")
   src = p.add_mutually_exclusive_group(required=True)
   src.add_argument("--from-hf", metavar="DIR", help="transformers directory to read")
-  src.add_argument("--from", dest="from_ckpt", metavar="CKPT", help="kmlm-jax checkpoint to read")
+  src.add_argument("--from", dest="from_ckpt", metavar="CKPT",
+                   help="kmlm-jax checkpoint to read: a model checkpoint dir, a training "
+                        "checkpoint WORKDIR/checkpoints/STEP, or WORKDIR (its newest step)")
   p.add_argument("--to", metavar="CKPT", help="kmlm-jax checkpoint to write (with --from-hf)")
   p.add_argument("--to-hf", metavar="DIR", help="transformers directory to write (with --from)")
   p.add_argument("--verify", action="store_true",
@@ -112,8 +114,11 @@ def _add_eval(sub):
   from kmlm_jax.evaluation.task_names import TASKS  # a light module: no model code
   p = sub.add_parser("eval", help="evaluation runs (XLR, probing, NER, RELX, link prediction)")
   p.add_argument("--config", required=True, metavar="FILE", help="configs/eval_*.py")
-  p.add_argument("--ckpt", required=True, metavar="CKPT", help="kmlm-jax model checkpoint")
-  p.add_argument("--baseline", metavar="CKPT", help="a checkpoint to compare against")
+  p.add_argument("--ckpt", required=True, metavar="CKPT",
+                 help="kmlm-jax checkpoint: a model checkpoint dir, WORKDIR/checkpoints/STEP, "
+                      "or WORKDIR (its newest step)")
+  p.add_argument("--baseline", metavar="CKPT",
+                 help="a checkpoint to compare against (the same three forms)")
   p.add_argument("--tasks", metavar="T1,T2",
                  help=f"comma-separated subset of {','.join(TASKS)} (default: the config's "
                       "tasks; ner and relx need files named in the config, lp a Prix-LM "
