@@ -9,12 +9,19 @@ action=${1:-up}
 conf_dir=/etc/slurm
 node=$(hostname -s)
 
+running() {  # any of the named daemons (pgrep -x takes names of at most 15 characters)
+  for daemon in "$@"; do
+    pgrep -x "$daemon" >/dev/null && return 0
+  done
+  return 1
+}
+
 stop() {
   for daemon in slurmd slurmctld slurmdbd munged mariadbd; do
     pkill -x "$daemon" 2>/dev/null || true
   done
   for _ in $(seq 50); do
-    pgrep -x 'slurmd|slurmctld|slurmdbd|munged|mariadbd' >/dev/null || return 0
+    running slurmd slurmctld slurmdbd munged mariadbd || return 0
     sleep 0.2
   done
 }
@@ -71,7 +78,7 @@ memory=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
 mkdir -p "$conf_dir" /var/spool/slurmctld /var/spool/slurmd /var/log/slurm
 cat > "$conf_dir/slurm.conf.new" <<CONF
 ClusterName=kmlm
-SlurmctldHost=$node
+SlurmctldHost=$node(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -91,7 +98,7 @@ KillWait=30
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
-NodeName=$node CPUs=$cpus RealMemory=$memory State=UNKNOWN
+NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$memory State=UNKNOWN
 PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 CONF
 if ! cmp -s "$conf_dir/slurm.conf.new" "$conf_dir/slurm.conf" 2>/dev/null; then
@@ -101,10 +108,13 @@ else
   rm "$conf_dir/slurm.conf.new"
   stop_slurm=0
 fi
-if [ "$stop_slurm" = 1 ]; then
+if [ "$stop_slurm" = 1 ]; then  # a new configuration: restart both daemons
   pkill -x slurmd 2>/dev/null || true
   pkill -x slurmctld 2>/dev/null || true
-  sleep 1
+  for _ in $(seq 100); do
+    running slurmd slurmctld || break
+    sleep 0.2
+  done
 fi
 sacctmgr -n list cluster format=cluster | grep -qw kmlm || sacctmgr -i add cluster kmlm >/dev/null
 pgrep -x slurmctld >/dev/null || slurmctld
