@@ -59,7 +59,7 @@ def default_cache_dir(spec: cache.CacheSpec) -> Path:
   return Path.home() / ".cache" / "kmlm_jax" / "token_cache" / digest
 
 
-def _rates(config: DataConfig) -> mixtures.MixtureRates:
+def mixture_rates(config: DataConfig) -> mixtures.MixtureRates:
   return mixtures.MixtureRates(config.rate_mlm, config.rate_knowledge, config.rate_reasoning)
 
 
@@ -77,7 +77,7 @@ def check_input(config: DataConfig, model_vocab_size: int | None = None) -> None
   from kmlm_jax.text.vocab import tokenizer_summary
   if config.mixture == "synthetic":
     return
-  if not mixtures.members(config.mixture, _rates(config)):
+  if not mixtures.members(config.mixture, mixture_rates(config)):
     raise CorpusError(f"data.rate_mlm, data.rate_knowledge, data.rate_reasoning: all 0 leave "
                       f"the mixture {config.mixture!r} nothing to read; expected one > 0")
   spec, sources = cache_spec(config)
@@ -125,8 +125,8 @@ def prepare_input(config: DataConfig, *, build: bool = True, progress: bool = Tr
   opened = cache.TokenCache(cache_dir, spec.vocab, config.seq_length)
   counts = {s: opened.source(s, split).num_examples for s in sources}
   try:
-    weights = mixtures.source_weights(config.mixture, _rates(config), counts, spec.languages,
-                                      config.language_temperature)
+    weights = mixtures.source_weights(config.mixture, mixture_rates(config), counts,
+                                      spec.languages, config.language_temperature)
   except CorpusError as e:
     if split == cache.TRAIN:
       raise

@@ -65,8 +65,8 @@ def stream_terms(config: ExperimentConfig) -> tuple[str, ...]:
   if data.mixture == "synthetic":
     return TERM_NAMES[:3]  # SyntheticBatches spreads loss over the three KMLM streams
   from kmlm_jax.data.cache import rule_of
-  rates = mixtures.MixtureRates(data.rate_mlm, data.rate_knowledge, data.rate_reasoning)
-  rules = {rule_of("text.en" if m == "text" else m) for m in mixtures.members(data.mixture, rates)}
+  rules = {rule_of("text.en" if m == "text" else m)
+           for m in mixtures.members(data.mixture, data_lib.mixture_rates(data))}
   return tuple(name for i, name in enumerate(TERM_NAMES) if i in rules)
 
 
