@@ -155,6 +155,10 @@ class ModelConfig:
   # Run the layers as one `lax.scan` (compile time independent of depth);
   # False unrolls them: a faster step for shallow models, slower compiles.
   scan_layers: bool = True
+  # Attention of the causal (Prix-LM) rows: "prefix_causal" lets the prefix tokens see
+  # each other (kmlm-jax's Prix-LM); "causal" is fully causal, as the released Prix-LM
+  # (`XLMRobertaForCausalLM`). Rows without a prefix (MLM) stay bidirectional.
+  attention: str = _field("prefix_causal", choices=("prefix_causal", "causal"))
 
   def __post_init__(self):
     check_fields(self, "model")
@@ -297,6 +301,10 @@ class DataConfig:
   input_shards: int = _field(0, low=0)
   block_examples: int = _field(1024, low=1)
   workers: int = _field(0, low=0)
+  # Which tokens of a knowledge sample may be masked: "entities" (kmlm-jax: entity and
+  # relation tokens) or "original" (KMLM's collator: every non-special token, linkers
+  # then forced to <mask> without loss).
+  mask_scope: str = _field("entities", choices=("entities", "original"))
   # Non-UTF-8 text lines: a counted skip instead of an error.
   skip_bad_lines: bool = False
 
