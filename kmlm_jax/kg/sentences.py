@@ -10,7 +10,14 @@ Alias-replaced (variant "alias"): the same, with each name drawn from the
 item's aliases in the chosen language instead of its default label. As in
 the original code, an alias is drawn uniformly from the first
 `n // 2 + 1` of the item's n aliases when n > 2 (Wikidata lists common
-aliases first); an item with no alias keeps its label.
+aliases first); an item with no alias keeps its label. An alias sample
+contains at least one alias: a triple none of whose three names has an
+alias in the drawn languages writes no alias sample (a parallel pair needs
+one on each side) and is counted under "no_alias". The original code
+(`wikidata_tool/dump_by_id.py`) writes an alias line only when all three
+items have an alias in their drawn languages; on Wikidata most relations
+have aliases, on the embedded sample none has, so that rule would write no
+alias sample there.
 
 Triples whose head, relation or tail has no English label are skipped and
 counted. Every random choice comes from a generator seeded with
@@ -58,11 +65,12 @@ def num_chunks(graph: KnowledgeGraph) -> int:
 
 
 def choose_names(table: NameTable, ids: np.ndarray, use_alias: bool,
-                 rng: np.random.Generator) -> np.ndarray:
-  """[N] object array: each item's label, or an alias drawn by the original's rule."""
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+  """([N] object array, [N] bool): each item's label, or an alias drawn by the
+  original's rule, and whether the name is an alias (an item without one keeps its label)."""
   names = table.labels[ids]
   if not use_alias:
-    return names
+    return names, np.zeros(len(ids), bool)
   counts = table.alias_counts()[ids]
   pool = np.where(counts > 2, counts // 2 + 1, counts)
   pick = np.floor(rng.random(len(ids)) * pool).astype(np.int64)
@@ -70,7 +78,7 @@ def choose_names(table: NameTable, ids: np.ndarray, use_alias: bool,
   flat = table.alias_offsets[ids][has] + pick[has]
   out = names.copy()
   out[has] = table.aliases[flat]
-  return out
+  return out, has
 
 
 def labelled(graph: KnowledgeGraph, lang: str, triples: np.ndarray) -> np.ndarray:
@@ -103,11 +111,25 @@ def _render(kind, lang, variant, names, rows, triple_index, group=-1) -> Sample:
 
 
 def _names(graph: KnowledgeGraph, lang: str, triples: np.ndarray, use_alias: bool, rng):
-  """Three [N] name columns (head, relation, tail) in `lang`."""
+  """(three [N] name columns (head, relation, tail) in `lang`, [N, 3] bool: the name is an
+  alias)."""
   e, r = graph.entity_names[lang], graph.relation_names[lang]
-  return (choose_names(e, triples[:, 0], use_alias, rng),
-          choose_names(r, triples[:, 1], use_alias, rng),
-          choose_names(e, triples[:, 2], use_alias, rng))
+  picked = [choose_names(table, triples[:, j], use_alias, rng)
+            for j, table in enumerate((e, r, e))]
+  return tuple(p[0] for p in picked), np.stack([p[1] for p in picked], axis=1)
+
+
+def _count(counts: dict | None, key: str, n) -> None:
+  if counts is not None:
+    counts[key] = counts.get(key, 0) + int(n)
+
+
+def _with_alias(variant: str, *flags: np.ndarray) -> np.ndarray:
+  """[N] bool: the rows to write. An alias sample needs an alias among its names (each
+  [N, 3] flag array: one side of the sample); a label sample is always written."""
+  if variant != "alias":
+    return np.ones(len(flags[0]), bool)
+  return np.logical_and.reduce([f.any(axis=1) for f in flags])
 
 
 def code_switched_chunk(graph: KnowledgeGraph, chunk: int, seed: int,
@@ -122,11 +144,13 @@ def code_switched_chunk(graph: KnowledgeGraph, chunk: int, seed: int,
     has = np.stack([e[triples[:, 0]], r[triples[:, 1]], e[triples[:, 2]]], axis=1)
     for variant in options.variants:
       switch = (rng.random(triples.shape) < 0.5) & has
-      source = _names(graph, SOURCE_LANG, triples, variant == "alias", rng)
-      target = _names(graph, lang, triples, variant == "alias", rng)
+      source, source_alias = _names(graph, SOURCE_LANG, triples, variant == "alias", rng)
+      target, target_alias = _names(graph, lang, triples, variant == "alias", rng)
       cols = [np.where(switch[:, j], target[j], source[j]) for j in range(3)]
+      write = _with_alias(variant, np.where(switch, target_alias, source_alias))
+      _count(counts, "no_alias", (~write).sum())
       pair = f"{SOURCE_LANG}-{lang}"
-      for n in range(len(triples)):
+      for n in np.flatnonzero(write):
         yield _render(KIND_CODE_SWITCHED, pair, variant, [c[n] for c in cols], triples[n],
                       start + index[n])
 
@@ -143,10 +167,12 @@ def parallel_chunk(graph: KnowledgeGraph, chunk: int, seed: int,
     rows = np.flatnonzero(labelled(graph, lang, triples))
     sub = triples[rows]
     for vi, variant in enumerate(options.variants):
-      source = _names(graph, SOURCE_LANG, sub, variant == "alias", rng)
-      target = _names(graph, lang, sub, variant == "alias", rng)
-      for n, row in enumerate(rows):
-        t_index = start + index[row]
+      source, source_alias = _names(graph, SOURCE_LANG, sub, variant == "alias", rng)
+      target, target_alias = _names(graph, lang, sub, variant == "alias", rng)
+      write = _with_alias(variant, source_alias, target_alias)
+      _count(counts, "no_alias", (~write).sum())
+      for n in np.flatnonzero(write):
+        t_index = start + index[rows[n]]
         group = (t_index * len(targets) + li) * len(options.variants) + vi
         for out_lang, names in ((SOURCE_LANG, source), (lang, target)):
           yield _render(KIND_PARALLEL, out_lang, variant, [c[n] for c in names], sub[n], t_index,
