@@ -58,6 +58,24 @@ def _add_kg(sub):
   b.add_argument("--overwrite", action="store_true")
   st = kg.add_parser("stats", help="print the manifest of a built corpus directory")
   st.add_argument("dir", metavar="DIR")
+  _add_kg_import(kg)
+
+
+def _add_kg_import(kg):
+  i = kg.add_parser("import-kmlm", help="KMLM's released corpora (kg.zip, kg_clean.mono.zip, "
+                    "kg.cycle.zip) -> a corpus directory the token cache and train read")
+  i.add_argument("--kg", metavar="DIR|ZIP", help="code-switched sentences (kg.zip or kg/)")
+  i.add_argument("--mono", metavar="DIR|ZIP",
+                 help="monolingual sentences, the parallel stream (kg_clean.mono.zip)")
+  i.add_argument("--cycles", metavar="DIR|ZIP", help="cycle samples (kg.cycle.zip)")
+  i.add_argument("--out", required=True, metavar="DIR")
+  i.add_argument("--num-shards", type=int, default=4)
+  i.add_argument("--validation-fraction", type=float, metavar="F",
+                 help="share of the lines (by a hash of the line) held out for validation "
+                      "(default 0.01)")
+  i.add_argument("--skip-bad-records", action="store_true",
+                 help="count and skip malformed lines instead of failing")
+  i.add_argument("--overwrite", action="store_true")
 
 
 def _add_data(sub):
@@ -125,6 +143,13 @@ def _add_eval(sub):
                       "checkpoint)")
   p.add_argument("--out", default="out/eval", metavar="DIR",
                  help="results.md, results.json and plots/ (written at the end)")
+  p.add_argument("--lp-splits", metavar="DIR",
+                 help="task lp on Prix-LM's released link-prediction files (triples.txt, "
+                      "entities.txt, filtered.txt) instead of the corpus's")
+  p.add_argument("--lp-langs", metavar="L1,L2", help="with --lp-splits: the languages to test "
+                 "(default: every language of triples.txt)")
+  p.add_argument("--xlr-release", metavar="DIR|ZIP",
+                 help="task xlr on KMLM's released XLR files (logic.zip) instead of the corpus's")
 
 
 def _add_adapters(sub):
@@ -139,6 +164,11 @@ def _add_adapters(sub):
     if name == "export":
       c.add_argument("--to", required=True, metavar="DIR")
       c.add_argument("--overwrite", action="store_true")
+    if name == "eval":
+      c.add_argument("--dbp5l", metavar="DIR", help="KG completion on the released DBP5L "
+                     "test triples (relations.txt, entity/, extended/) instead of the corpus's")
+      c.add_argument("--wk3l60", metavar="DIR", help="entity alignment on the released WK3L60 "
+                     "test pairs (alignment/*.csv) instead of the corpus's")
     c.add_argument("overrides", nargs="*", metavar="key=value",
                    help="config overrides, e.g. train.adapter_steps=10 init_from=CKPT")
 
@@ -180,7 +210,11 @@ def _init(args) -> int:
 
 def _kg(args) -> int:
   from kmlm_jax.kg import commands
-  print(commands.stats(args.dir) if args.kg_command == "stats" else commands.build(args))
+  if args.kg_command == "import-kmlm":
+    from kmlm_jax.kg.released import import_command
+    print(import_command(args))
+  else:
+    print(commands.stats(args.dir) if args.kg_command == "stats" else commands.build(args))
   return 0
 
 
@@ -233,9 +267,17 @@ def _dry_run(config, budget_gib: float | None) -> int:
 
 
 def _eval(args) -> int:
+  import dataclasses
+
   from kmlm_jax.evaluation import run
   from kmlm_jax.experiment import load_config
   config = load_config(args.config, expected=run.EvalConfig)
+  released = {"lp_splits": args.lp_splits, "xlr_release": args.xlr_release}
+  if args.lp_langs is not None:
+    if not args.lp_splits:
+      raise InputError("--lp-langs goes with --lp-splits")
+    released["lp_langs"] = tuple(l.strip() for l in args.lp_langs.split(",") if l.strip())
+  config = dataclasses.replace(config, **{k: v for k, v in released.items() if v})
   tasks = None
   if args.tasks is not None:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -263,7 +305,7 @@ def _adapters(args) -> int:
     print(f"wrote {workdir}/adapters")
   elif args.adapters_command == "eval":
     from kmlm_jax.adapters.evaluate import evaluate
-    results = evaluate(config, workdir)
+    results = evaluate(config, workdir, dbp5l=args.dbp5l, wk3l60=args.wk3l60)
     print(f"base: {results['base']}; pooling: {results['pooling']}")
     print(results["table"])
     print(f"wrote {workdir}/eval/results.json, {workdir}/eval/results.md")

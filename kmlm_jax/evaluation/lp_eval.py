@@ -8,7 +8,9 @@ the filtered setting); a KG-embedding model (TransE, RotatE) trained on the
 triples pretraining may see (`eval/lp/train_rows.npy`) ranks all entities
 for the same queries, filtered with all true triples. Both report filtered
 Hits@1/3/10 and MRR per language (an answer missing from a returned list
-has rank infinity, MRR contribution 0).
+has rank infinity, MRR contribution 0). Prix-LM's own released splits
+(`triples.txt`, `entities.txt`, `filtered.txt`) are read by
+`kmlm_jax.kg.released.read_prixlm_lp` into the same `LPSplit`s.
 """
 
 from __future__ import annotations
@@ -64,13 +66,15 @@ def numbered_rows(path: Path, fields: int) -> list[tuple[int, list[str]]]:
 class LPSplit:
   """One language's link-prediction files, read and checked (no tokenizer needed yet):
   the entity names, the test queries (head, relation, tail, line) and the known tails
-  of each (head, relation) (the filter file)."""
+  of each (head, relation) (the filter file); `notes`: counts a reader reports (Prix-LM's
+  release: repeated entity lines, answers missing from the entity list)."""
 
   lang: str
   entities: list[str]
   queries: list[tuple[str, str, str, int]]
   true_tails: dict
   test_path: Path
+  notes: dict = dataclasses.field(default_factory=dict)
 
 
 def read_split(corpus: Path | str, lang: str, max_queries: int | None = None) -> LPSplit:
@@ -110,7 +114,8 @@ class LPQueries:
 
 
 def encode_split(split: LPSplit, vocab) -> LPQueries:
-  """Tokenizes a split; a tokenizer without the Prix-LM tokens or a relation it cannot
+  """Tokenizes a split (an answer missing from the entities gets -1: no search finds it);
+  a tokenizer without the Prix-LM tokens or a relation it cannot
   represent raises `LinkPredictionInputError` (naming the tokenizer, or FILE:LINE)."""
   from kmlm_jax.decoding.trie import build_trie
   from kmlm_jax.text import prixlm
@@ -133,7 +138,8 @@ def encode_split(split: LPSplit, vocab) -> LPQueries:
              for h, r, t, _ in split.queries]
   width = max([len(e) for e in exclude] + [1])
   exclude = np.asarray([e + [-1] * (width - len(e)) for e in exclude])
-  answers = np.asarray([index[t] for _, _, t, _ in split.queries])
+  # -1: an answer outside the entity list (Prix-LM's release has them): always a miss.
+  answers = np.asarray([index.get(t, -1) for _, _, t, _ in split.queries])
   positions = max(len(p) for p in prefixes) + trie.max_len
   return LPQueries(trie, prefixes, answers, exclude, positions)
 

@@ -16,6 +16,11 @@ Tasks:
   relx   RELX relation classification (files the user gives), macro F1
   lp     Prix-LM link prediction (needs a Prix-LM checkpoint; `lp_eval.py`)
 
+The originals' released evaluation data replace the corpus files: `lp_splits` (`--lp-splits
+DIR`, Prix-LM's `triples.txt`, `entities.txt`, `filtered.txt`, used as given; `lp_langs`
+picks languages) and `xlr_release` (`--xlr-release DIR`, KMLM's XLR files in the layout
+`kmlm_jax.kg.released` assumes); readers in `kmlm_jax.kg.released`.
+
 Writes OUT/results.json, OUT/results.md (one table per task: languages as
 columns, avg_tgt over the non-English languages, delta against the
 baseline) and OUT/plots/*.png (per-language bars; training loss per stream
@@ -69,6 +74,10 @@ class EvalConfig:
   relx_train: str | None = None
   relx_dev: str | None = None
   relx_test: tuple[tuple[str, str], ...] = ()
+  # The originals' released data instead of corpus_dir's files (`kmlm_jax.kg.released`).
+  lp_splits: str | None = None  # Prix-LM's link_prediction folder
+  lp_langs: tuple[str, ...] = ()  # its languages to test (empty: every one)
+  xlr_release: str | None = None  # KMLM's XLR release (folder or logic.zip)
 
   def validate(self) -> "EvalConfig":
     """Raises ConfigError naming the field of a value no run can use."""
@@ -93,6 +102,11 @@ class EvalConfig:
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2
                 and all(isinstance(x, str) for x in pair)):
           raise ConfigError(f"{name}: expected (lang, path) pairs, got {pair!r}")
+    for name in ("lp_splits", "xlr_release"):
+      if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+        raise ConfigError(f"{name}: expected a path, got {getattr(self, name)!r}")
+    if isinstance(self.lp_langs, str) or not all(isinstance(l, str) for l in self.lp_langs):
+      raise ConfigError(f"lp_langs: expected a tuple of language codes, got {self.lp_langs!r}")
     return self
 
 
@@ -131,25 +145,37 @@ def _run_of(ckpt: Path | str) -> tuple[str, Path]:
   return Path(ckpt).parent.name or str(ckpt), Path(ckpt).parent
 
 
-def _read_xlr(corpus: CorpusDir) -> list[dict]:
-  """Every split of CORPUS/eval/xlr as the records `xlr.run` reads (checked per line)."""
+def _read_xlr(config: EvalConfig, corpus: CorpusDir | None) -> list[dict]:
+  """Every XLR item as the records `xlr.run` reads (checked per line): the release
+  (`xlr_release`) or every split of CORPUS/eval/xlr."""
   from kmlm_jax.evaluation.readers import read_xlr
-  paths = [corpus.eval_path("xlr", f"{s}.jsonl") for s in ("train", "dev", "test")]
-  items = [i.to_dict() for p in paths for i in read_xlr(p, num_choices=None)]
+  if config.xlr_release:
+    from kmlm_jax.kg.released import read_xlr_release
+    items, where = read_xlr_release(config.xlr_release), f"xlr_release {config.xlr_release}"
+  else:
+    paths = [corpus.eval_path("xlr", f"{s}.jsonl") for s in ("train", "dev", "test")]
+    items = [i.to_dict() for p in paths for i in read_xlr(p, num_choices=None)]
+    where = str(corpus.eval_path("xlr"))
   have = {(i["split"], i["lang"]) for i in items}
   for split in ("train", "dev"):
     if (split, "en") not in have:
-      raise InputError(f"{corpus.eval_path('xlr', split + '.jsonl')}: no English (en) items; "
-                       "XLR fine-tunes on English train and dev items")
+      raise InputError(f"{where}: no English (en) {split} items; XLR fine-tunes on English "
+                       "train and dev items")
   counts = {len(i["choices"]) for i in items}
   if len(counts) > 1:
-    raise InputError(f"{corpus.eval_path('xlr')}: items have different numbers of choices "
+    raise InputError(f"{where}: items have different numbers of choices "
                      f"{sorted(counts)}; XLR needs one")
   return items
 
 
+def corpus_tasks(config: EvalConfig, tasks: Sequence[str]) -> list[str]:
+  """The tasks that read `corpus_dir` (xlr and lp not when their released data is given)."""
+  released = {"xlr": config.xlr_release, "lp": config.lp_splits}
+  return [t for t in tasks if t in CORPUS_TASKS and not released.get(t)]
+
+
 def _check_corpus(config: EvalConfig, tasks: Sequence[str]) -> CorpusDir | None:
-  if not any(t in CORPUS_TASKS for t in tasks):
+  if not corpus_tasks(config, tasks):
     return None
   corpus = CorpusDir(config.corpus_dir)
   try:
@@ -192,7 +218,7 @@ def read_task_data(config: EvalConfig, tasks: Sequence[str]) -> dict:
   corpus = _check_corpus(config, tasks)
   data = {}
   if "xlr" in tasks:
-    data["xlr"] = _read_xlr(corpus)
+    data["xlr"] = _read_xlr(config, corpus)
   if "probe" in tasks or "probe_rank" in tasks:
     path = corpus.eval_path("probes.jsonl")
     data["probes"] = [q.to_dict() for q in readers.read_probes(path)[:config.max_probes]]
@@ -205,7 +231,10 @@ def read_task_data(config: EvalConfig, tasks: Sequence[str]) -> dict:
   if "relx" in tasks:
     data["relx"] = (readers.read_relx(config.relx_train), readers.read_relx(config.relx_dev),
                     {lang: readers.read_relx(p) for lang, p in config.relx_test})
-  if "lp" in tasks:
+  if "lp" in tasks and config.lp_splits:
+    from kmlm_jax.kg.released import read_prixlm_lp
+    data["lp"] = read_prixlm_lp(config.lp_splits, config.lp_langs or None)
+  elif "lp" in tasks:
     data["lp"] = {lang: lp_eval.read_split(corpus.path, lang) for lang in corpus.languages}
   return data
 
@@ -345,6 +374,9 @@ def evaluate_checkpoint(config: EvalConfig, ckpt: Path, tasks: Sequence[str],
                                      split=split)[0]
              for l, split in data["lp"].items()}
     out["lp"] = {"by_language": {l: lp.metrics(r) for l, r in ranks.items()}}
+    notes = {l: split.notes for l, split in data["lp"].items() if split.notes}
+    if notes:  # the release's repeated entity lines, answers outside the entity list
+      out["lp"]["notes"] = notes
   return out
 
 
