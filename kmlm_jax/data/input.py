@@ -7,8 +7,9 @@ split over the mixture's sources by cumulative rounding of their weights,
 and its c-th example of source s is number c U + u of that source's endless
 order (epoch e = that number // n_s, shuffled by a keyed bijection of
 [0, n_s)). A block is masked (`masking.py`, keys from seed, source and the
-global example number) and packed (`packing.py`) on its own, so it is a
-pure function of (spec, u, k), computable in any process.
+global example number; knowledge samples over `InputSpec.mask_scope`) and
+packed (`packing.py`) on its own, so it is a pure function of (spec, u, k),
+computable in any process.
 
 The input state is, per shard, (block k, rows already taken from it): a
 [U, 2] array saved in every checkpoint and restored in constant time (one
@@ -58,10 +59,16 @@ class InputSpec:
   block_examples: int = 1024
   pack: bool = True
   split: str = "train"  # the token cache's split: "train" or "validation"
+  # The knowledge samples' masking scope (`masking.MASK_SCOPES`): "entities" draws over
+  # entity and relation tokens, "original" over every non-special token but the linkers.
+  mask_scope: str = masking.SCOPE_ENTITIES
 
   def __post_init__(self):
     if self.block_examples < 1:
       raise CorpusError(f"data.block_examples must be >= 1, got {self.block_examples}")
+    if self.mask_scope not in masking.MASK_SCOPES:
+      raise CorpusError(f"data.mask_scope: expected one of {masking.MASK_SCOPES}, got "
+                        f"{self.mask_scope!r}")
 
 
 def default_input_shards(batch_size: int, limit: int = 64) -> int:
@@ -125,7 +132,7 @@ def make_block(spec: InputSpec, shard: int, block: int) -> tuple[dict, dict]:
   arrays = _take(arrays, np.argsort(shuffle, kind="stable"))
   m = masking.mask_block(arrays["tokens"], arrays["roles"], arrays["mentions"],
                          arrays["sentences"], arrays["lengths"], arrays["rules"], arrays["aux"],
-                         arrays["keys"], cache.special)
+                         arrays["keys"], cache.special, scope=spec.mask_scope)
   return packing.pack_block(m.inputs, m.targets, m.loss, m.prefix, arrays["lengths"],
                             arrays["rules"],
                             packing.PackSpec(spec.seq_length, spec.max_predictions,

@@ -10,7 +10,18 @@ masked the same way whatever block, process or host it lands in.
   0.8, a random regular token with 0.1, and stays with 0.1.
 - RULE_KNOWLEDGE (code-switched / parallel sentences, KMLM section 3.2):
   linkers are `<mask>` (written so by the cache) and never carry loss; BERT
-  masking as above over the entity and relation tokens only.
+  masking as above over the tokens of the scope (`scope`, the config's
+  `data.mask_scope`):
+  - "entities" (the default): the entity and relation tokens only, so the
+    final `.` never carries loss;
+  - "original": every non-special token but the linkers (the final `.`
+    included), the scope of the original code's knowledge collator
+    (`DataCollatorForSyntheticSentence` in ntunlp/kmlm), which draws its 15%
+    over every non-special token and then forces the linker positions to
+    `<mask>` without loss. Two differences remain: a chosen linker there
+    becomes a random token with probability 0.1 (here it stays `<mask>`),
+    and its lines end with ". ", whose trailing `▁` piece is also drawn
+    (the samples here have no trailing space).
 - RULE_REASONING (cycles): no random MLM; loss only on the chosen mentions,
   which are always `<mask>`. 3-cycle: all tokens of one random relation
   mention. 4-cycle: with probability 0.2 the entity mentions of one random
@@ -31,10 +42,14 @@ import dataclasses
 import numpy as np
 
 from kmlm_jax.data import random as srandom
-from kmlm_jax.kg.samples import ROLE_ENTITY, ROLE_RELATION
+from kmlm_jax.errors import InputError
+from kmlm_jax.kg.samples import ROLE_ENTITY, ROLE_LINKER, ROLE_RELATION
 
 RULE_TEXT, RULE_KNOWLEDGE, RULE_REASONING, RULE_CAUSAL = 0, 1, 2, 3
 RULE_NAMES = ("text", "knowledge", "reasoning", "causal")
+# Which tokens of a knowledge sample the 15% is drawn over (see the module docstring).
+SCOPE_ENTITIES, SCOPE_ORIGINAL = "entities", "original"
+MASK_SCOPES = (SCOPE_ENTITIES, SCOPE_ORIGINAL)
 MLM_PROBABILITY = 0.15
 WHOLE_SENTENCE_PROBABILITY = 0.2
 
@@ -75,12 +90,23 @@ def _rank_within(flag: np.ndarray, example: np.ndarray, starts: np.ndarray) -> n
   return c - flag - before[example]
 
 
+def knowledge_scope(roles: np.ndarray, special_token: np.ndarray, scope: str) -> np.ndarray:
+  """bool [N]: the tokens of knowledge samples the BERT draw covers under `scope`."""
+  if scope == SCOPE_ENTITIES:
+    return (roles == ROLE_ENTITY) | (roles == ROLE_RELATION)
+  if scope == SCOPE_ORIGINAL:
+    return ~special_token & (roles != ROLE_LINKER)
+  raise InputError(f"data.mask_scope: expected one of {MASK_SCOPES}, got {scope!r}")
+
+
 def mask_block(tokens, roles, mentions, sentences, lengths, rules, aux, keys,
-               special: SpecialIds, p: float = MLM_PROBABILITY) -> Masked:
+               special: SpecialIds, p: float = MLM_PROBABILITY,
+               scope: str = SCOPE_ENTITIES) -> Masked:
   """Applies each example's rule (see module docstring).
 
   tokens/roles/mentions/sentences: [N] per token; lengths/rules/aux/keys: [E]
-  per example (`aux`: cycle length for reasoning, prefix length for causal).
+  per example (`aux`: cycle length for reasoning, prefix length for causal);
+  scope: the knowledge rule's "entities" or "original".
   """
   lengths = np.asarray(lengths, np.int64)
   starts = np.cumsum(lengths) - lengths
@@ -92,8 +118,8 @@ def mask_block(tokens, roles, mentions, sentences, lengths, rules, aux, keys,
   targets = inputs.copy()
 
   special_token = np.isin(tokens, [special.bos, special.eos, special.pad, special.mask])
-  mention_token = (roles == ROLE_ENTITY) | (roles == ROLE_RELATION)
-  bert = ((rule == RULE_TEXT) & ~special_token) | ((rule == RULE_KNOWLEDGE) & mention_token)
+  bert = ((rule == RULE_TEXT) & ~special_token) | (
+      (rule == RULE_KNOWLEDGE) & knowledge_scope(roles, special_token, scope))
   chosen = bert & (srandom.uniform(token_keys ^ np.uint64(_CHOOSE)) < p)
   action = srandom.uniform(token_keys ^ np.uint64(_ACTION))
   inputs[chosen & (action < 0.8)] = special.mask
