@@ -9,6 +9,16 @@
   the answer is t. Filtered (default): other known tails of (h, r) are
   left out of the ranking.
 
+The originals' released sets replace these (`kmlm-jax adapters eval --dbp5l DIR
+--wk3l60 DIR`; readers in `kmlm_jax.kg.released`), as yifan-h/Multilingual_Space
+`exp/kge/tasks.py` uses them but with 1-based ranks and without its fine-tuning
+on the train split:
+- DBP5L KG completion, per language: each test triple's `h + " " + r` against
+  the distinct tails of that language's test file; filtered (default) leaves
+  out the other tails of (h, r) known from its train and test files.
+- WK3L60 alignment, per pair file (`en_de`): each test pair's source against
+  the distinct targets of the test file.
+
 Representations are the pooled (masked or unmasked mean) final hidden
 states, compared by cosine. Ranks, Hits@1, Hits@10 and MRR come from
 `kmlm_jax.evaluation.metrics` (1-based, ties shared, fractions; the table
@@ -90,6 +100,52 @@ def completion_sets(corpus: data_lib.AdapterCorpus, filtered: bool) -> dict[str,
   return out
 
 
+def dbp5l_sets(splits: dict, filtered: bool) -> dict[str, RetrievalSet]:
+  """lang -> the released DBP5L test queries (`kmlm_jax.kg.released.read_dbp5l`)."""
+  out = {}
+  for lang, split in splits.items():
+    if not split.test:
+      continue
+    candidates = list(dict.fromkeys(t for _, _, t, _ in split.test))
+    position = {name: i for i, name in enumerate(candidates)}
+    tails = collections.defaultdict(set)
+    for h, r, t in [*split.train, *(row[:3] for row in split.test)]:
+      tails[h, r].add(t)
+    exclude = [sorted(position[o] for o in tails[h, r] if o != t and o in position)
+               if filtered else [] for h, r, t, _ in split.test]
+    out[lang] = RetrievalSet([f"{h} {r}" for h, r, _, _ in split.test], candidates,
+                             np.asarray([position[t] for _, _, t, _ in split.test]), exclude)
+  return out
+
+
+def wk3l60_sets(pairs: dict) -> dict[str, RetrievalSet]:
+  """"L1-L2" -> the released WK3L60 test pairs (`kmlm_jax.kg.released.read_wk3l60`)."""
+  out = {}
+  for pair, splits in pairs.items():
+    rows = splits.get("test", [])
+    if rows:
+      candidates = list(dict.fromkeys(target for _, target, _ in rows))
+      position = {name: i for i, name in enumerate(candidates)}
+      out[pair.replace("_", "-")] = RetrievalSet(
+          [source for source, _, _ in rows], candidates,
+          np.asarray([position[target] for _, target, _ in rows]), [[] for _ in rows])
+  return out
+
+
+def released_sets(config: AdapterExperimentConfig, dbp5l: str | None,
+                  wk3l60: str | None) -> tuple[dict, dict]:
+  """({task: {lang: RetrievalSet}}, {task: source}) of the released sets given."""
+  from kmlm_jax.kg import released
+  sets, sources = {}, {}
+  if dbp5l:
+    sets["completion"] = dbp5l_sets(released.read_dbp5l(dbp5l), config.eval.filtered)
+    sources["completion"] = f"DBP5L {dbp5l}, test split"
+  if wk3l60:
+    sets["alignment"] = wk3l60_sets(released.read_wk3l60(wk3l60))
+    sources["alignment"] = f"WK3L60 {wk3l60}, test split"
+  return sets, sources
+
+
 def embed(trainer: train_lib.AdapterTrainer, params, active, texts: list[str],
           encoder: data_lib.TextEncoder, batch_size: int) -> dict[str, np.ndarray]:
   """text -> unit-norm embedding [D] for every distinct text.
@@ -136,9 +192,13 @@ def check_base(meta: dict, setup: train_lib.Setup, where: Path) -> None:
                       f"{', '.join(diff)}; evaluate with the training run's init_from and model")
 
 
-def evaluate(config: AdapterExperimentConfig, workdir: Path | str) -> dict:
-  """Scores every mode of `config.eval.modes`; writes WORKDIR/eval/results.{json,md}."""
+def evaluate(config: AdapterExperimentConfig, workdir: Path | str, *,
+             dbp5l: str | None = None, wk3l60: str | None = None) -> dict:
+  """Scores every mode of `config.eval.modes`; writes WORKDIR/eval/results.{json,md}.
+  `dbp5l` / `wk3l60`: released folders whose test sets replace the corpus's completion /
+  alignment sets (read first: a malformed file fails before any model is built)."""
   workdir = Path(workdir)
+  released, sources = released_sets(config, dbp5l, wk3l60)
   partitioner = train_lib.make_partitioner(config)
   trained = None
   if any(m != "base" for m in config.eval.modes):
@@ -158,15 +218,16 @@ def evaluate(config: AdapterExperimentConfig, workdir: Path | str) -> dict:
   train_lib.check_structure(params, trainer.abstract_params)
   params = trainer.place(params)
   sets = {}
-  if "alignment" in config.eval.tasks:
+  if "alignment" in config.eval.tasks and "alignment" not in released:
     sets["alignment"] = alignment_sets(setup.corpus, config.eval.split)
-  if "completion" in config.eval.tasks:
+  if "completion" in config.eval.tasks and "completion" not in released:
     sets["completion"] = completion_sets(setup.corpus, config.eval.filtered)
+  sets.update(released)
   texts = [t for by_lang in sets.values() for s in by_lang.values()
            for t in s.queries + s.candidates]
   encoder = data_lib.TextEncoder(setup.vocab, config.data.seq_length, config.data.pooling)
   results: dict = {"base": setup.base, "pooling": config.data.pooling, "split": config.eval.split,
-                   "filtered": config.eval.filtered, "scores": {}}
+                   "filtered": config.eval.filtered, "sources": sources, "scores": {}}
   for mode in config.eval.modes:
     progress.phase(f"mode {mode}: embedding {len(set(texts))} texts of "
                    f"{', '.join(sets)} ({config.eval.split} split)")
@@ -190,7 +251,8 @@ def table_markdown(results: dict) -> str:
   lines = []
   for task, by_mode in results["scores"].items():
     langs = sorted({l for m in by_mode.values() for l in m})
-    lines += [f"{task} ({results['split']} split"
+    where = results.get("sources", {}).get(task, f"{results['split']} split")
+    lines += [f"{task} ({where}"
               + (", filtered" if task == "completion" and results["filtered"] else "") + ")", "",
               "| metric | mode | " + " | ".join(langs) + " | avg. |",
               "|---|---|" + "---|" * (len(langs) + 1)]
