@@ -192,3 +192,22 @@ def test_eval_lp_splits_runs_on_the_released_format(tmp_path, capsys):
   assert f"{bad}/triples.txt:1: expected 4" in capsys.readouterr().err
   assert main(["eval", "--config", str(config), "--ckpt", str(ckpt), "--tasks", "lp",
                "--lp-langs", "de", "--out", str(tmp_path / "o4")]) == 2
+
+
+def test_eval_xlr_release_runs_on_the_assumed_format(tmp_path, capsys):
+  """`kmlm-jax eval --tasks xlr --xlr-release DIR` (a tiny BERT, two fine-tuning steps):
+  English train/dev from the release, a test accuracy per language of its test files."""
+  from kmlm_jax.cli import main
+  vocab = tiny_run.wordpiece(tmp_path / "vocab")
+  ckpt = tiny_run.checkpoint(tmp_path / "ckpt")
+  config = tiny_run.eval_config(tmp_path / "eval_cfg.py", corpus_dir=str(tmp_path / "none"),
+                                vocab=str(vocab), finetune={
+                                    "steps": 2, "batch_size": 8, "eval_every": 1, "seeds": (0,),
+                                    "max_length": 48, "warmup_steps": 0})
+  out = tmp_path / "out"
+  code = main(["eval", "--config", str(config), "--ckpt", str(ckpt), "--tasks", "xlr",
+               "--xlr-release", str(XLR), "--out", str(out)])
+  assert code == 0, capsys.readouterr().err
+  xlr = next(iter(json.loads((out / "results.json").read_text())["results"].values()))["xlr"]
+  assert xlr["counts"] == {"de": 1, "en": 2}
+  assert "### XLR accuracy" in (out / "results.md").read_text()
