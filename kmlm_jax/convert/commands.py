@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 from pathlib import Path
 
 import jax
 
 from kmlm_jax import fileio
 from kmlm_jax import model_checkpoint as mc
-from kmlm_jax.convert import hf, verify as verify_lib
+from kmlm_jax.convert import causal_lm, hf, verify as verify_lib
 
 
 @dataclasses.dataclass
@@ -63,10 +64,12 @@ def _verify(report: Report, config, params, hf_dir: Path, tokenizer_dir: Path | 
             model: str, want_logits: bool, against: str) -> None:
   """Compares with transformers on the sample sentences tokenized by the tokenizer in
   `tokenizer_dir` (the one of `model`), or on random ids, saying which; a difference above
-  the tolerance raises `VerifyError`."""
+  the tolerance raises `VerifyError`. A causal model is compared with transformers'
+  decoder, both under the causal mask."""
   tokenizer, source = verify_lib.load_tokenizer(tokenizer_dir, model)
-  report.max_abs_diff, what, used = verify_lib.verify(config, params, hf_dir, want_logits,
-                                                      tokenizer, source)
+  compare = causal_lm.verify if config.attention == "causal" else verify_lib.verify
+  report.max_abs_diff, what, used = compare(config, params, hf_dir, want_logits, tokenizer,
+                                            source)
   report.lines.append(f"verify: {what} against {against}")
   report.lines.append(f"verify input: {used}")
   if not report.ok():
@@ -75,18 +78,32 @@ def _verify(report: Report, config, params, hf_dir: Path, tokenizer_dir: Path | 
 
 def hf_to_checkpoint(source: Path | str, target: Path | str, *, verify: bool = False,
                      overwrite: bool = False) -> Report:
-  """transformers directory -> kmlm-jax model checkpoint."""
+  """transformers directory -> kmlm-jax model checkpoint. A decoder (`is_decoder`, the
+  released Prix-LM) becomes a causal model whose tokenizer has the Prix-LM tokens
+  (`causal_lm`)."""
   source, target = Path(source), Path(target)
   _check_target(target, overwrite)
   tokenizer_dir = source if any((source / n).exists() for n in mc.TOKENIZER_FILES) else None
   if tokenizer_dir is not None:
     mc.check_tokenizer_files(tokenizer_dir)
   _check_space(target, hf.read_hf_config(source), tokenizer_dir)
+  with tempfile.TemporaryDirectory(prefix="kmlm-tokenizer-") as tmp:
+    if hf.read_hf_config(source).attention == "causal" and causal_lm.needs_tokenizer_json(
+        tokenizer_dir):
+      causal_lm.write_tokenizer_json(tokenizer_dir, Path(tmp))
+      tokenizer_dir = Path(tmp)
+    return _hf_to_checkpoint(source, target, tokenizer_dir, verify, overwrite)
+
+
+def _hf_to_checkpoint(source: Path, target: Path, tokenizer_dir: Path | None, verify: bool,
+                      overwrite: bool) -> Report:
   loaded = hf.load_hf_params(source)
   c = loaded.config
   report = Report([f"read {source}: {c.flavour} L={c.num_layers} D={c.hidden_size} "
                    f"V={c.vocab_size} ({sum(v.size for v in jax.tree.leaves(loaded.params)):,} "
                    "parameters)"])
+  if c.attention == "causal":
+    report.lines += _decoder_lines(source, tokenizer_dir, c)
   if not loaded.has_mlm_head:
     report.lines.append("note: the checkpoint is a bare encoder; the MLM head was initialised "
                         "(normal(0.02) dense, zero biases)")
@@ -108,11 +125,24 @@ def hf_to_checkpoint(source: Path | str, target: Path | str, *, verify: bool = F
   return report
 
 
+def _decoder_lines(source: Path, tokenizer_dir: Path | None, config) -> list[str]:
+  """Report lines of a decoder checkpoint; its tokenizer is checked (`causal_lm`)."""
+  lines = ["decoder (config.json is_decoder: true): model.attention=causal, fully causal "
+           "Prix-LM rows in training, scoring and link prediction"]
+  if tokenizer_dir is None:
+    return lines + ["note: no tokenizer to check for the Prix-LM tokens"]
+  if tokenizer_dir != source:
+    lines.append(f"tokenizer: {source} has no tokenizer.json; wrote one with transformers "
+                 "from its sentencepiece.bpe.model and added tokens")
+  return lines + [causal_lm.token_line(causal_lm.prixlm_token_ids(tokenizer_dir, config))]
+
+
 def checkpoint_to_hf(source: Path | str, target: Path | str, *, verify: bool = False,
                      overwrite: bool = False) -> Report:
   """kmlm-jax model checkpoint, or training checkpoint (WORKDIR/checkpoints/STEP, or WORKDIR
   for its newest step: its parameters and its run's tokenizer) -> transformers MaskedLM
-  directory. Its tokenizer (the checkpoint's) says the model's true `model_max_length`."""
+  directory, or decoder directory (`XLMRobertaForCausalLM`, `is_decoder`) for a causal
+  model. Its tokenizer (the checkpoint's) says the model's true `model_max_length`."""
   source, target = Path(source), Path(target)
   _check_target(target, overwrite)
   tokenizer_dir = mc.tokenizer_dir_of(source)
@@ -126,13 +156,18 @@ def checkpoint_to_hf(source: Path | str, target: Path | str, *, verify: bool = F
     report.warn_nonfinite(hf.write_hf_dir(tmp, config, params, tokenizer_dir=tokenizer_dir))
     if verify:  # with the tokenizer as exported: what a transformers user will load
       _verify(report, config, params, tmp, tmp if tokenizer_dir else None, str(source), True,
-              "transformers.AutoModelForMaskedLM")
+              f"transformers.{_auto_class(config)}")
   if tokenizer_dir is None:
     report.lines.append("note: no tokenizer files in the checkpoint; none exported")
   else:
     report.lines.append(f"tokenizer: {tokenizer_dir}, model_max_length={hf.max_length(config)}")
   report.lines.append(f"wrote {target}")
   return report
+
+
+def _auto_class(config) -> str:
+  """The transformers Auto class that loads the export of `config`."""
+  return "AutoModelForCausalLM" if config.attention == "causal" else "AutoModelForMaskedLM"
 
 
 def _training_note(metadata: dict) -> str:

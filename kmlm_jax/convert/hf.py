@@ -2,10 +2,17 @@
 
 Reading accepts a directory with `config.json` and `model.safetensors`,
 `model.safetensors.index.json` (sharded) or `pytorch_model.bin`, saved from a
-MaskedLM model (`BertForMaskedLM`, `XLMRobertaForMaskedLM`, ...) or from a
+MaskedLM model (`BertForMaskedLM`, `XLMRobertaForMaskedLM`, ...), from a
 bare encoder (`BertModel`, `XLMRobertaModel`, as sentence-transformers
-saves them). Every tensor of the file is either mapped, a known alias or
-buffer that we check, or an error: nothing is dropped silently.
+saves them) or from a decoder (`XLMRobertaForCausalLM`, `BertLMHeadModel`:
+config.json `is_decoder: true`, as the released Prix-LM). Every tensor of
+the file is either mapped, a known alias or buffer that we check, or an
+error: nothing is dropped silently.
+
+A decoder's tensors have the MaskedLM names (`roberta.` / `bert.` encoder,
+the same LM head); what differs is its mask, fully causal, so it becomes
+`ModelConfig.attention="causal"`, and writing a causal config gives the
+decoder class back (`is_decoder: true`).
 """
 
 from __future__ import annotations
@@ -65,8 +72,12 @@ def model_config_from_hf(hf: Mapping, source: str = "config.json") -> ModelConfi
   if hf.get("position_embedding_type", "absolute") != "absolute":
     raise ConversionError(f"{source}: position_embedding_type "
                           f"{hf['position_embedding_type']!r} is not supported (only 'absolute')")
-  if hf.get("is_decoder") or hf.get("add_cross_attention"):
-    raise ConversionError(f"{source}: decoder / cross-attention models are not supported")
+  if hf.get("add_cross_attention"):
+    raise ConversionError(f"{source}: field 'add_cross_attention': cross-attention (an "
+                          "encoder-decoder's decoder) is not supported")
+  if not isinstance(hf.get("is_decoder", False), bool):
+    raise ConversionError(f"{source}: field 'is_decoder': expected true or false, got "
+                          f"{json.dumps(hf['is_decoder'])[:40]}")
   defaults = {**HF_DEFAULTS, "pad_token_id": 1 if flavour == "xlmr" else 0}
   missing = [k for k in HF_KEYS.values() if k not in hf and k not in defaults]
   if missing:
@@ -80,7 +91,7 @@ def model_config_from_hf(hf: Mapping, source: str = "config.json") -> ModelConfi
       raise ConversionError(f"{source}: field {key!r}: {problem}")
     values[ours] = types[ours](value)
   try:
-    config = ModelConfig(flavour=flavour, **values)
+    config = ModelConfig(flavour=flavour, attention=attention_of(hf), **values)
   except (TypeError, ValueError) as e:
     raise ConversionError(f"{source}: {e}") from None
   if mc.config_problem(config):
@@ -88,14 +99,30 @@ def model_config_from_hf(hf: Mapping, source: str = "config.json") -> ModelConfi
   return config
 
 
+def attention_of(hf: Mapping) -> str:
+  """`ModelConfig.attention` of a transformers config: a decoder (`is_decoder`, which alone
+  decides transformers' mask, whatever `architectures` says) is fully causal."""
+  return "causal" if hf.get("is_decoder", False) else "prefix_causal"
+
+
+# transformers class of each flavour: (MaskedLM, decoder).
+HF_CLASSES = {"xlmr": ("XLMRobertaForMaskedLM", "XLMRobertaForCausalLM"),
+              "bert": ("BertForMaskedLM", "BertLMHeadModel")}
+
+
 def hf_config_from_model_config(config: ModelConfig) -> dict:
-  """A transformers config.json dict for the MaskedLM class of the flavour."""
+  """A transformers config.json dict: the MaskedLM class of the flavour, or its decoder
+  class (`is_decoder: true`) for a causal model."""
   common = {key: getattr(config, ours) for ours, key in HF_KEYS.items()}
   common.update(position_embedding_type="absolute", tie_word_embeddings=True, dtype="float32")
+  causal = config.attention == "causal"
+  if causal:
+    common.update(is_decoder=True, add_cross_attention=False)
+  architectures = [HF_CLASSES[config.flavour][causal]]
   if config.flavour == "xlmr":
-    return dict(architectures=["XLMRobertaForMaskedLM"], model_type="xlm-roberta",
+    return dict(architectures=architectures, model_type="xlm-roberta",
                 bos_token_id=0, eos_token_id=2, **common)
-  return dict(architectures=["BertForMaskedLM"], model_type="bert", **common)
+  return dict(architectures=architectures, model_type="bert", **common)
 
 
 # ---------------------------------------------------------------- reading

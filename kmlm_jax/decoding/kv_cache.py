@@ -8,6 +8,12 @@ never see object tokens, so their keys and values are computed once
 it and to itself. This equals a full `Encoder.__call__` with
 `prefix_causal_mask` over the same sequence (tests: 1e-5 in fp32).
 
+Under `model.config.attention == "causal"` (the released Prix-LM, a
+transformers `XLMRobertaForCausalLM`) the prefix is encoded causally too:
+each prefix token sees the prefix up to itself. Object tokens attend as
+above either way, so `decode_step` is the same; the cache then equals a
+full causal forward (`masks.causal_mask`).
+
 The functions read the encoder's parameters (`model.embeddings`,
 `model.layers.params()`) and redo its layer maths; they work eagerly and
 inside `jax.jit` (with a model from `nnx.merge`).
@@ -83,7 +89,7 @@ def _check_prefix(model, prefix_ids, prefix_len, max_decode_len: int, num_rows: 
 
 def encode_prefix(model, prefix_ids: jax.Array, prefix_len: jax.Array, *,
                   max_decode_len: int = 32, num_rows: int = 1) -> tuple[KVCache, jax.Array]:
-  """Runs the bidirectional prefix once.
+  """Runs the prefix once (bidirectional, or causal under `attention="causal"`).
 
   Args:
     model: an `Encoder` (deterministic: no dropout).
@@ -104,7 +110,9 @@ def encode_prefix(model, prefix_ids: jax.Array, prefix_len: jax.Array, *,
   valid = (jnp.arange(tp)[None, :] < prefix_len[:, None]).astype(jnp.int32)
   positions = masks_lib.default_positions(
       valid, c.position_offset, c.pad_token_id if c.flavour == "xlmr" else 0)
-  bias = masks_lib.mask_to_bias(masks_lib.segment_mask(valid), jnp.float32)  # [B, 1, Tp, Tp]
+  in_prefix = jnp.ones_like(valid, dtype=bool)  # every token of these rows is prefix
+  mask = masks_lib.decoding_mask(valid, in_prefix, c.attention)
+  bias = masks_lib.mask_to_bias(mask, jnp.float32)  # [B, 1, Tp, Tp]
   x = model.embeddings(prefix_ids, positions, jnp.zeros_like(prefix_ids), None)
 
   def layer(x, p):

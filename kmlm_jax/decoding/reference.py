@@ -1,6 +1,7 @@
 """Reference Prix-LM decoding: the paper's Algorithm 1, written plainly.
 
-One full `Encoder` forward (prefix-causal mask, batch 1, no cache) per
+One full `Encoder` forward (batch 1, no cache; the prefix-causal mask, or
+the fully causal one under `model.config.attention == "causal"`) per
 hypothesis, a Python dict trie, Python lists for the beams. It follows the
 rules documented in `beam_search.py` (finished hypotheses leave the beam,
 `exclude` applied inside the search, ties by (score, token sequence) for
@@ -19,7 +20,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from kmlm_jax.models.masks import prefix_causal_mask
+from kmlm_jax.models.masks import decoding_mask
 
 
 @dataclasses.dataclass
@@ -61,7 +62,7 @@ def _sequence(config, prefix: Sequence[int], tokens: Sequence[int], length: int)
 def _forward_logp(graphdef, state, ids, segments, in_prefix, positions):
   """Full-vocabulary log-probabilities at `positions` [B, P] -> [B, P, V]."""
   model = nnx.merge(graphdef, state)
-  attention = prefix_causal_mask(segments, in_prefix)
+  attention = decoding_mask(segments, in_prefix, model.config.attention)
   hidden = model(ids, segment_ids=segments, attention=attention).hidden
   return jax.nn.log_softmax(model.mlm_logits(hidden, positions), axis=-1)
 

@@ -30,6 +30,41 @@ def prefix_causal_mask(segment_ids: jax.Array, prefix_mask: jax.Array) -> jax.Ar
   return segment_mask(segment_ids) & allowed[:, None]
 
 
+def causal_mask(segment_ids: jax.Array) -> jax.Array:
+  """[B, 1, T, T] bool: fully causal within each segment (a decoder's mask, as
+  transformers' `is_decoder` models apply it): a token sees its segment up to itself."""
+  t = segment_ids.shape[1]
+  return segment_mask(segment_ids) & jnp.tril(jnp.ones((t, t), dtype=bool))[None, None]
+
+
+def training_mask(segment_ids: jax.Array, prefix_mask: jax.Array, attention: str) -> jax.Array:
+  """[B, 1, T, T] bool: the mask of packed training rows under `ModelConfig.attention`.
+
+  A segment whose tokens are all prefix (an MLM example) is bidirectional in
+  both modes. A segment with object tokens (a Prix-LM example) is
+  prefix-causal under "prefix_causal" and fully causal, prefix included,
+  under "causal" (the released Prix-LM, an `XLMRobertaForCausalLM`).
+  """
+  if attention == "prefix_causal":
+    return prefix_causal_mask(segment_ids, prefix_mask)
+  if attention != "causal":
+    raise ValueError(f"unknown attention {attention!r} (prefix_causal or causal)")
+  has_object = (segment_ids != 0) & ~prefix_mask  # [B, T]
+  same = segment_ids[:, :, None] == segment_ids[:, None, :]  # [B, T, T]
+  causal_segment = (same & has_object[:, None, :]).any(-1)  # [B, T]: its segment has one
+  return prefix_causal_mask(segment_ids, prefix_mask & ~causal_segment)
+
+
+def decoding_mask(segment_ids: jax.Array, prefix_mask: jax.Array, attention: str) -> jax.Array:
+  """[B, 1, T, T] bool: the mask of Prix-LM rows being scored or decoded (every segment
+  is a query, even one that has no object token yet): prefix-causal, or fully causal."""
+  if attention == "causal":
+    return causal_mask(segment_ids)
+  if attention != "prefix_causal":
+    raise ValueError(f"unknown attention {attention!r} (prefix_causal or causal)")
+  return prefix_causal_mask(segment_ids, prefix_mask)
+
+
 def mask_to_bias(mask: jax.Array, dtype) -> jax.Array:
   """Additive attention bias: 0 where allowed, the dtype's minimum elsewhere.
 

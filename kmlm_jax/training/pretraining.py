@@ -1,11 +1,13 @@
 """The pretraining objective (KMLM and Prix-LM) as a `Task`.
 
 Batches are packed rows (`kmlm_jax.data.packing.ROW_KEYS`: [B, T] token
-arrays and [B, P] gathered loss slots). The attention mask is prefix-causal
-per packed segment (bidirectional for the MLM rows, causal after the prefix
-for Prix-LM rows). The loss is `L_MLM + alpha * (L_K + L_L)` (+ Prix-LM's
-causal loss), each loss term's mean NLL taken over the whole batch's loss
-positions (the `context`), so accumulated micro-batches add up exactly.
+arrays and [B, P] gathered loss slots). The attention mask is per packed
+segment (`masks.training_mask`): bidirectional for the MLM rows; for Prix-LM
+rows causal after the prefix (`model.attention="prefix_causal"`) or fully
+causal (`"causal"`, the released Prix-LM's decoder). The loss is
+`L_MLM + alpha * (L_K + L_L)` (+ Prix-LM's causal loss), each loss term's
+mean NLL taken over the whole batch's loss positions (the `context`), so
+accumulated micro-batches add up exactly.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from kmlm_jax.training.trainer import Task
 
 def forward(model: Encoder, batch: dict, dropout_rng):
   """(nll [B, P], correct [B, P]) of the gathered MLM head."""
-  attention = masks.prefix_causal_mask(batch["segment_ids"], batch["prefix_mask"] > 0)
+  attention = masks.training_mask(batch["segment_ids"], batch["prefix_mask"] > 0,
+                                  model.config.attention)
   out = model(batch["input_ids"], segment_ids=batch["segment_ids"],
               positions=batch.get("positions"), attention=attention, dropout_rng=dropout_rng)
   logits = model.mlm_logits(out.hidden, batch["mlm_positions"])
