@@ -129,7 +129,7 @@ def report(manifest: dict) -> str:
              for reason, n in read["skipped_by_reason"].items()]
   held = " ".join(f"{k}={v:,}" for k, v in manifest["held_out"].items())
   lines = [build_lib.stats_table(manifest), "", f"held out of pretraining: {held}", "",
-           *_validation_report(manifest),
+           *_no_alias_report(manifest), *_validation_report(manifest),
            build_lib.table(["evaluation set", *langs, "total"], rows), "",
            f"read: {read['records_read']:,} records, kept {read['records_kept']:,}, "
            f"skipped {read['skipped']:,}; names cleaned (tabs, line breaks -> space): "
@@ -137,6 +137,18 @@ def report(manifest: dict) -> str:
   if skipped:
     lines += ["", build_lib.table(["skipped", "records", "first at"], skipped)]
   return "\n".join(lines)
+
+
+def _no_alias_report(manifest: dict) -> list[str]:
+  """The triples that wrote no alias sample (none of their names has an alias in the drawn
+  languages; a parallel pair needs one on each side), per stream (none: an older build)."""
+  counts = {name: entry.get("not_generated", {}).get("no_alias")
+            for name, entry in manifest["streams"].items()}
+  counts = {name: n for name, n in counts.items() if n is not None}
+  if not counts:
+    return []
+  return ["alias samples not written (no alias in the drawn languages): "
+          + " ".join(f"{name}={n:,}" for name, n in counts.items()), ""]
 
 
 def _validation_report(manifest: dict) -> list[str]:

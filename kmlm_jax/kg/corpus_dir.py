@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kmlm_jax.kg.errors import KGInputError
 
-SAMPLE_VERSION = "4"  # 4: validation split (held-out pairs out of the corpora)
+SAMPLE_VERSION = "5"  # 4: validation split; 5: no alias sample without an alias
 
 
 class CorpusDir:

@@ -138,7 +138,7 @@ def prepare_input(config: DataConfig, *, build: bool = True, progress: bool = Tr
   return InputSpec(str(cache_dir), tuple(weights), tuple(weights.values()),
                    tuple(counts[s] for s in weights), config.seed, config.seq_length,
                    config.max_predictions, shards, config.batch_size // shards,
-                   config.block_examples, config.pack, split)
+                   config.block_examples, config.pack, split, config.mask_scope)
 
 
 class SyntheticBatches:
