@@ -152,15 +152,16 @@ def _read_xlr(config: EvalConfig, corpus: CorpusDir | None) -> list[dict]:
   if config.xlr_release:
     from kmlm_jax.kg.released import read_xlr_release
     items, where = read_xlr_release(config.xlr_release), f"xlr_release {config.xlr_release}"
+    split_where = lambda split: f"{where}: no English (en) {split} items"
   else:
     paths = [corpus.eval_path("xlr", f"{s}.jsonl") for s in ("train", "dev", "test")]
     items = [i.to_dict() for p in paths for i in read_xlr(p, num_choices=None)]
     where = str(corpus.eval_path("xlr"))
+    split_where = lambda split: f"{where}/{split}.jsonl: no English (en) items"
   have = {(i["split"], i["lang"]) for i in items}
   for split in ("train", "dev"):
     if (split, "en") not in have:
-      raise InputError(f"{where}: no English (en) {split} items; XLR fine-tunes on English "
-                       "train and dev items")
+      raise InputError(f"{split_where(split)}; XLR fine-tunes on English train and dev items")
   counts = {len(i["choices"]) for i in items}
   if len(counts) > 1:
     raise InputError(f"{where}: items have different numbers of choices "

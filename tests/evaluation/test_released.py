@@ -211,3 +211,21 @@ def test_eval_xlr_release_runs_on_the_assumed_format(tmp_path, capsys):
   xlr = next(iter(json.loads((out / "results.json").read_text())["results"].values()))["xlr"]
   assert xlr["counts"] == {"de": 1, "en": 2}
   assert "### XLR accuracy" in (out / "results.md").read_text()
+
+
+def test_released_data_replace_the_corpus_files(tmp_path):
+  """With --xlr-release / --lp-splits the corpus directory is not needed; an XLR release
+  without English train items is refused naming it."""
+  from kmlm_jax.evaluation import run
+  config = run.EvalConfig(corpus_dir=str(tmp_path / "none"), lp_splits=str(LP),
+                          xlr_release=str(XLR)).validate()
+  assert run.corpus_tasks(config, ("xlr", "lp", "probe")) == ["probe"]
+  data = run.read_task_data(config, ("xlr", "lp"))
+  assert len(data["xlr"]) == 7 and list(data["lp"]) == ["en", "de"]
+  only_test = tmp_path / "logic"
+  shutil.copytree(XLR / "test", only_test / "test")
+  config = run.EvalConfig(corpus_dir="unused", xlr_release=str(only_test))
+  with pytest.raises(InputError, match=f"xlr_release {only_test}: no English \\(en\\) train"):
+    run.read_task_data(config, ("xlr",))
+  with pytest.raises(InputError, match="lp_langs"):
+    run.EvalConfig(corpus_dir="x", lp_langs="en").validate()
