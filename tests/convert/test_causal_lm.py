@@ -244,6 +244,38 @@ def test_training_forward_is_fully_causal(released, hf_model, ours):
                              atol=1e-5, rtol=0)
 
 
+def test_training_from_the_converted_decoder(released, hf_model, ours):
+  """What `kmlm-jax train init_from=CKPT model.attention=causal` runs: the checkpoint's
+  parameters, and the loss of a Prix-LM row is transformers' decoder's mean NLL; a run
+  with kmlm-jax's own mask is refused, naming the field."""
+  from kmlm_jax.config import ExperimentConfig
+  from kmlm_jax.errors import InputError
+  from kmlm_jax.training.loop import load_init_params
+  from kmlm_jax.training.pretraining import PretrainingTask
+  model, vocab = ours
+  config = ExperimentConfig("prixlm", model.config, init_from=str(released[1]))
+  params = load_init_params(config)
+  ids = prixlm.PrixLMIds.of(vocab)
+  prefix = prixlm.triple_prefix(vocab, ids, "France", "capital")
+  ex = prixlm.training_example(vocab, prefix, prixlm.object_ids(vocab, ids, "Paris"))
+  at = np.flatnonzero(ex["loss_mask"])
+  batch = {"input_ids": ex["input_ids"][None],
+           "segment_ids": np.ones((1, len(ex["input_ids"])), np.int32),
+           "prefix_mask": ex["prefix_mask"][None].astype(np.int32),
+           "mlm_positions": at[None].astype(np.int32), "mlm_targets": ex["targets"][at][None],
+           "mlm_weights": np.ones((1, len(at)), np.float32),
+           "mlm_terms": np.full((1, len(at)), 3, np.int32)}  # losses.TERM_NAMES[3]: causal
+  batch = {k: jnp.asarray(v) for k, v in batch.items()}
+  task = PretrainingTask(config)
+  loss, _ = task.loss_fn(params, batch, None, task.context(batch))
+  expected = prixlm_hf.nll(hf_model, ex["input_ids"].tolist())[at].mean()
+  assert abs(float(loss) - expected) <= 1e-5
+  own = ExperimentConfig("prixlm", model.config.replace(attention="prefix_causal"),
+                         init_from=str(released[1]))
+  with pytest.raises(InputError, match="attention='causal' \\(run: 'prefix_causal'\\)"):
+    load_init_params(own)
+
+
 # ---------------------------------------------------------------- checkpoints and bad input
 
 
