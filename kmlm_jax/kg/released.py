@@ -503,6 +503,13 @@ def read_xlr_release(source: Path | str) -> list[dict]:
 
 # ---------------------------------------------------------------- Prix-LM link prediction
 
+def _folder(directory: Path | str) -> Path:
+  directory = Path(directory)
+  if not directory.is_dir():
+    raise ReleasedDataError(f"{directory}: no such folder")
+  return directory
+
+
 LP_FILES = {"triples": ("head", "relation", "tail", "lang"), "entities": ("entity", "lang"),
             "filtered": ("head", "relation", "tail", "lang")}
 
@@ -525,9 +532,7 @@ def read_prixlm_lp(directory: Path | str, languages: Sequence[str] | None = None
   """lang -> `lp_eval.LPSplit` of Prix-LM's released link-prediction files, for the
   languages of `triples.txt` (in order of first appearance) or `languages`."""
   from kmlm_jax.evaluation.lp_eval import LPSplit
-  directory = Path(directory)
-  if not directory.is_dir():
-    raise ReleasedDataError(f"{directory}: no such folder")
+  directory = _folder(directory)
   files = {name: _lp_file(directory, name) for name in LP_FILES}
   queries = collections.defaultdict(list)
   for number, (h, r, t, lang) in _tsv_rows(files["triples"], LP_FILES["triples"]):
@@ -610,7 +615,7 @@ def _label_of(file: TextFile, number: int, field: str, value: str, table: list[s
 
 def read_dbp5l(directory: Path | str) -> dict[str, KGSplit]:
   """lang -> `KGSplit` of each language with a test file (sorted by language)."""
-  directory = Path(directory)
+  directory = _folder(directory)
   kg = next((directory / d for d in ("extended", "kg") if (directory / d).is_dir()), directory)
   tests = sorted(kg.glob("*-test.tsv"))
   if not tests:
@@ -630,7 +635,7 @@ def read_dbp5l(directory: Path | str) -> dict[str, KGSplit]:
 
 def read_wk3l60(directory: Path | str) -> dict[str, dict[str, list[tuple[str, str, str]]]]:
   """"L1_L2" -> split ("train" / "test") -> [(source, target, "FILE:LINE")]."""
-  directory = Path(directory)
+  directory = _folder(directory)
   folder = directory / "alignment" if (directory / "alignment").is_dir() else directory
   files = sorted(folder.glob("*.csv")) if folder.is_dir() else []
   if not files:

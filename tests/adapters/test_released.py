@@ -90,6 +90,8 @@ def test_malformed_lines_name_file_and_line(tmp_path, name, file, text, message)
 
 
 def test_missing_release(tmp_path):
+  with pytest.raises(KGInputError, match="missing: no such folder"):
+    released.read_dbp5l(tmp_path / "missing")
   with pytest.raises(KGInputError, match="no LANG-test.tsv"):
     released.read_dbp5l(tmp_path)
   with pytest.raises(KGInputError, match="no .csv file"):
