@@ -135,7 +135,7 @@ def test_xlr_file_without_a_split(tmp_path):
     released.read_xlr_release(tmp_path)
 
 
-def _prixlm_checkpoint(tmp_path: Path) -> Path:
+def _prixlm_checkpoint(tmp_path: Path, **changes) -> Path:
   """A tiny random Prix-LM checkpoint whose tokenizer is the XLM-R one trimmed to the
   fixture's names, plus the Prix-LM tokens of en and de."""
   from flax import nnx
@@ -154,7 +154,7 @@ def _prixlm_checkpoint(tmp_path: Path) -> Path:
                                tmp_path / "tok" / "tokenizer.json")
   vocab = load_vocab(str(tmp_path / "tok" / "tokenizer.json"))
   config = preset("tiny", vocab_size=vocab.vocab_size, hidden_size=16, num_heads=2,
-                  intermediate_size=32, num_layers=1, max_position_embeddings=66)
+                  intermediate_size=32, num_layers=1, max_position_embeddings=66, **changes)
   path = tmp_path / "ckpt"
   mc.save_model_checkpoint(path, config, mc.model_params(Encoder(config, rngs=nnx.Rngs(0))),
                            tokenizer_dir=tmp_path / "tok")
@@ -192,6 +192,21 @@ def test_eval_lp_splits_runs_on_the_released_format(tmp_path, capsys):
   assert f"{bad}/triples.txt:1: expected 4" in capsys.readouterr().err
   assert main(["eval", "--config", str(config), "--ckpt", str(ckpt), "--tasks", "lp",
                "--lp-langs", "de", "--out", str(tmp_path / "o4")]) == 2
+
+
+@pytest.mark.slow
+def test_eval_lp_splits_on_a_causal_checkpoint(tmp_path, capsys):
+  """The released Prix-LM is a fully causal decoder (model.attention=causal, what `convert
+  --from-hf` makes of it): the released splits run on it too."""
+  from kmlm_jax.cli import main
+  ckpt = _prixlm_checkpoint(tmp_path, attention="causal")
+  config = tiny_run.eval_config(tmp_path / "eval_cfg.py", corpus_dir=str(tmp_path / "none"),
+                                lp_beams=4)
+  code = main(["eval", "--config", str(config), "--ckpt", str(ckpt), "--tasks", "lp",
+               "--lp-splits", str(LP), "--out", str(tmp_path / "out")])
+  assert code == 0, capsys.readouterr().err
+  results = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
+  assert sorted(next(iter(results.values()))["lp"]["by_language"]) == ["de", "en"]
 
 
 def test_eval_xlr_release_runs_on_the_assumed_format(tmp_path, capsys):
