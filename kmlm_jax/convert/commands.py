@@ -120,7 +120,7 @@ def _hf_to_checkpoint(source: Path, target: Path, tokenizer_dir: Path | None, ve
     if verify:
       config, params, _ = mc.load_model_checkpoint(tmp)
       _verify(report, config, params, source, tokenizer_dir, str(source), loaded.has_mlm_head,
-              "transformers PyTorch")
+              "transformers PyTorch" + (" (is_decoder)" if c.attention == "causal" else ""))
   report.lines.append(f"wrote {target}")
   return report
 

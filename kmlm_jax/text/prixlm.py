@@ -11,7 +11,9 @@ replaces the predicate by the two language tokens:
   <s> [S] Xs </s> </s> [P] [a] [b] </s> </s> [O] Xo [EOS] </s>
 
 Everything up to `[O]` is the prefix (bidirectional attention); the object
-is causal. The loss is next-token prediction over Xo and `[EOS]`: the
+is causal. Under `model.attention="causal"` (the released Prix-LM, a
+transformers `XLMRobertaForCausalLM`; `kmlm_jax.convert.causal_lm`) the
+prefix is causal too: the sequences and the loss stay the same. The loss is next-token prediction over Xo and `[EOS]`: the
 hidden state at `[O]` predicts the first object token, ..., the last object
 token predicts `[EOS]` (the final `</s>` carries no loss). Names are
 tokenized alone (with sentencepiece's leading `▁`), exactly as the entity
