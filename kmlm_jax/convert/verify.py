@@ -45,11 +45,16 @@ def sample_batch(config: ModelConfig, tokenizer=None, source: str = "no tokenize
   """(input_ids, attention_mask, description) as int32 numpy [N, T], right-padded.
 
   The sample sentences tokenized by `tokenizer` (the one of model `source`) when its ids
-  fit the model; otherwise seeded random ids with the same padding pattern, and the
-  description says so and why (with no tokenizer, `source` says why: `load_tokenizer`).
+  fit the model and, where the model's positions read the ids (`positions_read_ids`), it
+  pads with the model's pad id; otherwise seeded random ids with the same padding pattern,
+  and the description says so and why (with no tokenizer, `source` says why:
+  `load_tokenizer`).
   """
   why = source
-  if tokenizer is not None and tokenizer.pad_token_id != config.pad_token_id:
+  if tokenizer is not None and tokenizer.pad_token_id is None:
+    why = f"the tokenizer of {source} has no pad token"
+  elif (tokenizer is not None and tokenizer.pad_token_id != config.pad_token_id
+        and positions_read_ids(config)):
     why = (f"the tokenizer of {source} pads with id {tokenizer.pad_token_id}, the model with "
            f"{config.pad_token_id}")
   elif tokenizer is not None:
@@ -70,6 +75,14 @@ def sample_batch(config: ModelConfig, tokenizer=None, source: str = "no tokenize
   ids = np.where(mask == 1, ids, config.pad_token_id).astype(np.int32)
   return ids, mask, (f"RANDOM token ids, not sentences ({len(SAMPLE_SENTENCES)} rows, seed "
                      f"{seed}): {why}")
+
+
+def positions_read_ids(config: ModelConfig) -> bool:
+  """Whether transformers derives the model's positions from the ids: RoBERTa counts the
+  tokens that are not `pad_token_id`, so a tokenizer padding with another id changes them;
+  BERT's positions (0, 1, ...) and both frameworks' padding (the attention mask) do not
+  read the pad id, so any tokenizer's padding compares."""
+  return config.flavour == "xlmr"
 
 
 def _tokenized(tokenizer, max_length: int):

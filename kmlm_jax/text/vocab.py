@@ -76,6 +76,20 @@ def read_xlmr_tokenizer_json(path: Path | str) -> tuple[dict, tuple[str, ...]]:
   return spec, tuple(t for _, t in added)
 
 
+def is_xlmr_tokenizer_json(path: Path | str) -> bool:
+  """Whether `path` is an XLM-R style tokenizer.json (Unigram, fairseq order, `<mask>` last,
+  added tokens after it): the tokenizer, not the model's flavour, says which transformers
+  tokenizer class reads it. A file that is not a tokenizer.json at all raises
+  `TokenizerError`."""
+  try:
+    read_xlmr_tokenizer_json(path)
+  except TokenizerError:
+    raise
+  except ValueError:
+    return False
+  return True
+
+
 def sentencepiece_model_from_tokenizer_json(path: Path | str, spec: dict | None = None) -> bytes:
   """A serialized sentencepiece ModelProto equivalent to an XLM-R `tokenizer.json` (`spec`:
   the file already parsed by `read_xlmr_tokenizer_json`).

@@ -1,18 +1,17 @@
 """Vocabularies against transformers, and segment tokenization with roles."""
 
-import collections
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import pytest
 import transformers
 
 from kmlm_jax.assets import real_minilm_dir, real_xlmr_tokenizer_json
 from kmlm_jax.kg.samples import ROLE_ENTITY, ROLE_LINKER, ROLE_RELATION, ROLE_TEXT
 from kmlm_jax.text.segments import tokenize_segments, tokenize_text
-from kmlm_jax.text.vocab import (HFVocab, XLMRSentencePiece, load_vocab, seqio_vocabulary,
-                                 tokenizer_summary)
+from kmlm_jax.text.tokenizers import TokenizerError
+from kmlm_jax.text.vocab import (HFVocab, XLMRSentencePiece, is_xlmr_tokenizer_json, load_vocab,
+                                 seqio_vocabulary, tokenizer_summary)
 
 UDHR = Path(str(resources.files("kmlm_jax.text").joinpath("data/udhr")))
 
@@ -68,6 +67,18 @@ def test_wordpiece_vocab(tmp_path):
       ref("paris is the capital of france", add_special_tokens=False)["input_ids"]
   assert (vocab.bos_id, vocab.eos_id, vocab.pad_id, vocab.mask_id) == (101, 102, 0, 103)
   assert tokenizer_summary(str(real_minilm_dir() / "vocab.txt")) == (vocab.vocab_size, ())
+
+
+def test_is_xlmr_tokenizer_json_reads_the_file_not_a_model(tmp_path):
+  """The XLM-R tokenizer.json is one whatever model it comes with; transformers' own
+  WordPiece tokenizer.json (MiniLM's vocabulary) is not; a garbled file is an error."""
+  assert is_xlmr_tokenizer_json(real_xlmr_tokenizer_json())
+  wordpiece = transformers.BertTokenizerFast(vocab_file=str(real_minilm_dir() / "vocab.txt"))
+  wordpiece.save_pretrained(str(tmp_path / "wp"))
+  assert not is_xlmr_tokenizer_json(tmp_path / "wp" / "tokenizer.json")
+  (tmp_path / "bad.json").write_text("{garbled")
+  with pytest.raises(TokenizerError, match="bad.json: not a tokenizer.json"):
+    is_xlmr_tokenizer_json(tmp_path / "bad.json")
 
 
 def test_seqio_vocabulary_round_trip():
