@@ -41,7 +41,8 @@ int e5r_tokenize(e5_model *m, const char *text, int *out, int cap) {
   return tok_content(&m->tok, text, out, cap);
 }
 int e5r_hidden(e5_model *m, const int *ids, int n, float *out) {
-  int *pos = malloc(sizeof(int) * n), *ss = malloc(sizeof(int) * n), *se = malloc(sizeof(int) * n);
+  int *pos = malloc(sizeof(int) * n), *ss = malloc(sizeof(int) * n);
+  int *se = malloc(sizeof(int) * n);
   int segoff[2] = {0, n};
   for (int t = 0; t < n; t++) { pos[t] = t; ss[t] = 0; se[t] = n; }
   int rc = forward_batch(m, ids, pos, ss, se, segoff, 1, n, NULL, out);
