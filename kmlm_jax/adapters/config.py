@@ -15,6 +15,7 @@ from kmlm_jax.experiment import ConfigError, load_config
 from kmlm_jax.models.adapters import FUSION, AdapterConfig
 
 POOLINGS = ("masked", "unmasked")
+SCHEDULES = ("staged", "original")
 SENTENCES = ("templates", "kmlm", "none")
 TASKS = ("alignment", "completion")
 
@@ -51,14 +52,32 @@ class AdapterDataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class AdapterTrainConfig:
-  """The paper's schedule: each adapter on its own data, then the fusion alone.
+  """How the adapters and the fusion train: `schedule` "staged" or "original".
 
-  stages: run in this order; an adapter name trains that adapter, "fusion"
-  trains the fusion layer on all adapters' data (one source per step, in
-  turn). Paper (appendix A): batch 128, Adam, lr 1e-4, 1e4 warm-up steps.
+  "staged" (the paper's description): `stages` run in this order, each with a fresh
+  optimizer (AdamW, linear warm-up and decay, clipping); an adapter name trains that
+  adapter for `adapter_steps` batches on its own data, "fusion" trains the fusion layer
+  for `fusion_steps` on all adapters' data (one source per step, in turn).
+
+  "original" (yifan-h/Multilingual_Space `src/tasks.py`, `ki_mlkg`; `stages` unused):
+  1) phrase phase, `adapter_steps` batches: a TP step, then an EP step, each adapter
+  with its own AdamW moments on one schedule that counts both (2 optimizer steps per
+  batch); 2) sentence phase: TS then ES likewise; 3) `fusion_rounds` rounds of fusion
+  training at half the batch size, each a phrase part (TP-data then EP-data steps on a
+  random `fusion_fractions[0]` of `fusion_steps` batches) and a sentence part (TS / ES
+  data on `fusion_fractions[1]`), each part with a fresh optimizer whose schedule spans
+  2 x `fusion_steps`. Every optimizer: AdamW with decay on every parameter and
+  `restarts` cosine hard restarts after `warmup_steps`. `original_train()` gives the
+  original's values (lr 1e-4, weight decay 1e-4, 1e4 warm-up steps, no clipping, 5
+  restarts, 16 rounds of 10% / 20%, batch 128, no fusion regularisation: its loop never
+  added AdapterHub's). Not copied: its missing `zero_grad` between the two steps of a
+  batch (the second step re-applied the first one's gradients).
+
+  Paper (appendix A): batch 128, Adam, lr 1e-4, 1e4 warm-up steps.
   """
 
   stages: tuple[str, ...] = ("ep", "tp", "es", "ts", FUSION)
+  schedule: str = "staged"
   adapter_steps: int = 100
   fusion_steps: int = 100
   batch_size: int = 32
@@ -73,6 +92,24 @@ class AdapterTrainConfig:
   fusion_value_l2: float = 0.01
   seed: int = 0
   log_every: int = 10
+  # The "original" schedule's cosine restarts, fusion rounds and batch fractions.
+  restarts: int = 5
+  fusion_rounds: int = 16
+  fusion_fractions: tuple[float, float] = (0.1, 0.2)
+
+
+# The original schedule's values (src/main.py defaults and src/tasks.py).
+ORIGINAL_TRAIN = {"schedule": "original", "learning_rate": 1e-4, "weight_decay": 1e-4,
+                  "warmup_steps": 10_000, "grad_clip_norm": 0.0, "restarts": 5,
+                  "fusion_rounds": 16, "fusion_fractions": (0.1, 0.2), "batch_size": 128,
+                  "fusion_value_l2": 0.0}
+# The pairs that alternate on one batch in the original schedule's phases.
+ORIGINAL_PHASES = (("phrase", ("tp", "ep")), ("sentence", ("ts", "es")))
+
+
+def original_train(**changes) -> AdapterTrainConfig:
+  """An `AdapterTrainConfig` of the original schedule with the original's values."""
+  return AdapterTrainConfig(**{**ORIGINAL_TRAIN, **changes})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,12 +140,14 @@ class AdapterExperimentConfig:
 
   def validate(self) -> "AdapterExperimentConfig":
     names = self.adapters.names
-    for stage in self.train.stages:
+    stages = self.train.stages if self.train.schedule == "staged" else ()  # original: unused
+    for stage in stages:
       if stage != FUSION and stage not in names:
         raise ConfigError(f"train.stages: {stage!r} is neither an adapter of {list(names)} "
                           f"nor {FUSION!r}")
-    if FUSION in self.train.stages and not self.adapters.fusion:
+    if FUSION in stages and not self.adapters.fusion:
       raise ConfigError("train.stages has 'fusion' but adapters.fusion=False")
+    _check_schedule(self)
     for mode in self.eval.modes:
       if mode not in ("base", FUSION, *names):
         raise ConfigError(f"eval.modes: unknown mode {mode!r}")
@@ -133,8 +172,33 @@ _RANGES = {"train.adapter_steps": (1, int), "train.fusion_steps": (1, int),
            "train.warmup_steps": (0, int), "eval.batch_size": (1, int),
            "data.seq_length": (3, int), "train.learning_rate": (0, float),
            "train.temperature": (0, float), "train.weight_decay": (0, float),
-           "train.grad_clip_norm": (0, float), "train.fusion_value_l2": (0, float)}
+           "train.grad_clip_norm": (0, float), "train.fusion_value_l2": (0, float),
+           "train.restarts": (1, int), "train.fusion_rounds": (1, int)}
 _POSITIVE = ("train.learning_rate", "train.temperature")
+
+
+def _check_schedule(config: AdapterExperimentConfig) -> None:
+  """train.schedule is known; "original" has its four adapters, the fusion and a batch
+  that halves."""
+  t = config.train
+  if t.schedule not in SCHEDULES:
+    raise ConfigError(f"train.schedule: expected one of {SCHEDULES}, got {t.schedule!r}")
+  if t.schedule != "original":
+    return
+  missing = [n for _, pair in ORIGINAL_PHASES for n in pair if n not in config.adapters.names]
+  if missing:
+    raise ConfigError(f"train.schedule: 'original' trains the adapters tp, ep, ts and es; "
+                      f"adapters.names lacks {missing}")
+  if not config.adapters.fusion:
+    raise ConfigError("train.schedule: 'original' trains the fusion; adapters.fusion=False")
+  if t.batch_size < 2:
+    raise ConfigError(f"train.batch_size: the 'original' schedule halves it for the fusion, "
+                      f"expected >= 2, got {t.batch_size}")
+  fractions = t.fusion_fractions
+  if len(fractions) != 2 or not all(isinstance(f, (int, float)) and 0 < f <= 1
+                                    for f in fractions):
+    raise ConfigError(f"train.fusion_fractions: expected two numbers in (0, 1], got "
+                      f"{fractions!r}")
 
 
 def _check_ranges(config: AdapterExperimentConfig) -> None:

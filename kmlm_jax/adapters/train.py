@@ -4,9 +4,12 @@ Parameters are one pure-dict tree `{"encoder", "adapters", "fusion"}` (the
 `nnx.Param` state of `AdaptedEncoder`), placed on the mesh by their logical
 axes. Each stage is an `AdapterTask` run by the one trainer
 (`kmlm_jax.training.trainer`): it freezes through the optimizer (gradients
-and Adam moments exist only for the trained group; AdamW with warm-up +
-linear decay and clipping), and a non-finite step stops the run with
-`NonFiniteLoss`.
+and Adam moments exist only for the trained group), and a non-finite step
+stops the run with `NonFiniteLoss`. Two schedules (`train.schedule`, see
+`AdapterTrainConfig`): "staged", one stage after the other, each with AdamW,
+warm-up + linear decay and clipping; "original", the original code's
+alternation of TP / EP and TS / ES steps on one batch, then rounds of fusion
+training, with AdamW and cosine hard restarts.
 
 Outputs in WORKDIR: adapters/ (params.npz + adapter_config.json, rewritten
 after each stage), tb/ (TensorBoard), config.json, summary.json, and kg/
@@ -33,7 +36,7 @@ from jax.sharding import Mesh
 
 from kmlm_jax import fileio, sharding
 from kmlm_jax.adapters import data as data_lib
-from kmlm_jax.adapters.config import AdapterExperimentConfig
+from kmlm_jax.adapters.config import ORIGINAL_PHASES, AdapterExperimentConfig
 from kmlm_jax.adapters.losses import info_nce, mean_pool, normalize
 from kmlm_jax.config import ModelConfig, OptimizerConfig
 from kmlm_jax.errors import InputError, NonFiniteLoss
@@ -44,7 +47,8 @@ from kmlm_jax.models.adapters import (FUSION, AdaptedEncoder, AdapterConfig, Ada
                                       KnowledgeAdapters)
 from kmlm_jax.models.encoder import Encoder
 from kmlm_jax.sharding import Partitioner
-from kmlm_jax.training.trainer import Task, Trainer, make_trainer
+from kmlm_jax.training.optimizer import COSINE_RESTARTS, RestartsConfig
+from kmlm_jax.training.trainer import Task, Trainer, TrainState, make_trainer
 
 log = logging.getLogger("kmlm_jax.adapters")
 
@@ -288,16 +292,18 @@ class AdapterTrainer:
     return jax.device_put(jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params),
                           self.param_shardings)
 
-  def trainer(self, group: str) -> Trainer:
-    """The jitted step training `group` ("adapters": every adapter stage; "fusion")."""
-    if group not in self._trainers:
-      c = self.setup.config.train
+  def trainer(self, group: str, optimizer: OptimizerConfig | None = None) -> Trainer:
+    """The jitted step training `group` ("adapters": every adapter stage; "fusion") with
+    `optimizer` (None: the staged schedule's AdamW of the group)."""
+    c = self.setup.config.train
+    if optimizer is None:
       steps = c.fusion_steps if group == FUSION else c.adapter_steps
       optimizer = OptimizerConfig(c.learning_rate, steps, c.warmup_steps, c.weight_decay,
                                   grad_clip_norm=c.grad_clip_norm)
-      self._trainers[group] = make_trainer(self.tasks[group], self.partitioner, optimizer,
-                                           seed=c.seed)
-    return self._trainers[group]
+    if (group, optimizer) not in self._trainers:
+      self._trainers[(group, optimizer)] = make_trainer(self.tasks[group], self.partitioner,
+                                                        optimizer, seed=c.seed)
+    return self._trainers[(group, optimizer)]
 
   def has_encoder(self, active) -> bool:
     """Whether `encoder(active)` exists (its first call compiles it)."""
@@ -324,6 +330,9 @@ def make_partitioner(config: AdapterExperimentConfig, devices=None) -> Partition
   (cheap: callers check it before loading anything)."""
   partitioner = Partitioner.from_config(config.mesh, devices)
   partitioner.check_batch(config.train.batch_size, "train.batch_size")
+  if config.train.schedule == "original":  # the fusion rounds run at half the batch
+    partitioner.check_batch(config.train.batch_size // 2,
+                            "train.batch_size / 2 (the original schedule's fusion batch)")
   return partitioner
 
 
@@ -371,10 +380,191 @@ def load_adapters(path: Path | str) -> tuple[dict, dict]:
 # ---------------------------------------------------------------- the run
 
 
+def original_optimizer(config: AdapterExperimentConfig, steps: int, stride: int = 1,
+                       offset: int = 0) -> RestartsConfig:
+  """The original schedule's AdamW over a phase of `steps` optimizer steps (of which this
+  state makes every `stride`-th, from `offset`): the config's learning rate, warm-up,
+  weight decay (on every parameter) and clipping, `train.restarts` cosine hard restarts."""
+  c = config.train
+  return RestartsConfig(c.learning_rate, steps, c.warmup_steps, c.weight_decay,
+                        grad_clip_norm=c.grad_clip_norm, schedule=COSINE_RESTARTS,
+                        cycles=c.restarts, stride=stride, offset=offset, decay_all=True)
+
+
+class _Lane:
+  """One optimizer state stepping through part of a run; `params` may come from another
+  lane (two adapters alternating on one batch, each with its own moments)."""
+
+  def __init__(self, trainer: Trainer, params: dict, stage: str):
+    self.trainer, self.stage = trainer, stage
+    self.state = trainer.init_state(params)  # fresh optimizer and schedule
+
+  def step(self, batch: dict, log: "_RunLog", params: dict | None = None) -> dict:
+    if params is not None:
+      self.state = TrainState(params, self.state.opt_state, self.state.step, self.state.rng)
+    self.state, metrics = self.trainer.step(self.state, batch)
+    log.count(self.stage, metrics)
+    return metrics
+
+  @property
+  def params(self) -> dict:
+    return self.state.params
+
+
+class _RunLog:
+  """Steps per stage, the history of logged steps (every `log_every` steps of a stage and
+  at `flush`), TensorBoard on process 0, and the non-finite check at each log."""
+
+  def __init__(self, config: AdapterExperimentConfig, workdir: Path):
+    self.config, self.history, self.steps = config, [], {}
+    self.global_step, self._bad, self._last = 0, {}, {}
+    self.writer = None
+    if jax.process_index() == 0:
+      from tensorboardX import SummaryWriter
+      self.writer = SummaryWriter(str(workdir / "tb"))
+
+  def count(self, stage: str, metrics: dict) -> None:
+    """Counts a step of `stage`; logs it when a multiple of `log_every`."""
+    n = self.steps[stage] = self.steps.get(stage, 0) + 1
+    self.global_step += 1
+    bad = self._bad.get(stage, jnp.zeros((), jnp.int32))  # the first step not applied
+    self._bad[stage] = jnp.where((bad == 0) & ~metrics["finite"], n, bad)
+    self._last[stage] = (metrics, self.global_step)
+    if n % self.config.train.log_every == 0:
+      self.flush(stage)
+
+  def flush(self, stage: str) -> dict | None:
+    """Logs the last step of `stage` (once); raises NonFiniteLoss for a skipped update."""
+    if stage not in self._last:
+      return None
+    (metrics, global_step), n = self._last.pop(stage), self.steps[stage]
+    m = jax.device_get(metrics)
+    bad = int(self._bad[stage])
+    if bad:
+      raise NonFiniteLoss(f"adapters stage {stage} step {bad}: the loss or gradient "
+                          "is not finite; the update was not applied (lower "
+                          "train.learning_rate)")
+    keys = ("loss", "accuracy", "grad_norm")
+    record = {"stage": stage, "step": n, **{k: float(m[k]) for k in keys}}
+    self.history.append(record)
+    if self.writer is not None:
+      for k in keys:
+        self.writer.add_scalar(f"{stage}/{k}", record[k], global_step)
+    return record
+
+  def close(self) -> None:
+    if self.writer is not None:
+      self.writer.close()
+
+
+def _staged(run: AdapterTrainer, batches: dict, params: dict, log: _RunLog, save,
+            progress: bool) -> tuple[dict, list[str]]:
+  """`train.stages` in order, each with a fresh optimizer; returns (params, stages done)."""
+  config = run.setup.config
+  c, names, done, compiled = config.train, config.adapters.names, [], set()
+  for stage in c.stages:
+    steps = c.fusion_steps if stage == FUSION else c.adapter_steps
+    group = FUSION if stage == FUSION else "adapters"
+    lane = _Lane(run.trainer(group), params, stage)
+    index = 0 if stage == FUSION else names.index(stage)
+    compiling = None if group in compiled else f"the {group} step"
+    compiled.add(group)
+    bar = progress_lib.bar(steps, f"{config.name}:{stage}", "step", compiling,
+                           disable=not progress)
+    t0 = time.perf_counter()
+    for s in range(steps):
+      source, local = (names[s % len(names)], s // len(names)) if stage == FUSION else (stage, s)
+      metrics = lane.step(stage_batch(batches[source].batch(local), index), log)
+      if s == 0:  # the compile is over when the first step is: the bar starts honestly
+        jax.block_until_ready(metrics["loss"])
+      _progress(bar, log.flush(stage) if s + 1 == steps else _peek(log, stage))
+      bar.update(1)
+    bar.close()
+    params = lane.params
+    done.append(stage)
+    log_done(stage, steps, t0)
+    save(params, done)
+  return params, done
+
+
+def _peek(log: _RunLog, stage: str) -> dict | None:
+  """The history's last record when it is of `stage` (for the progress bar)."""
+  return log.history[-1] if log.history and log.history[-1]["stage"] == stage else None
+
+
+def _progress(bar, record: dict | None) -> None:
+  if record is not None:
+    bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.2f}")
+
+
+def log_done(stage: str, steps: int, t0: float) -> None:
+  log.info("stage %s: %d steps in %.1fs", stage, steps, time.perf_counter() - t0)
+
+
+def fusion_selection(config: AdapterExperimentConfig, round_: int, part: int) -> np.ndarray:
+  """The batches (of `fusion_steps`) one part of one fusion round trains on: each kept
+  with probability `fusion_fractions[part]`, drawn from (seed, round, part); at least one."""
+  c = config.train
+  draw = np.random.default_rng([c.seed, round_, part, 0xF05E]).random(c.fusion_steps)
+  kept = np.flatnonzero(draw < c.fusion_fractions[part])
+  return kept if len(kept) else np.asarray([int(np.argmin(draw))])
+
+
+def _original(run: AdapterTrainer, batches: dict, params: dict, log: _RunLog, save,
+              progress: bool) -> tuple[dict, list[str]]:
+  """The original code's schedule (see `AdapterTrainConfig`); returns (params, stages
+  done)."""
+  config = run.setup.config
+  c, names, done = config.train, config.adapters.names, []
+  for phase, pair in ORIGINAL_PHASES:
+    t0 = time.perf_counter()
+    lanes = [_Lane(run.trainer("adapters", original_optimizer(config, 2 * c.adapter_steps, 2,
+                                                              k)), params, stage)
+             for k, stage in enumerate(pair)]
+    bar = progress_lib.bar(c.adapter_steps, f"{config.name}:{phase}", "batch",
+                           "the adapter step" if phase == "phrase" else None,
+                           disable=not progress)
+    for s in range(c.adapter_steps):
+      for lane in lanes:
+        lane.step(stage_batch(batches[lane.stage].batch(s), names.index(lane.stage)), log,
+                  params)
+        params = lane.params
+      _progress(bar, _peek(log, pair[-1]))
+      bar.update(1)
+    bar.close()
+    done += [lane.stage for lane in lanes]
+    for stage in pair:
+      log.flush(stage)
+    log_done(phase, 2 * c.adapter_steps, t0)
+    save(params, done)
+  half = {n: data_lib.PairBatches(b.source, b.source_id, c.batch_size // 2, c.seed, b.encoder)
+          for n, b in batches.items()}
+  fusion = run.trainer(FUSION, original_optimizer(config, 2 * c.fusion_steps))
+  t0 = time.perf_counter()
+  selected = [[fusion_selection(config, r, part) for part in range(2)]
+              for r in range(c.fusion_rounds)]
+  bar = progress_lib.bar(sum(len(k) for r in selected for k in r), f"{config.name}:fusion",
+                         "batch", "the fusion step", disable=not progress)
+  for r in range(c.fusion_rounds):
+    for part, (_, pair) in enumerate(ORIGINAL_PHASES):
+      lane = _Lane(fusion, params, FUSION)
+      for s in selected[r][part]:
+        for source in pair:
+          lane.step(stage_batch(half[source].batch(r * c.fusion_steps + int(s)), 0), log)
+        _progress(bar, _peek(log, FUSION))
+        bar.update(1)
+      params = lane.params
+    save(params, done + [FUSION])
+  bar.close()
+  log.flush(FUSION)
+  log_done(FUSION, log.steps.get(FUSION, 0), t0)
+  return params, done + [FUSION]
+
+
 def train(config: AdapterExperimentConfig, workdir: Path | str, *, progress: bool = True,
           devices=None) -> dict:
-  """Runs `config.train.stages` in order on `devices` (None: all); returns the summary
-  (also WORKDIR/summary.json)."""
+  """Runs the config's schedule on `devices` (None: all); returns the summary (also
+  WORKDIR/summary.json)."""
   workdir = Path(workdir)
   partitioner = make_partitioner(config, devices)
   setup = resolve(config, workdir)
@@ -388,60 +578,24 @@ def train(config: AdapterExperimentConfig, workdir: Path | str, *, progress: boo
   params = run.place(params)
   base_before = fingerprint(params["encoder"])
   workdir.mkdir(parents=True, exist_ok=True)  # every input checked: the first output
-  writer = None
   if jax.process_index() == 0:
-    from tensorboardX import SummaryWriter
-    writer = SummaryWriter(str(workdir / "tb"))
     (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1))
-  names = config.adapters.names
-  history, done, started, compiled = [], [], time.perf_counter(), set()
-  global_step = 0
-  for stage in c.stages:
-    steps = c.fusion_steps if stage == FUSION else c.adapter_steps
-    group = FUSION if stage == FUSION else "adapters"
-    trainer = run.trainer(group)
-    state = trainer.init_state(params)  # fresh optimizer and schedule
-    index = 0 if stage == FUSION else names.index(stage)
-    compiling = None if group in compiled else f"the {group} step"
-    compiled.add(group)
-    bar = progress_lib.bar(steps, f"{config.name}:{stage}", "step", compiling,
-                           disable=not progress)
-    t0 = time.perf_counter()
-    bad = jnp.zeros((), jnp.int32)  # the first step whose update was not applied, 0: none
-    for s in range(steps):
-      source, local = (names[s % len(names)], s // len(names)) if stage == FUSION else (stage, s)
-      state, metrics = trainer.step(state, stage_batch(batches[source].batch(local), index))
-      if s == 0:  # the compile is over when the first step is: the bar starts honestly
-        jax.block_until_ready(metrics["loss"])
-      bad = jnp.where((bad == 0) & ~metrics["finite"], s + 1, bad)
-      if (s + 1) % c.log_every == 0 or s + 1 == steps:
-        m = jax.device_get(metrics)
-        if int(bad):
-          raise NonFiniteLoss(f"adapters stage {stage} step {int(bad)}: the loss or gradient "
-                              "is not finite; the update was not applied (lower "
-                              "train.learning_rate)")
-        keys = ("loss", "accuracy", "grad_norm")
-        record = {"stage": stage, "step": s + 1, **{k: float(m[k]) for k in keys}}
-        history.append(record)
-        if writer is not None:
-          for k in keys:
-            writer.add_scalar(f"{stage}/{k}", record[k], global_step + s + 1)
-        bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.2f}")
-      bar.update(1)
-    bar.close()
-    global_step += steps
-    params = state.params
-    done.append(stage)
-    log.info("stage %s: %d steps in %.1fs", stage, steps, time.perf_counter() - t0)
+
+  def save(params, done):
     if jax.process_index() == 0:
-      save_adapters(workdir / "adapters", params, setup, done, base_before)
+      save_adapters(workdir / "adapters", params, setup, list(done), base_before)
+
+  log, started = _RunLog(config, workdir), time.perf_counter()
+  schedule = _original if c.schedule == "original" else _staged
+  params, done = schedule(run, batches, params, log, save, progress)
   if fingerprint(params["encoder"]) != base_before:
     raise AssertionError("the frozen base parameters changed during adapter training")
-  summary = {"name": config.name, "base": setup.base, "stages": done, "history": history,
+  summary = {"name": config.name, "base": setup.base, "schedule": c.schedule, "stages": done,
+             "steps": dict(log.steps), "history": log.history,
              "base_fingerprint": base_before, "base_unchanged": True,
              "seconds": time.perf_counter() - started,
              "pairs": {n: b.source.size for n, b in batches.items()}}
-  if writer is not None:
-    writer.close()
+  log.close()
+  if jax.process_index() == 0:
     (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
   return summary

@@ -8,9 +8,21 @@ moment, update clipped to RMS 1) whose `learning_rate` is absolute as AdamW's (n
 parameter-scale multiplication), so the same schedule applies. Both clip the gradient's
 global norm first and decay the weights of matrices only, decoupled and scaled by the
 learning rate.
+
+`RestartsConfig` (an `OptimizerConfig`) is the knowledge adapters' original optimizer
+(yifan-h/Multilingual_Space `src/tasks.py`): transformers'
+`get_cosine_with_hard_restarts_schedule_with_warmup` shape (linear warm-up from 0, then
+`cycles` cosine decays from the peak to 0, each restarting at the peak), counted in
+optimizer steps of the whole phase: a state that makes every `stride`-th of them (two
+adapters alternating on one schedule) reads the schedule at `stride * count + offset`.
+`decay_all` decays every trained parameter, biases included, as the original's AdamW
+over all parameters does (the default decays matrices only).
 """
 
 from __future__ import annotations
+
+import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -19,8 +31,44 @@ import optax
 from kmlm_jax.config import OptimizerConfig
 
 
+COSINE_RESTARTS = "cosine_restarts"
+
+
+@dataclasses.dataclass(frozen=True)
+class RestartsConfig(OptimizerConfig):
+  """AdamW with warm-up and cosine hard restarts (see the module docstring): `steps` and
+  `warmup_steps` count the phase's optimizer steps; `cycles` cosine decays after the
+  warm-up; this state reads the schedule at `stride * count + offset`."""
+
+  schedule: str = COSINE_RESTARTS
+  cycles: int = 1
+  stride: int = 1
+  offset: int = 0
+  decay_all: bool = False
+
+
+def cosine_restarts_schedule(peak: float, warmup: int, steps: int, cycles: int,
+                             stride: int = 1, offset: int = 0) -> optax.Schedule:
+  """Step g = stride * count + offset: peak * g / warmup during the warm-up, then
+  peak * (1 + cos(pi * frac(cycles * progress))) / 2 with progress = (g - warmup) /
+  (steps - warmup), and 0 from progress 1 on."""
+  def schedule(count):
+    g = (jnp.asarray(count, jnp.float32) * stride + offset)
+    rising = g / max(1, warmup)
+    progress = (g - warmup) / max(1, steps - warmup)
+    phase = jnp.mod(cycles * progress, 1.0)
+    falling = jnp.where(progress >= 1.0, 0.0, 0.5 * (1.0 + jnp.cos(math.pi * phase)))
+    return peak * jnp.where(g < warmup, rising, falling)
+
+  return schedule
+
+
 def learning_rate_schedule(config: OptimizerConfig) -> optax.Schedule:
-  """0 -> peak over `warmup_steps`, then linearly to 0 at `steps` (or constant)."""
+  """0 -> peak over `warmup_steps`, then linearly to 0 at `steps` (or constant, or the
+  cosine hard restarts of a `RestartsConfig`)."""
+  if config.schedule == COSINE_RESTARTS:
+    return cosine_restarts_schedule(config.learning_rate, config.warmup_steps, config.steps,
+                                    config.cycles, config.stride, config.offset)
   if config.schedule == "constant":
     return optax.constant_schedule(config.learning_rate)
   warmup = max(0, min(config.warmup_steps, config.steps))
@@ -38,7 +86,7 @@ def _decay_mask(params):
 def _adamw(config: OptimizerConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
   return optax.adamw(schedule, b1=config.adam_b1, b2=config.adam_b2, eps=config.adam_eps,
                      mu_dtype=jnp.dtype(config.mu_dtype), weight_decay=config.weight_decay,
-                     mask=_decay_mask)
+                     mask=None if getattr(config, "decay_all", False) else _decay_mask)
 
 
 def _adafactor(config: OptimizerConfig,
