@@ -47,7 +47,7 @@ import psutil
 from jax.experimental import multihost_utils
 
 from kmlm_jax import sharding
-from kmlm_jax.config import ExperimentConfig
+from kmlm_jax.config import ExperimentConfig, ModelConfig
 from kmlm_jax.errors import InputError, NonFiniteLoss
 from kmlm_jax.training import checkpointing, flops, metrics_writer, validation
 from kmlm_jax.training import data as data_lib
@@ -69,6 +69,10 @@ def schedule_settings(config: ExperimentConfig) -> dict:
           "train.warmup_steps": t.warmup_steps}
 
 
+_MODEL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(ModelConfig)
+                   if f.default is not dataclasses.MISSING}
+
+
 def _meta_checker(config: ExperimentConfig, allow_schedule_change: bool):
   """`check_meta(step, meta)` of `Checkpointer.restore_latest`: another architecture is a
   config error; another schedule too, unless `allow_schedule_change`."""
@@ -77,7 +81,10 @@ def _meta_checker(config: ExperimentConfig, allow_schedule_change: bool):
   schedule = schedule_settings(config)
 
   def check(step: int, meta: dict) -> None:
-    saved_model = {f"model.{k}": v for k, v in meta.get("model", {}).items()}
+    # A field the checkpoint predates is its default (model.attention: "prefix_causal").
+    saved = {**{k: v for k, v in _MODEL_DEFAULTS.items() if f"model.{k}" in model},
+             **meta.get("model", {})}
+    saved_model = {f"model.{k}": v for k, v in saved.items()}
     diff = _differences(saved_model, model)
     if diff:
       raise checkpointing.CheckpointMismatch(
