@@ -210,6 +210,34 @@ def test_link_prediction_equals_brute_force_transformers(brute_force, ours, tmp_
     assert [r[r >= 0].tolist() for r in result.entities[:2]] == [o[:3] for o in orders[:2]]
 
 
+def test_released_pipeline_through_the_cli(released, brute_force, tmp_path, capsys):
+  """`convert --from-hf` of the decoder, then `eval --tasks lp --lp-splits` on the
+  released file layout: the filtered metrics of ranking every entity with transformers."""
+  from kmlm_jax.evaluation import link_prediction
+  from tests.evaluation import tiny_run
+  splits = tmp_path / "link_prediction"
+  splits.mkdir()
+  rows = lambda triples: "".join(f"{h}\t{r}\t{t}\ten\n" for h, r, t in triples)
+  (splits / "triples.txt").write_text(rows(prixlm_hf.QUERIES))
+  (splits / "entities.txt").write_text("".join(f"{e}\ten\n" for e in prixlm_hf.ENTITIES))
+  (splits / "filtered.txt").write_text(rows(prixlm_hf.QUERIES) + rows(
+      (h, r, t) for (h, r), tails in prixlm_hf.OTHER_TAILS.items() for t in tails))
+  assert cli_main(["convert", "--from-hf", str(released[0]), "--to", str(tmp_path / "ckpt")]) == 0
+  config = tiny_run.eval_config(tmp_path / "eval_cfg.py", corpus_dir=str(tmp_path / "none"),
+                                lp_beams=len(prixlm_hf.ENTITIES))
+  code = cli_main(["eval", "--config", str(config), "--ckpt", str(tmp_path / "ckpt"), "--tasks",
+                   "lp", "--lp-splits", str(splits), "--out", str(tmp_path / "out")])
+  assert code == 0, capsys.readouterr().err
+  results = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
+  got = next(iter(results.values()))["lp"]["by_language"]["en"]
+  _, orders = brute_force
+  ranks = np.asarray([order.index(prixlm_hf.ENTITIES.index(t)) + 1
+                      for order, (_, _, t) in zip(orders, prixlm_hf.QUERIES)], float)
+  expected = link_prediction.metrics(ranks)
+  for name in ("hits@1", "hits@3", "hits@10", "mrr"):
+    assert got[name] == pytest.approx(expected[name]), name
+
+
 def test_training_forward_is_fully_causal(released, hf_model, ours):
   """One unpacked Prix-LM example and one MLM example packed in a row: the Prix-LM
   losses are transformers' decoder's, the MLM losses its bidirectional model's."""
