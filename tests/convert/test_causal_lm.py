@@ -358,10 +358,40 @@ def test_tokens_without_counterpart_are_one_error_line(released, tmp_path, capsy
   assert not (tmp_path / "c").exists()
 
 
-def test_cross_attention_is_refused(released, tmp_path, capsys):
+@pytest.mark.parametrize("change,needle", [
+    ({"add_cross_attention": True}, "field 'add_cross_attention': cross-attention"),
+    ({"is_decoder": "yes"}, "field 'is_decoder': expected true or false, got \"yes\""),
+])
+def test_bad_decoder_configs_are_one_error_line(released, tmp_path, capsys, change, needle):
   source = shutil.copytree(released[0], tmp_path / "hf")
   config = json.loads((source / "config.json").read_text())
-  (source / "config.json").write_text(json.dumps({**config, "add_cross_attention": True}))
+  (source / "config.json").write_text(json.dumps({**config, **change}))
   code = cli_main(["convert", "--from-hf", str(source), "--to", str(tmp_path / "c")])
   err = capsys.readouterr().err.strip().splitlines()
-  assert code == 2 and len(err) == 1 and "add_cross_attention" in err[0], err
+  assert code == 2 and len(err) == 1 and "config.json" in err[0] and needle in err[0], err
+
+
+def test_bert_decoder_round_trip(tmp_path):
+  """`BertLMHeadModel` (is_decoder) converts both ways too; with no tokenizer, nothing to
+  check."""
+  from tests import hf_models
+  torch.manual_seed(1)
+  config = hf_models.hf_config("bert", "tiny")
+  config.is_decoder = True
+  model = transformers.BertLMHeadModel(config)
+  with torch.no_grad():
+    for p in model.parameters():
+      p.add_(torch.randn_like(p) * 0.05)
+  model.save_pretrained(tmp_path / "hf")
+  report = commands.hf_to_checkpoint(tmp_path / "hf", tmp_path / "ckpt", verify=True)
+  assert report.max_abs_diff < 1e-4
+  assert "note: no tokenizer to check for the Prix-LM tokens" in report.lines
+  back = commands.checkpoint_to_hf(tmp_path / "ckpt", tmp_path / "back", verify=True)
+  assert back.max_abs_diff < 1e-4
+  assert json.loads((tmp_path / "back" / "config.json").read_text())["architectures"] == [
+      "BertLMHeadModel"]
+  original = load_file(tmp_path / "hf" / "model.safetensors")
+  written = load_file(tmp_path / "back" / "model.safetensors")
+  assert sorted(original) == sorted(written)
+  for name, value in original.items():
+    np.testing.assert_array_equal(written[name], value, err_msg=name)
