@@ -88,7 +88,10 @@ def stream_accuracy(config, params, batches: int) -> dict[str, float]:
   return out
 
 
-def evaluate(config, workdir: Path, corpus: Path, quick: bool) -> dict:
+def evaluate(config, workdir: Path, corpus: Path, quick: bool, every: tuple[int, int] = (1, 1)
+             ) -> dict:
+  """Stream accuracy, held-out probes and XLR of WORKDIR/model; `every`: (probe, XLR) strides
+  of the subsets evaluated (`quick`: (40, 20))."""
   from flax import nnx
 
   from kmlm_jax import model_checkpoint as mc
@@ -104,8 +107,8 @@ def evaluate(config, workdir: Path, corpus: Path, quick: bool) -> dict:
   vocab = load_vocab(config.data.vocab)
   read = lambda p: [json.loads(l) for l in p.read_text(encoding="utf-8").splitlines()]
   probes, xlr = read(corpus.eval_path("probes.jsonl")), read(corpus.eval_path("xlr", "test.jsonl"))
-  if quick:
-    probes, xlr = probes[::40], xlr[::20]
+  every = (40, 20) if quick else every
+  probes, xlr = probes[::every[0]], xlr[::every[1]]
   # Probe sentences are short; XLR items hold up to five sentences.
   short = zero_shot.Scorer(graphdef, params, vocab, length=48, batch=128)
   long = zero_shot.Scorer(graphdef, params, vocab, length=128, batch=32)
