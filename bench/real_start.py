@@ -23,7 +23,6 @@ The last line: key=value pairs of the headline means.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shutil
 import subprocess
