@@ -399,11 +399,11 @@ class _Lane:
     self.trainer, self.stage = trainer, stage
     self.state = trainer.init_state(params)  # fresh optimizer and schedule
 
-  def step(self, batch: dict, log: "_RunLog", params: dict | None = None) -> dict:
+  def step(self, batch: dict, run_log: "_RunLog", params: dict | None = None) -> dict:
     if params is not None:
       self.state = TrainState(params, self.state.opt_state, self.state.step, self.state.rng)
     self.state, metrics = self.trainer.step(self.state, batch)
-    log.count(self.stage, metrics)
+    run_log.count(self.stage, metrics)
     return metrics
 
   @property
@@ -457,7 +457,7 @@ class _RunLog:
       self.writer.close()
 
 
-def _staged(run: AdapterTrainer, batches: dict, params: dict, log: _RunLog, save,
+def _staged(run: AdapterTrainer, batches: dict, params: dict, run_log: _RunLog, save,
             progress: bool) -> tuple[dict, list[str]]:
   """`train.stages` in order, each with a fresh optimizer; returns (params, stages done)."""
   config = run.setup.config
@@ -474,22 +474,23 @@ def _staged(run: AdapterTrainer, batches: dict, params: dict, log: _RunLog, save
     t0 = time.perf_counter()
     for s in range(steps):
       source, local = (names[s % len(names)], s // len(names)) if stage == FUSION else (stage, s)
-      metrics = lane.step(stage_batch(batches[source].batch(local), index), log)
+      metrics = lane.step(stage_batch(batches[source].batch(local), index), run_log)
       if s == 0:  # the compile is over when the first step is: the bar starts honestly
         jax.block_until_ready(metrics["loss"])
-      _progress(bar, log.flush(stage) if s + 1 == steps else _peek(log, stage))
+      _progress(bar, run_log.flush(stage) if s + 1 == steps else _peek(run_log, stage))
       bar.update(1)
     bar.close()
     params = lane.params
     done.append(stage)
-    log_done(stage, steps, t0)
+    _log_done(stage, steps, t0)
     save(params, done)
   return params, done
 
 
-def _peek(log: _RunLog, stage: str) -> dict | None:
+def _peek(run_log: _RunLog, stage: str) -> dict | None:
   """The history's last record when it is of `stage` (for the progress bar)."""
-  return log.history[-1] if log.history and log.history[-1]["stage"] == stage else None
+  last = run_log.history[-1] if run_log.history else None
+  return last if last is not None and last["stage"] == stage else None
 
 
 def _progress(bar, record: dict | None) -> None:
@@ -497,7 +498,7 @@ def _progress(bar, record: dict | None) -> None:
     bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.2f}")
 
 
-def log_done(stage: str, steps: int, t0: float) -> None:
+def _log_done(stage: str, steps: int, t0: float) -> None:
   log.info("stage %s: %d steps in %.1fs", stage, steps, time.perf_counter() - t0)
 
 
@@ -510,55 +511,73 @@ def fusion_selection(config: AdapterExperimentConfig, round_: int, part: int) ->
   return kept if len(kept) else np.asarray([int(np.argmin(draw))])
 
 
-def _original(run: AdapterTrainer, batches: dict, params: dict, log: _RunLog, save,
+def _original(run: AdapterTrainer, batches: dict, params: dict, run_log: _RunLog, save,
               progress: bool) -> tuple[dict, list[str]]:
   """The original code's schedule (see `AdapterTrainConfig`); returns (params, stages
   done)."""
-  config = run.setup.config
-  c, names, done = config.train, config.adapters.names, []
+  done = []
   for phase, pair in ORIGINAL_PHASES:
-    t0 = time.perf_counter()
-    lanes = [_Lane(run.trainer("adapters", original_optimizer(config, 2 * c.adapter_steps, 2,
-                                                              k)), params, stage)
-             for k, stage in enumerate(pair)]
-    bar = progress_lib.bar(c.adapter_steps, f"{config.name}:{phase}", "batch",
-                           "the adapter step" if phase == "phrase" else None,
-                           disable=not progress)
-    for s in range(c.adapter_steps):
-      for lane in lanes:
-        lane.step(stage_batch(batches[lane.stage].batch(s), names.index(lane.stage)), log,
-                  params)
-        params = lane.params
-      _progress(bar, _peek(log, pair[-1]))
-      bar.update(1)
-    bar.close()
-    done += [lane.stage for lane in lanes]
-    for stage in pair:
-      log.flush(stage)
-    log_done(phase, 2 * c.adapter_steps, t0)
+    params = _original_phase(run, batches, params, run_log, phase, pair, progress)
+    done += list(pair)
     save(params, done)
+  c = run.setup.config.train
   half = {n: data_lib.PairBatches(b.source, b.source_id, c.batch_size // 2, c.seed, b.encoder)
           for n, b in batches.items()}
-  fusion = run.trainer(FUSION, original_optimizer(config, 2 * c.fusion_steps))
-  t0 = time.perf_counter()
+  params = _original_fusion(run, half, params, run_log, lambda p: save(p, done + [FUSION]),
+                            progress)
+  return params, done + [FUSION]
+
+
+def _original_phase(run: AdapterTrainer, batches: dict, params: dict, run_log: _RunLog,
+                    phase: str, pair: tuple[str, str], progress: bool) -> dict:
+  """`adapter_steps` batches, each a step of pair[0], then of pair[1] (its own moments,
+  one schedule counting both steps)."""
+  config = run.setup.config
+  c, names, t0 = config.train, config.adapters.names, time.perf_counter()
+  lanes = [_Lane(run.trainer("adapters", original_optimizer(config, 2 * c.adapter_steps, 2, k)),
+                 params, stage) for k, stage in enumerate(pair)]
+  bar = progress_lib.bar(c.adapter_steps, f"{config.name}:{phase}", "batch",
+                         "the adapter step" if phase == "phrase" else None, disable=not progress)
+  for s in range(c.adapter_steps):
+    for lane in lanes:
+      lane.step(stage_batch(batches[lane.stage].batch(s), names.index(lane.stage)), run_log,
+                params)
+      params = lane.params
+    _progress(bar, _peek(run_log, pair[-1]))
+    bar.update(1)
+  bar.close()
+  for stage in pair:
+    run_log.flush(stage)
+  _log_done(phase, 2 * c.adapter_steps, t0)
+  return params
+
+
+def _original_fusion(run: AdapterTrainer, half: dict, params: dict, run_log: _RunLog, save,
+                     progress: bool) -> dict:
+  """`fusion_rounds` rounds, each a phrase part and a sentence part with a fresh optimizer:
+  on each selected batch (of half the batch size) a fusion step on the first adapter's
+  data, then on the second's."""
+  config = run.setup.config
+  c, t0 = config.train, time.perf_counter()
+  trainer = run.trainer(FUSION, original_optimizer(config, 2 * c.fusion_steps))
   selected = [[fusion_selection(config, r, part) for part in range(2)]
               for r in range(c.fusion_rounds)]
   bar = progress_lib.bar(sum(len(k) for r in selected for k in r), f"{config.name}:fusion",
                          "batch", "the fusion step", disable=not progress)
   for r in range(c.fusion_rounds):
     for part, (_, pair) in enumerate(ORIGINAL_PHASES):
-      lane = _Lane(fusion, params, FUSION)
+      lane = _Lane(trainer, params, FUSION)
       for s in selected[r][part]:
         for source in pair:
-          lane.step(stage_batch(half[source].batch(r * c.fusion_steps + int(s)), 0), log)
-        _progress(bar, _peek(log, FUSION))
+          lane.step(stage_batch(half[source].batch(r * c.fusion_steps + int(s)), 0), run_log)
+        _progress(bar, _peek(run_log, FUSION))
         bar.update(1)
       params = lane.params
-    save(params, done + [FUSION])
+    save(params)
   bar.close()
-  log.flush(FUSION)
-  log_done(FUSION, log.steps.get(FUSION, 0), t0)
-  return params, done + [FUSION]
+  run_log.flush(FUSION)
+  _log_done(FUSION, run_log.steps.get(FUSION, 0), t0)
+  return params
 
 
 def train(config: AdapterExperimentConfig, workdir: Path | str, *, progress: bool = True,
@@ -585,17 +604,17 @@ def train(config: AdapterExperimentConfig, workdir: Path | str, *, progress: boo
     if jax.process_index() == 0:
       save_adapters(workdir / "adapters", params, setup, list(done), base_before)
 
-  log, started = _RunLog(config, workdir), time.perf_counter()
+  run_log, started = _RunLog(config, workdir), time.perf_counter()
   schedule = _original if c.schedule == "original" else _staged
-  params, done = schedule(run, batches, params, log, save, progress)
+  params, done = schedule(run, batches, params, run_log, save, progress)
   if fingerprint(params["encoder"]) != base_before:
     raise AssertionError("the frozen base parameters changed during adapter training")
   summary = {"name": config.name, "base": setup.base, "schedule": c.schedule, "stages": done,
-             "steps": dict(log.steps), "history": log.history,
+             "steps": dict(run_log.steps), "history": run_log.history,
              "base_fingerprint": base_before, "base_unchanged": True,
              "seconds": time.perf_counter() - started,
              "pairs": {n: b.source.size for n, b in batches.items()}}
-  log.close()
+  run_log.close()
   if jax.process_index() == 0:
     (workdir / "summary.json").write_text(json.dumps(summary, indent=1))
   return summary

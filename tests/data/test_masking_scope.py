@@ -42,7 +42,8 @@ def test_scope_rates_and_linkers(scope):
   got = collections.defaultdict(list)
   for (ids, roles, _, _), (inputs, loss) in zip(examples, masked):
     # Linkers: always <mask>, never in the loss, whatever the scope.
-    assert (inputs[roles == ROLE_LINKER] == V.mask_id).all() and not loss[roles == ROLE_LINKER].any()
+    linker = roles == ROLE_LINKER
+    assert (inputs[linker] == V.mask_id).all() and not loss[linker].any()
     assert not loss[0] and not loss[-1]  # <s> and </s>
     inner = np.arange(len(ids))[1:-1]
     cand = np.zeros(len(ids), bool)
