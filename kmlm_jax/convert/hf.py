@@ -367,11 +367,13 @@ def write_tokenizer_config(directory: Path, config: ModelConfig) -> None:
   """Sets `model_max_length` in DIR/tokenizer_config.json to the model's true maximum
   (its positions less the offset; transformers would take 512, or no limit, and a longer
   input would index past the position table); writes the file, with what transformers
-  needs to know the special tokens, where the tokenizer came without one."""
+  needs to know the special tokens, where the tokenizer came without one: which tokenizer
+  that is comes from the tokenizer files, never from the model's flavour (a BERT model with
+  the XLM-R tokenizer, as multilingual-e5, gets the XLM-R one)."""
   path = directory / "tokenizer_config.json"
   if path.exists():
     tokenizer_config = fileio.read_json_object(path, ConversionError)
-  elif config.flavour == "xlmr":
+  elif _is_xlmr_tokenizer(directory):
     tokenizer_config = dict(XLMR_TOKENIZER_CONFIG)
   elif (directory / "tokenizer.json").exists():
     tokenizer_config = {}
@@ -379,6 +381,17 @@ def write_tokenizer_config(directory: Path, config: ModelConfig) -> None:
     tokenizer_config = {"tokenizer_class": "BertTokenizer", "do_lower_case": False}
   tokenizer_config["model_max_length"] = max_length(config)
   path.write_text(json.dumps(tokenizer_config, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+def _is_xlmr_tokenizer(directory: Path) -> bool:
+  """An XLM-R tokenizer.json (Unigram, fairseq order), or a sentencepiece.bpe.model alone."""
+  from kmlm_jax.text.vocab import is_xlmr_tokenizer_json
+  if (directory / "tokenizer.json").exists():
+    try:
+      return is_xlmr_tokenizer_json(directory / "tokenizer.json")
+    except InputError as e:
+      raise ConversionError(str(e)) from None
+  return (directory / "sentencepiece.bpe.model").exists()
 
 
 def max_length(config: ModelConfig) -> int:

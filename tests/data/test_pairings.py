@@ -146,9 +146,6 @@ def test_verify_uses_sentences_when_only_a_bert_pad_id_differs(bert_xlmr, tmp_pa
   assert "sample sentences" in used and "RANDOM" not in used, used
 
 
-@pytest.mark.xfail(strict=True, reason="needs /tmp/patches/e5-hf.py.patch (kmlm_jax/convert/"
-                   "hf.py picks the exported tokenizer_config by the model's flavour); remove "
-                   "this mark with the patch")
 def test_export_loads_the_xlmr_tokenizer_for_a_bert_model(bert_xlmr, small, tmp_path):
   """A training run's model keeps only its data.vocab's tokenizer.json; the export must
   still give transformers an XLM-R tokenizer (chosen by the tokenizer, not the flavour) and
