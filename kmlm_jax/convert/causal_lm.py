@@ -15,8 +15,8 @@ module handles what else differs:
   `sentencepiece.bpe.model` + `added_tokens.json`) gets one, written by
   transformers from those files. An added token that is neither a Prix-LM
   token nor a `[lang]` token, or a missing `[S] [P] [O] [EOS]`, is an error.
-- `--verify`: the comparison runs transformers' `AutoModelForCausalLM` and
-  our encoder under the causal mask (`masks.causal_mask`).
+- `--verify` (`verify.verify`, by `model.attention`): transformers'
+  `AutoModelForCausalLM` and our encoder, both under the causal mask.
 """
 
 from __future__ import annotations
@@ -25,11 +25,9 @@ import re
 from pathlib import Path
 from typing import Mapping
 
-import numpy as np
 
 from kmlm_jax import model_checkpoint as mc
 from kmlm_jax.config import ModelConfig
-from kmlm_jax.convert import verify as verify_lib
 from kmlm_jax.convert.hf import ConversionError
 from kmlm_jax.text.prixlm import PRIXLM_TOKENS
 
@@ -98,51 +96,3 @@ def token_line(ids: Mapping[str, int]) -> str:
   langs = " ".join(f"{t}={i}" for t, i in ids.items() if t not in PRIXLM_TOKENS)
   return (f"Prix-LM tokens (ids as in the checkpoint, looked up by string): {special}; "
           f"languages: {langs or 'none'}")
-
-
-# ---------------------------------------------------------------- verify
-
-
-def ours_outputs(config: ModelConfig, params: Mapping, ids, mask, want_logits: bool):
-  """Our encoder under the fully causal mask: logits [N, T, V] or hidden [N, T, D]."""
-  import jax
-  import jax.numpy as jnp
-
-  from kmlm_jax.models import masks
-  model = mc.build_model(config, params)
-
-  @jax.jit
-  def run(ids, mask):
-    out = model(ids, attention_mask=mask, attention=masks.causal_mask(mask))
-    return model.mlm_logits(out.hidden) if want_logits else out.hidden.astype(jnp.float32)
-
-  return np.asarray(run(jnp.asarray(ids), jnp.asarray(mask)))
-
-
-def torch_outputs(hf_dir: Path, ids, mask, want_logits: bool) -> np.ndarray:
-  """transformers' decoder (`AutoModelForCausalLM`, or `AutoModel` for a bare one)."""
-  import torch
-  import transformers
-  transformers.logging.set_verbosity_error()
-  transformers.utils.logging.disable_progress_bar()
-  cls = transformers.AutoModelForCausalLM if want_logits else transformers.AutoModel
-  model = cls.from_pretrained(str(hf_dir), dtype=torch.float32, local_files_only=True)
-  if not model.config.is_decoder:
-    raise ConversionError(f"{hf_dir}: config.json is not a decoder (is_decoder false)")
-  model.eval()
-  with torch.no_grad():
-    out = model(input_ids=torch.as_tensor(ids, dtype=torch.long),
-                attention_mask=torch.as_tensor(mask, dtype=torch.long), use_cache=False)
-  return (out.logits if want_logits else out.last_hidden_state).numpy()
-
-
-def verify(config: ModelConfig, params: Mapping, hf_dir: Path, want_logits: bool,
-           tokenizer=None, source: str = "no tokenizer") -> tuple[float, str, str]:
-  """`verify_lib.verify` for a decoder: (max abs difference over non-padding positions,
-  what was compared, the input it was compared on)."""
-  ids, mask, described = verify_lib.sample_batch(config, tokenizer, source)
-  ours = ours_outputs(config, params, ids, mask, want_logits)
-  theirs = torch_outputs(hf_dir, ids, mask, want_logits)
-  what = ("causal LM logits" if want_logits else "last hidden states") + " (causal mask)"
-  valid = mask.astype(bool)
-  return float(np.abs(ours[valid] - theirs[valid]).max()), what, described

@@ -67,9 +67,8 @@ def _verify(report: Report, config, params, hf_dir: Path, tokenizer_dir: Path | 
   the tolerance raises `VerifyError`. A causal model is compared with transformers'
   decoder, both under the causal mask."""
   tokenizer, source = verify_lib.load_tokenizer(tokenizer_dir, model)
-  compare = causal_lm.verify if config.attention == "causal" else verify_lib.verify
-  report.max_abs_diff, what, used = compare(config, params, hf_dir, want_logits, tokenizer,
-                                            source)
+  report.max_abs_diff, what, used = verify_lib.verify(config, params, hf_dir, want_logits,
+                                                      tokenizer, source)
   report.lines.append(f"verify: {what} against {against}")
   report.lines.append(f"verify input: {used}")
   if not report.ok():

@@ -8,6 +8,7 @@ from typing import Mapping
 import numpy as np
 
 from kmlm_jax.config import ModelConfig
+from kmlm_jax.convert.hf import ConversionError
 
 # Built-in multilingual sample sentences (one per language, different lengths,
 # so the batch is padded).
@@ -93,31 +94,42 @@ def _tokenized(tokenizer, max_length: int):
 
 def ours_outputs(config: ModelConfig, params: Mapping[str, np.ndarray], ids, mask,
                  want_logits: bool) -> np.ndarray:
+  """Our encoder's MLM logits [N, T, V] or hidden states [N, T, D]; fully causal
+  (`masks.causal_mask`) for a `model.attention="causal"` model, as transformers' decoder."""
   import jax
   import jax.numpy as jnp
 
   from kmlm_jax.model_checkpoint import build_model
+  from kmlm_jax.models import masks
   model = build_model(config, params)
+  causal = config.attention == "causal"
 
   @jax.jit
   def run(ids, mask):
-    out = model(ids, attention_mask=mask)
+    out = model(ids, attention_mask=mask, attention=masks.causal_mask(mask) if causal else None)
     return model.mlm_logits(out.hidden) if want_logits else out.hidden.astype(jnp.float32)
 
   return np.asarray(run(jnp.asarray(ids), jnp.asarray(mask)))
 
 
-def torch_outputs(hf_dir: Path, ids, mask, want_logits: bool) -> np.ndarray:
+def torch_outputs(hf_dir: Path, ids, mask, want_logits: bool, causal: bool = False
+                  ) -> np.ndarray:
+  """transformers' model of `hf_dir`: `AutoModelForMaskedLM` (`AutoModelForCausalLM` when
+  `causal`, which must be an `is_decoder` checkpoint) or the bare `AutoModel`."""
   import torch
   import transformers
   transformers.logging.set_verbosity_error()  # its load report lists our extra pooler
   transformers.utils.logging.disable_progress_bar()
-  cls = transformers.AutoModelForMaskedLM if want_logits else transformers.AutoModel
+  head = transformers.AutoModelForCausalLM if causal else transformers.AutoModelForMaskedLM
+  cls = head if want_logits else transformers.AutoModel
   model = cls.from_pretrained(str(hf_dir), dtype=torch.float32, local_files_only=True)
+  if causal and not model.config.is_decoder:
+    raise ConversionError(f"{hf_dir}: config.json is not a decoder (is_decoder false)")
   model.eval()
+  extra = {"use_cache": False} if causal else {}
   with torch.no_grad():
     out = model(input_ids=torch.as_tensor(ids, dtype=torch.long),
-                attention_mask=torch.as_tensor(mask, dtype=torch.long))
+                attention_mask=torch.as_tensor(mask, dtype=torch.long), **extra)
   return (out.logits if want_logits else out.last_hidden_state).numpy()
 
 
@@ -125,10 +137,13 @@ def verify(config: ModelConfig, params: Mapping[str, np.ndarray], hf_dir: Path,
            want_logits: bool, tokenizer=None, source: str = "no tokenizer"
            ) -> tuple[float, str, str]:
   """Returns (max abs difference over non-padding positions, what was compared, the
-  input it was compared on: `sample_batch`'s description)."""
+  input it was compared on: `sample_batch`'s description). A `model.attention="causal"`
+  model is compared with transformers' decoder, both under the causal mask."""
+  causal = config.attention == "causal"
   ids, mask, described = sample_batch(config, tokenizer, source)
   ours = ours_outputs(config, params, ids, mask, want_logits)
-  theirs = torch_outputs(hf_dir, ids, mask, want_logits)
-  what = "MLM logits" if want_logits else "last hidden states"
+  theirs = torch_outputs(hf_dir, ids, mask, want_logits, causal)
+  what = ("causal LM logits" if causal else "MLM logits") if want_logits else "last hidden states"
+  what += " (causal mask)" if causal else ""
   valid = mask.astype(bool)
   return float(np.abs(ours[valid] - theirs[valid]).max()), what, described

@@ -50,8 +50,8 @@ def training_mask(segment_ids: jax.Array, prefix_mask: jax.Array, attention: str
   if attention != "causal":
     raise ValueError(f"unknown attention {attention!r} (prefix_causal or causal)")
   has_object = (segment_ids != 0) & ~prefix_mask  # [B, T]
-  same = segment_ids[:, :, None] == segment_ids[:, None, :]  # [B, T, T]
-  causal_segment = (same & has_object[:, None, :]).any(-1)  # [B, T]: its segment has one
+  # [B, T]: the token's segment has an object token
+  causal_segment = (segment_mask(segment_ids)[:, 0] & has_object[:, None, :]).any(-1)
   return prefix_causal_mask(segment_ids, prefix_mask & ~causal_segment)
 
 
