@@ -89,7 +89,7 @@ def prepare(out: Path, e5: Path):
   from kmlm_jax.kg.corpus_dir import CorpusDir
   from kmlm_jax.kg.sample import build_sample_corpora
   from kmlm_jax.text import prixlm
-  from kmlm_jax.text.trim import trim_tokenizer_json, used_ids
+  from kmlm_jax.text.trim import used_ids, write_trimmed
   from kmlm_jax.text.vocab import XLMRSentencePiece, add_tokens_to_tokenizer_json
   from kmlm_jax.text.vocab import default_vocab_path
   corpus = out / "kg"
@@ -99,7 +99,7 @@ def prepare(out: Path, e5: Path):
   full = default_vocab_path()
   keep = used_ids(XLMRSentencePiece.from_file(full), tokenizer_texts(corpus, langs))
   mlm_tok, prix_tok = out / "vocab" / "tokenizer.json", out / "vocab-prixlm" / "tokenizer.json"
-  trim_tokenizer_json(full, tokenizer_texts(corpus, langs), mlm_tok)
+  write_trimmed(full, keep, mlm_tok)
   tokens = prixlm.added_tokens(langs)
   add_tokens_to_tokenizer_json(mlm_tok, tokens, prix_tok)
   starts = {"mlm": trimmed_start(e5, keep, 0, mlm_tok, out / "start"),

@@ -33,9 +33,15 @@ def used_ids(vocab: XLMRSentencePiece, texts: Iterable[str]) -> np.ndarray:
 
 def trim_tokenizer_json(source: Path | str, texts: Iterable[str], target: Path | str) -> int:
   """Writes the trimmed tokenizer.json to `target`; returns its vocabulary size."""
+  keep = used_ids(XLMRSentencePiece.from_file(source), texts)
+  return write_trimmed(source, keep, target)
+
+
+def write_trimmed(source: Path | str, keep: np.ndarray, target: Path | str) -> int:
+  """Writes `source` kept to the sorted ids `keep` (specials included) to `target`;
+  returns its vocabulary size."""
   source, target = Path(source), Path(target)
   spec = json.loads(source.read_text(encoding="utf-8"))
-  keep = used_ids(XLMRSentencePiece.from_file(source), texts)
   vocab = spec["model"]["vocab"]
   spec["model"]["vocab"] = [vocab[i] for i in keep]
   new_id = {int(old): new for new, old in enumerate(keep)}
