@@ -132,7 +132,7 @@ def continued_pretraining(out, corpus, tokenizer, model, args, seed) -> dict:
     workdir = out / f"{name}-seed{seed}"
     shutil.rmtree(workdir, ignore_errors=True)
     t = time.perf_counter()
-    summary = train(config, workdir, progress=False)
+    summary = train(config, workdir, progress=True)
     ev = evaluate(config, workdir, corpus, False, (args.probe_every, args.xlr_every))
     results[name] = {"probes": ev["probes"]["avg"], "xlr": ev["xlr"]["avg"],
                      "probes_by_lang": ev["probes"], "xlr_by_lang": ev["xlr"],
@@ -154,7 +154,7 @@ def prixlm_run(out, corpus, tokenizer, model, langs, args, seed) -> dict[str, np
                       args, seed, out / "token_cache-prixlm")
   workdir = out / f"Prix-LM-seed{seed}"
   shutil.rmtree(workdir, ignore_errors=True)
-  train(config, workdir, progress=False)
+  train(config, workdir, progress=True)
   _, params, _ = mc.load_model_checkpoint(workdir / "model")
   encoder = mc.build_model(config.model.replace(dropout_rate=0.0, attention_dropout_rate=0.0),
                            params)
