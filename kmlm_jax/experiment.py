@@ -90,21 +90,17 @@ def check_run_options(config: ExperimentConfig) -> None:
 
 def check_devices(config: ExperimentConfig, devices=None) -> None:
   """`mesh.shape` against the devices, the global batch against the mesh's batch axes,
-  `train.grad_accum_steps` and the hosts, and the input shards against the hosts."""
-  import jax
-
+  `train.grad_accum_steps` and the host shares, and the input shards against the host
+  shares (`Partitioner.host_share`)."""
   from kmlm_jax import sharding
   from kmlm_jax.data.input import default_input_shards
-  devices = list(devices if devices is not None else jax.devices())
-  mesh = config.mesh
-  shape = sharding.resolve_mesh_shape(mesh.shape, len(devices), devices[0].platform)
-  data, hosts = config.data, jax.process_count()
-  sharding.check_batch(data.batch_size, "data.batch_size", config.train.grad_accum_steps,
-                       dict(zip(mesh.axis_names, shape)), mesh.rules, hosts)
+  partitioner = sharding.Partitioner.from_config(config.mesh, devices)
+  data, shares = config.data, partitioner.host_share[1]
+  partitioner.check_batch(data.batch_size, "data.batch_size", config.train.grad_accum_steps)
   shards = data.input_shards or default_input_shards(data.batch_size)
-  if data.mixture != "synthetic" and shards % hosts:
-    raise ConfigError(f"data.input_shards: {shards} is not divisible by the {hosts} hosts; "
-                      f"expected a multiple of {hosts} that divides data.batch_size="
+  if data.mixture != "synthetic" and shards % shares:
+    raise ConfigError(f"data.input_shards: {shards} is not divisible by the {shares} host "
+                      f"shares; expected a multiple of {shares} that divides data.batch_size="
                       f"{data.batch_size}")
 
 

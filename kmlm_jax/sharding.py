@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import threading
 from typing import Any, Callable, Sequence
@@ -140,10 +141,33 @@ def batch_ways(mesh_shape: dict[str, int], rules) -> int:
   return math.prod(mesh_shape[a] for a in axes)
 
 
+def host_shares(mesh: Mesh, rules) -> dict[int, int]:
+  """The share of every global batch that each process of the mesh loads: {process:
+  share}, of `max + 1` equal, contiguous shares in batch order. Processes whose devices
+  hold the same rows (the batch axes do not span them, e.g. a tensor axis across hosts)
+  have the same share and load the same rows. Raises an `InputError` for a device order
+  that gives a process rows that are not one such share."""
+  ways = batch_ways(dict(mesh.shape), rules)
+  rows: dict[int, set] = {}
+  for device, index in batch_sharding(mesh, rules, 1).devices_indices_map((ways,)).items():
+    rows.setdefault(device.process_index, set()).update(range(ways)[index[0]])
+  size = len(rows[min(rows)])
+  shares = {}
+  for process in sorted(rows):
+    held = sorted(rows[process])
+    if len(held) != size or held != list(range(held[0], held[0] + size)) or held[0] % size:
+      raise InputError(f"mesh.shape {tuple(mesh.shape.values())}: the devices of process "
+                       f"{process} hold batch rows {held} of {ways}; expected each host to hold "
+                       "one contiguous, equal share (order mesh devices by host)")
+    shares[process] = held[0] // size
+  return shares
+
+
 def check_batch(batch_size: int, name: str, accum: int, mesh_shape: dict[str, int], rules,
-                processes: int = 1) -> None:
+                shares: int = 1) -> None:
   """Raises an `InputError` when a global batch of `batch_size` rows cannot be split into
-  `accum` micro-batches, over the batch axes of a mesh of `mesh_shape` and over the hosts."""
+  `accum` micro-batches, over the batch axes of a mesh of `mesh_shape` and into the
+  hosts' `shares`."""
   ways = batch_ways(mesh_shape, rules)
   if batch_size % accum:
     raise InputError(f"{name}={batch_size} is not divisible by the {accum} micro-batches "
@@ -154,9 +178,9 @@ def check_batch(batch_size: int, name: str, accum: int, mesh_shape: dict[str, in
         f"{f' / {accum} accumulation steps' if accum > 1 else ''}) cannot be split over "
         f"the {ways} devices of the batch axes (mesh {mesh_shape}); make "
         f"{name} a multiple of {ways * accum} or change mesh.shape")
-  if batch_size % processes:
-    raise InputError(f"{name}={batch_size} is not divisible by the {processes} hosts; make "
-                     f"it a multiple of {processes}")
+  if batch_size % shares:
+    raise InputError(f"{name}={batch_size} is not divisible by the {shares} host shares; "
+                     f"make it a multiple of {shares}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,18 +207,34 @@ class Partitioner:
     """Devices a batch is split over (the product of the batch rule's mesh axes)."""
     return batch_ways(dict(self.mesh.shape), self.rules)
 
+  @functools.cached_property
+  def host_share(self) -> tuple[int, int]:
+    """(index, count): this process loads share `index` of `count` equal, contiguous shares
+    of every global batch (see `host_shares`; (0, 1) on one process)."""
+    shares = host_shares(self.mesh, self.rules)
+    return shares[jax.process_index()], max(shares.values()) + 1
+
   def check_batch(self, batch_size: int, name: str, accum: int = 1) -> None:
     """Fails before compiling when a global batch cannot be split as asked."""
-    check_batch(batch_size, name, accum, dict(self.mesh.shape), self.rules, jax.process_count())
+    check_batch(batch_size, name, accum, dict(self.mesh.shape), self.rules,
+                self.host_share[1])
+
+  def host_rows(self, batch: dict) -> dict:
+    """This host's share of a global batch that every host holds whole."""
+    index, count = self.host_share
+    return {k: v[index * len(v) // count:(index + 1) * len(v) // count]
+            for k, v in batch.items()}
 
   def put_batch(self, batch: dict) -> dict:
-    """This host's rows ({name: [b, ...] numpy}) -> global arrays split over the batch
-    axes (the hosts' rows in process order)."""
+    """This host's share ({name: [b, ...] numpy}) -> global arrays split over the batch
+    axes (hosts of one share give the same rows)."""
     out = {}
     for name, array in batch.items():
       target = batch_sharding(self.mesh, self.rules, np.ndim(array))
+      rows = np.shape(array)[0] * self.host_share[1]
       out[name] = (jax.device_put(array, target) if jax.process_count() == 1 else
-                   jax.make_array_from_process_local_data(target, array))
+                   jax.make_array_from_process_local_data(target, array,
+                                                          (rows,) + np.shape(array)[1:]))
     return out
 
   def jit(self, fn: Callable, **jit_kwargs) -> Callable:

@@ -257,13 +257,9 @@ class AdapterTask(Task):
 
 
 def stage_batch(pairs: dict, index: int) -> dict:
-  """This host's rows of a batch of pairs (every host draws the whole batch) and the
-  active adapter's index as an int32 [rows] array."""
-  n, i = jax.process_count(), jax.process_index()
-  b = len(pairs["keys"])
-  rows = slice(i * b // n, (i + 1) * b // n)
-  return {**{k: v[rows] for k, v in pairs.items()},
-          "adapter": np.full(b // n, index, np.int32)}
+  """A batch of pairs (every host draws the whole batch) and the active adapter's index as
+  an int32 [rows] array."""
+  return {**pairs, "adapter": np.full(len(pairs["keys"]), index, np.int32)}
 
 
 @dataclasses.dataclass
@@ -402,7 +398,8 @@ class _Lane:
   def step(self, batch: dict, run_log: "_RunLog", params: dict | None = None) -> dict:
     if params is not None:
       self.state = TrainState(params, self.state.opt_state, self.state.step, self.state.rng)
-    self.state, metrics = self.trainer.step(self.state, batch)
+    self.state, metrics = self.trainer.step(self.state,
+                                            self.trainer.partitioner.host_rows(batch))
     run_log.count(self.stage, metrics)
     return metrics
 

@@ -13,9 +13,11 @@ computable in any process.
 
 The input state is, per shard, (block k, rows already taken from it): a
 [U, 2] array saved in every checkpoint and restored in constant time (one
-block per shard is recomputed). Processes own contiguous ranges of shards
-(U must be divisible by the process count), so the global batches do not
-depend on the number of processes: a run resumed on another number of hosts
+block per shard is recomputed). Host shares (`Partitioner.host_share`: one
+per process, or one per group of processes whose devices hold the same
+rows) own contiguous ranges of shards (U must be divisible by the number of
+shares), so the global batches do not depend on the number of processes: a
+run resumed on another number of hosts
 continues the same global order, with no example repeated or skipped.
 
 Blocks can be computed ahead by worker processes (`data.workers`).
@@ -140,16 +142,17 @@ def make_block(spec: InputSpec, shard: int, block: int) -> tuple[dict, dict]:
 
 
 class Batches:
-  """This process's rows of each step, from its shards; `state()`: its part of the input state."""
+  """The rows of host share `share` of `shares` (`Partitioner.host_share`) of each step,
+  from its input shards; `state()`: its part of the input state."""
 
-  def __init__(self, spec: InputSpec, process_index: int = 0, process_count: int = 1,
+  def __init__(self, spec: InputSpec, share: int = 0, shares: int = 1,
                state: np.ndarray | None = None, workers: int = 0, prefetch: int = 2):
     u = spec.num_shards
-    if u % process_count:
-      raise CorpusError(f"data.input_shards={u} is not divisible by the {process_count} "
-                        "processes; choose input shards that every host count divides")
-    per = u // process_count
-    self.spec, self.shards = spec, list(range(process_index * per, (process_index + 1) * per))
+    if u % shares:
+      raise CorpusError(f"data.input_shards={u} is not divisible by the {shares} host shares; "
+                        "choose input shards that every host count divides")
+    per = u // shares
+    self.spec, self.shards = spec, list(range(share * per, (share + 1) * per))
     full = np.zeros((u, 2), np.int64) if state is None else np.asarray(state, np.int64)
     if full.shape != (u, 2):
       raise CorpusError(f"the saved input state is for {len(full)} input shards, this run has "
@@ -198,7 +201,7 @@ class Batches:
     return {k: np.concatenate([p[k] for p in parts]) for k in packing.ROW_KEYS}
 
   def state(self) -> np.ndarray:
-    """[shards of this process, 2]: (block, rows taken) of each of this process's shards."""
+    """[input shards of this share, 2]: (block, rows taken) of each."""
     return np.asarray([self._position[s] for s in self.shards], np.int64)
 
   def close(self) -> None:

@@ -180,14 +180,12 @@ def train(config: KGEConfig, triples, num_entities: int, num_relations: int, *,
                          seed=config.seed)
   state = trainer.init_state()
   sampler = np.random.default_rng(config.seed)  # every host draws the global batch
-  per_host = config.batch_size // jax.process_count()
-  host_rows = slice(jax.process_index() * per_host, (jax.process_index() + 1) * per_host)
   losses, pending = [], []
   with progress_lib.bar(config.steps, f"training {config.model}", "step",
                         compiling=f"the {config.model} step", disable=not progress) as bar:
     for step in range(config.steps):
       batch = triples[sampler.integers(0, triples.shape[0], config.batch_size)]
-      state, step_metrics = trainer.step(state, {"triples": batch[host_rows]})
+      state, step_metrics = trainer.step(state, partitioner.host_rows({"triples": batch}))
       pending.append((step_metrics["loss"], step_metrics["finite"]))
       if len(pending) > _MAX_AHEAD:
         pending[-_MAX_AHEAD - 1][1].block_until_ready()

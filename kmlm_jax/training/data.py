@@ -19,7 +19,9 @@ import json
 from importlib import resources
 from pathlib import Path
 
+import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from kmlm_jax.config import DataConfig
 from kmlm_jax.data import cache, mixtures, packing
@@ -150,10 +152,10 @@ class SyntheticBatches:
   global batches, so it does not depend on the number of processes.
   """
 
-  def __init__(self, config: DataConfig, vocab_size: int, process_index: int = 0,
-               process_count: int = 1, start: int = 0):
+  def __init__(self, config: DataConfig, vocab_size: int, share: int = 0, shares: int = 1,
+               start: int = 0):
     self.config, self.vocab_size = config, vocab_size
-    self.process_index, self.rows = process_index, config.batch_size // process_count
+    self.share, self.rows = share, config.batch_size // shares
     self.position = start
 
   def __iter__(self):
@@ -161,7 +163,7 @@ class SyntheticBatches:
 
   def __next__(self) -> dict[str, np.ndarray]:
     c = self.config
-    rng = np.random.default_rng([c.seed, self.position, self.process_index])
+    rng = np.random.default_rng([c.seed, self.position, self.share])
     lengths = rng.integers(8, max(9, c.seq_length // 2), 8 * self.rows)  # >= 2 per row
     n = int(lengths.sum())
     ids = rng.integers(5, self.vocab_size, n).astype(np.int32)
@@ -181,41 +183,48 @@ class SyntheticBatches:
 class CacheBatches(Batches):
   """`Batches` whose `state()` is the global input state (a collective across processes)."""
 
-  def __init__(self, spec: InputSpec, process_index: int, process_count: int,
-               state: dict | None, workers: int):
+  def __init__(self, spec: InputSpec, share: int, shares: int, state: dict | None,
+               workers: int):
     blocks = None
     if state is not None:
       if state.get("kind") != "cache":
         raise CorpusError(f"the checkpoint's input state is of kind {state.get('kind')!r}; "
                           "it cannot continue with data.mixture != synthetic")
       blocks = np.asarray(state["blocks"], np.int64).reshape(-1, 2)
-    self.process_count = process_count
-    super().__init__(spec, process_index, process_count, blocks, workers)
+    self.share = share
+    super().__init__(spec, share, shares, blocks, workers)
 
   def state(self) -> dict:
     local = super().state()
-    if self.process_count > 1:
-      from jax.experimental import multihost_utils
-      local = np.asarray(multihost_utils.process_allgather(local)).reshape(-1, 2)
+    if jax.process_count() > 1:  # every host's part, tagged with its share; one per share
+      parts = np.asarray(multihost_utils.process_allgather(
+          np.concatenate([[[self.share, 0]], local])))
+      first = {int(p[0, 0]): p[1:] for p in parts[::-1]}
+      local = np.concatenate([first[s] for s in sorted(first)])
     return {"kind": "cache", "num_shards": self.spec.num_shards, "blocks": local.tolist()}
 
 
-def make_batches(config: DataConfig, vocab_size: int, process_index: int, process_count: int,
+def make_batches(config: DataConfig, vocab_size: int, share: int = 0, shares: int = 1,
                  state: dict | None = None, spec: InputSpec | None = None):
-  """The configured batch source of this process, continuing from `state` (None: the start)."""
-  if config.batch_size % process_count:
-    raise CorpusError(f"data.batch_size={config.batch_size} is not divisible by "
-                      f"{process_count} processes")
+  """The batch source of host share `share` of `shares` (`Partitioner.host_share`),
+  continuing from `state` (None: the start)."""
+  _check_shares(config, shares)
   if config.mixture == "synthetic":
     start = 0 if state is None else int(state.get("position", 0))
-    return SyntheticBatches(config, vocab_size, process_index, process_count, start)
-  spec = spec or prepare_input(config, build=process_index == 0)
-  return CacheBatches(spec, process_index, process_count, state, config.workers)
+    return SyntheticBatches(config, vocab_size, share, shares, start)
+  spec = spec or prepare_input(config, build=share == 0)
+  return CacheBatches(spec, share, shares, state, config.workers)
 
 
-def make_validation_batches(config: DataConfig, vocab_size: int, process_index: int,
-                            process_count: int, num_batches: int) -> list[dict]:
-  """`num_batches` host batches of this process for validation: the same at every call, in
+def _check_shares(config: DataConfig, shares: int) -> None:
+  if config.batch_size % shares:
+    raise CorpusError(f"data.batch_size={config.batch_size} is not divisible by the "
+                      f"{shares} host shares")
+
+
+def make_validation_batches(config: DataConfig, vocab_size: int, share: int, shares: int,
+                            num_batches: int, build: bool = True) -> list[dict]:
+  """`num_batches` batches of host share `share` of `shares` for validation: the same at every call, in
   the training batches' keys and shapes.
 
   They come from the token cache's validation split only (held-out text lines, the `kg
@@ -227,14 +236,11 @@ def make_validation_batches(config: DataConfig, vocab_size: int, process_index: 
   """
   if config.mixture == "synthetic":
     it = make_batches(dataclasses.replace(config, seed=config.seed + 1), vocab_size,
-                      process_index, process_count)
+                      share, shares)
   else:
-    if config.batch_size % process_count:
-      raise CorpusError(f"data.batch_size={config.batch_size} is not divisible by "
-                        f"{process_count} processes")
-    spec = prepare_input(config, build=process_index == 0, progress=False,
-                         split=cache.VALIDATION)
-    it = Batches(spec, process_index, process_count)
+    _check_shares(config, shares)
+    spec = prepare_input(config, build=build, progress=False, split=cache.VALIDATION)
+    it = Batches(spec, share, shares)
   try:
     return [next(it) for _ in range(num_batches)]
   finally:

@@ -170,7 +170,8 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
                                     t.async_checkpointing, best_metric=t.keep_best)
   try:
     trainer, state, meta = _start(config, ckpt, resume, allow_schedule_change)
-    batches = _open_batches(config, meta.get("input"), batch_source)
+    batches = _open_batches(config, meta.get("input"), batch_source,
+                            trainer.partitioner.host_share)
   except BaseException:
     ckpt.close(raise_errors=False)
     raise
@@ -229,7 +230,7 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
     in_flight = None  # the loss of the step before, to count completed steps
     for step in range(first_step + 1, t.steps + 1):
       host = next(batches)
-      tokens = int((host["segment_ids"] > 0).sum()) * jax.process_count()
+      tokens = int((host["segment_ids"] > 0).sum()) * trainer.partitioner.host_share[1]
       if step == first_step + 1:
         _say_compiling(bar, config.name)
       profile.before(step)
@@ -458,7 +459,8 @@ class _External:
     pass
 
 
-def _open_batches(config: ExperimentConfig, input_state: dict | None, batch_source):
+def _open_batches(config: ExperimentConfig, input_state: dict | None, batch_source,
+                  host_share: tuple[int, int]):
   if batch_source is not None:
     return _External(batch_source, int((input_state or {}).get("position", 0)))
   spec = None
@@ -468,8 +470,8 @@ def _open_batches(config: ExperimentConfig, input_state: dict | None, batch_sour
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices("kmlm_jax token cache")
     spec = data_lib.prepare_input(config.data, build=False)
-  return data_lib.make_batches(config.data, config.model.vocab_size, jax.process_index(),
-                               jax.process_count(), input_state, spec)
+  return data_lib.make_batches(config.data, config.model.vocab_size, *host_share, input_state,
+                               spec)
 
 
 def _export_model(config: ExperimentConfig, params: dict, target: Path) -> None:

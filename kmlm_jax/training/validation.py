@@ -178,8 +178,8 @@ class Validator:
   def __init__(self, config: ExperimentConfig, trainer):
     self.config, self.trainer = config, trainer
     self.batches = data_lib.make_validation_batches(
-        config.data, config.model.vocab_size, jax.process_index(), jax.process_count(),
-        config.train.eval_batches)
+        config.data, config.model.vocab_size, *trainer.partitioner.host_share,
+        config.train.eval_batches, build=jax.process_index() == 0)
     self.knowledge = KnowledgeMetrics.build(config, trainer.task.graphdef) \
         if knowledge_tasks(config) else None
 

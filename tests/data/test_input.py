@@ -205,7 +205,7 @@ def test_unknown_mixture_and_unsplittable_shards(small):
   with pytest.raises(CorpusError, match="unknown mixture 'kmlm_mixx'"):
     data_lib.prepare_input(_data(small[0], mixture="kmlm_mixx"))
   spec = data_lib.prepare_input(_data(small[0]), progress=False)
-  with pytest.raises(CorpusError, match="input_shards=4 is not divisible by the 3 processes"):
+  with pytest.raises(CorpusError, match="input_shards=4 is not divisible by the 3 host shares"):
     Batches(spec, 0, 3)
   with pytest.raises(CorpusError, match="resume with the same value"):
     Batches(spec, 0, 1, np.zeros((8, 2)))
