@@ -211,8 +211,11 @@ class Partitioner:
   def host_share(self) -> tuple[int, int]:
     """(index, count): this process loads share `index` of `count` equal, contiguous shares
     of every global batch (see `host_shares`; (0, 1) on one process)."""
-    shares = host_shares(self.mesh, self.rules)
-    return shares[jax.process_index()], max(shares.values()) + 1
+    shares, me = host_shares(self.mesh, self.rules), jax.process_index()
+    if me not in shares:
+      raise InputError(f"the mesh {dict(self.mesh.shape)} holds no device of process {me}; "
+                       "expected a mesh over the devices of every process")
+    return shares[me], max(shares.values()) + 1
 
   def check_batch(self, batch_size: int, name: str, accum: int = 1) -> None:
     """Fails before compiling when a global batch cannot be split as asked."""
