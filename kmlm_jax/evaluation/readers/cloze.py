@@ -23,7 +23,7 @@ import dataclasses
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from kmlm_jax.evaluation.readers.errors import error, get, iter_json_records, read_lines
+from kmlm_jax.evaluation.readers.errors import error, fields, iter_json_records, read_lines
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,11 +81,9 @@ def read_templates(path: Path | str, lang: str | None = None) -> list[ClozeTempl
   out = []
   if path.suffix in (".jsonl", ".json"):
     for line, rec in iter_json_records(path):
-      out.append(ClozeTemplate(
-          relation=get(rec, "relation", "str", path, line),
-          template=check_template(get(rec, "template", "str", path, line), path, line),
-          lang=get(rec, "lang", "str", path, line, required=False) or lang,
-          label=get(rec, "label", "str", path, line, required=False)))
+      get = fields(rec, path, line)
+      out.append(ClozeTemplate(get("relation"), check_template(get("template"), path, line),
+                               get("lang", required=False) or lang, get("label", required=False)))
     return out
   for line, text in read_lines(path):
     if not text.strip():
@@ -110,16 +108,12 @@ def read_facts(path: Path | str, relation: str | None = None) -> list[ClozeFact]
   path = Path(path)
   out = []
   for line, rec in iter_json_records(path):
-    rel = relation or (get(rec, "predicate_id", "str", path, line, required=False)
-                       or get(rec, "relation", "str", path, line, required=False)
+    get = fields(rec, path, line)
+    rel = relation or (get("predicate_id", required=False) or get("relation", required=False)
                        or path.name.split(".")[0])
     uuid = rec.get("uuid")
-    out.append(ClozeFact(
-        relation=rel, subject=get(rec, "sub_label", "str", path, line),
-        object=get(rec, "obj_label", "str", path, line),
-        subject_id=get(rec, "sub_uri", "str", path, line, required=False),
-        object_id=get(rec, "obj_uri", "str", path, line, required=False),
-        uuid=None if uuid is None else str(uuid)))
+    out.append(ClozeFact(rel, get("sub_label"), get("obj_label"), get("sub_uri", required=False),
+                         get("obj_uri", required=False), None if uuid is None else str(uuid)))
   return out
 
 
@@ -134,9 +128,8 @@ def read_queries(templates: Sequence[ClozeTemplate], candidates: Callable[[str],
   for t in templates:
     path = next((p for p in candidates(t.relation) if p.is_file()), None)
     if path is not None:
-      out += [ClozeQuery(lang=lang, relation=t.relation, template=t.template, subject=f.subject,
-                         object=f.object, subject_id=f.subject_id, object_id=f.object_id,
-                         uuid=f.uuid) for f in read_facts(path, t.relation)]
+      out += [ClozeQuery(lang=lang, template=t.template, **dataclasses.asdict(f))
+              for f in read_facts(path, t.relation)]
   return out
 
 
@@ -145,15 +138,12 @@ def read_probes(path: Path | str) -> list[ClozeQuery]:
   path = Path(path)
   out = []
   for line, rec in iter_json_records(path):
-    generic = get(rec, "generic_template", "any", path, line, required=False, default=False)
+    get = fields(rec, path, line)
+    generic = get("generic_template", "any", required=False, default=False)
     if not isinstance(generic, bool):
       raise error(path, line, f"expected true or false, got {generic!r}", "generic_template")
     out.append(ClozeQuery(
-        lang=get(rec, "lang", "str", path, line), relation=get(rec, "relation", "str", path, line),
-        template=check_template(get(rec, "template", "str", path, line), path, line),
-        subject=get(rec, "subject", "str", path, line),
-        object=get(rec, "object", "str", path, line),
-        subject_id=get(rec, "subject_id", "str", path, line),
-        object_id=get(rec, "object_id", "str", path, line), generic_template=generic,
-        triple=get(rec, "triple", "int", path, line, required=False)))
+        get("lang"), get("relation"), check_template(get("template"), path, line), get("subject"),
+        get("object"), get("subject_id"), get("object_id"), generic_template=generic,
+        triple=get("triple", "int", required=False)))
   return out

@@ -11,7 +11,7 @@ import contextlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from kmlm_jax.errors import InputError
 from kmlm_jax.kg.errors import where  # the one FILE:LINE: field formatter
@@ -103,29 +103,35 @@ def _object(record: Any, path: Path, line: int) -> dict:
   return record
 
 
-def get(record: dict, key: str, kind: str, path, line: int, *, required: bool = True,
-        default: Any = None) -> Any:
-  """record[key] checked against `kind`: "str", "int", "str_list", "int_list" or "any".
+def is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)  # true/false is no index
 
-  A missing required key, or a value of the wrong type, raises ReaderError.
-  """
-  if key not in record or record[key] is None:
-    if required:
-      raise error(path, line, f"missing key (record has {sorted(record)})", key)
-    return default
-  value = record[key]
-  ok = {
-      "str": lambda v: isinstance(v, str),
-      # bool is an int subclass; true/false is never a valid index.
-      "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-      "str_list": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-      "int_list": lambda v: isinstance(v, list) and all(
-          isinstance(x, int) and not isinstance(x, bool) for x in v),
-      "any": lambda v: True,
-  }[kind](value)
-  if not ok:
-    want = {"str": "a string", "int": "an integer", "str_list": "a list of strings",
-            "int_list": "a list of integers"}[kind]
-    raise error(path, line, f"expected {want}, got {json.dumps(value, ensure_ascii=False)[:80]}",
-                key)
-  return value
+
+_KINDS = {  # kind -> (its check, the value expected in words)
+    "str": (lambda v: isinstance(v, str), "a string"),
+    "int": (is_int, "an integer"),
+    "str_list": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+                 "a list of strings"),
+    "int_list": (lambda v: isinstance(v, list) and all(map(is_int, v)), "a list of integers"),
+    "any": (lambda v: True, None),
+}
+
+
+def fields(record: dict, path, line: int) -> Callable[..., Any]:
+  """`get(key, kind="str", required=True, default=None)` of one record: record[key] checked
+  against `kind` ("str", "int", "str_list", "int_list" or "any"). A missing required key, or
+  a value of the wrong type, raises ReaderError."""
+
+  def get(key: str, kind: str = "str", required: bool = True, default: Any = None) -> Any:
+    value = record.get(key)
+    if value is None:
+      if required:
+        raise error(path, line, f"missing key (record has {sorted(record)})", key)
+      return default
+    check, want = _KINDS[kind]
+    if not check(value):
+      raise error(path, line, f"expected {want}, got "
+                  f"{json.dumps(value, ensure_ascii=False)[:80]}", key)
+    return value
+
+  return get

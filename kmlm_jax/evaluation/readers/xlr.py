@@ -24,7 +24,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from kmlm_jax.evaluation.readers.errors import error, get, iter_json_records
+from kmlm_jax.evaluation.readers.errors import is_int, error, fields, iter_json_records
 
 SPLIT_NAMES = {"train": "train", "dev": "dev", "validation": "dev", "valid": "dev",
                "test": "test"}
@@ -78,46 +78,41 @@ def read_xlr(path: Path | str, *, lang: str | None = None, split: str | None = N
 
 
 def _project(record: dict, path: Path, line: int, num_choices: int | None) -> XLRItem:
-  choices = _choices(get(record, "choices", "str_list", path, line), path, line, "choices",
-                     num_choices)
-  label = get(record, "label", "int", path, line)
+  get = fields(record, path, line)
+  choices = _choices(get("choices", "str_list"), path, line, "choices", num_choices)
+  label = get("label", "int")
   _check_index(label, choices, path, line, "label")
-  choice_ids = get(record, "choice_ids", "str_list", path, line, required=False)
+  choice_ids = get("choice_ids", "str_list", required=False)
   if choice_ids is not None and len(choice_ids) != len(choices):
     raise error(path, line, f"{len(choice_ids)} ids for {len(choices)} choices", "choice_ids")
-  triples = get(record, "triples", "int_list", path, line, required=False)
+  triples = get("triples", "int_list", required=False)
   return XLRItem(
-      id=get(record, "id", "str", path, line), lang=get(record, "lang", "str", path, line),
-      split=_split(get(record, "split", "str", path, line), path, line),
-      context=tuple(get(record, "context", "str_list", path, line)),
-      question=get(record, "question", "str", path, line), choices=choices, label=label,
-      cycle=get(record, "cycle", "int", path, line, required=False),
-      choice_ids=tuple(choice_ids) if choice_ids is not None else None,
-      triples=tuple(triples) if triples is not None else None,
-      question_triple=get(record, "question_triple", "int", path, line, required=False))
+      get("id"), get("lang"), _split(get("split"), path, line), tuple(get("context", "str_list")),
+      get("question"), choices, label, get("cycle", "int", required=False),
+      tuple(choice_ids) if choice_ids is not None else None,
+      tuple(triples) if triples is not None else None,
+      get("question_triple", "int", required=False))
 
 
 def _release(record: dict, path: Path, line: int, lang: str | None, split: str | None,
              num_choices: int | None) -> XLRItem:
-  options = _choices(get(record, "options", "str_list", path, line), path, line, "options",
-                     num_choices)
-  context = get(record, "context", "any", path, line)
+  get = fields(record, path, line)
+  options = _choices(get("options", "str_list"), path, line, "options", num_choices)
+  context = get("context", "any")
   if isinstance(context, str):
     context = [c.strip() for c in context.splitlines() if c.strip()]
   elif not (isinstance(context, list) and all(isinstance(c, str) for c in context)):
     raise error(path, line, "expected a list of strings or one string", "context")
   guessed_lang, guessed_split = _from_name(path)
-  lang = get(record, "lang", "str", path, line, required=False) or lang or guessed_lang
-  split = get(record, "split", "str", path, line, required=False) or split or guessed_split
+  lang = get("lang", required=False) or lang or guessed_lang
+  split = get("split", required=False) or split or guessed_split
   if lang is None or split is None:
     missing = "language" if lang is None else "split"
     raise error(path, line, f"no {missing} in the record or the file name; pass "
                 f"{'lang' if lang is None else 'split'}=")
-  return XLRItem(
-      id=str(record.get("id", f"{path.stem}-{line}")), lang=lang,
-      split=_split(split, path, line), context=tuple(context),
-      question=get(record, "question", "str", path, line), choices=options,
-      label=_answer(record, options, path, line))
+  return XLRItem(str(record.get("id", f"{path.stem}-{line}")), lang, _split(split, path, line),
+                 tuple(context), get("question"), options,
+                 _answer(get("answer", "any"), options, path, line))
 
 
 def _choices(values: list[str], path, line, field, num_choices) -> tuple[str, ...]:
@@ -133,9 +128,8 @@ def _check_index(index: int, choices, path, line, field) -> None:
     raise error(path, line, f"index {index} out of range for {len(choices)} choices", field)
 
 
-def _answer(record: dict, options: tuple[str, ...], path, line) -> int:
-  answer = get(record, "answer", "any", path, line)
-  if isinstance(answer, int) and not isinstance(answer, bool):
+def _answer(answer, options: tuple[str, ...], path, line) -> int:
+  if is_int(answer):
     _check_index(answer, options, path, line, "answer")
     return answer
   if isinstance(answer, str):
