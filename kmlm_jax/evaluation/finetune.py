@@ -177,7 +177,7 @@ def evaluate(tuner: Finetuner, examples: Sequence[dict], batch_size: int, keys,
 
 def _check_finite(pending: list, seed: int) -> None:
   """Raises at the first of the (step, finite flag) pairs that is False."""
-  for step, finite in zip([s for s, _ in pending], jax.device_get([f for _, f in pending])):
+  for step, finite in jax.device_get(pending):
     if not finite:
       raise NonFiniteLoss(f"fine-tuning (seed {seed}): the loss or gradient is not finite at "
                           f"step {step}; lower the learning rate or check the data")

@@ -107,8 +107,7 @@ def predict(model: ClozeModel, probes: Sequence[dict], max_tokens: int = 5,
   best = [(-np.inf, []) for _ in probes]
   for k in range(1, max_tokens + 1):
     rows, wheres = zip(*[_template_rows(model.vocab, p["template"], p["subject"], k)
-                         for p in probes])
-    rows = [r.copy() for r in rows]
+                         for p in probes])  # fresh arrays: confidence decoding fills them
     filled = [dict() for _ in probes]  # position -> (token, log-prob)
     passes = 1 if method == "independent" else k
     for _ in range(passes):

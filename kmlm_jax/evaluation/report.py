@@ -26,12 +26,9 @@ def task_table(task: str, scores: Mapping[str, Mapping[str, float]], languages: 
   lines = [header, "|---" * (len(languages) + 3) + "|"]
   base = avg_tgt(scores[baseline]) if baseline in scores else None
   for model, by_lang in scores.items():
-    cells = []
-    for lang in languages:
-      cell = f"{by_lang.get(lang, float('nan')) * 100:.1f}"
-      if spread and model in spread and lang in spread[model]:
-        cell += f" ± {spread[model][lang] * 100:.1f}"
-      cells.append(cell)
+    std = (spread or {}).get(model, {})
+    cells = [f"{by_lang.get(l, float('nan')) * 100:.1f}"
+             + (f" ± {std[l] * 100:.1f}" if l in std else "") for l in languages]
     a = avg_tgt(by_lang)
     delta = "0" if model == baseline else (f"{(a - base) * 100:+.1f}" if base is not None
                                             else "-")

@@ -39,8 +39,6 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 from kmlm_jax.errors import InputError, WriteError
 from kmlm_jax.evaluation import progress
 from kmlm_jax.evaluation.finetune import FinetuneConfig
@@ -93,9 +91,8 @@ class EvalConfig:
       raise ConfigError(f"ner_scheme: {self.ner_scheme!r} is not one of {SCHEMES}")
     for name in ("probe_max_tokens", "lp_beams", "max_probes"):
       value = getattr(self, name)
-      if value is None and name == "max_probes":
-        continue
-      if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+      ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+      if not (ok or value is None and name == "max_probes"):
         raise ConfigError(f"{name}: expected an integer of at least 1, got {value!r}")
     for name in ("ner_test", "relx_test"):
       for pair in getattr(self, name):
@@ -250,7 +247,7 @@ def _load_vocab(config: EvalConfig, ckpt: Path):
 
 
 def check_models(config: EvalConfig, ckpts: Sequence[Path | str], tasks: Sequence[str],
-                 data: dict, devices=None) -> None:
+                 data: dict) -> None:
   """Checks each checkpoint's model against its tokenizer and the task data before any
   parameters are loaded (`_check_model`), and that fine-tuning's batch splits over its mesh."""
   for ckpt in ckpts:
@@ -258,7 +255,7 @@ def check_models(config: EvalConfig, ckpts: Sequence[Path | str], tasks: Sequenc
   if any(t in FINETUNE_TASKS for t in tasks):
     from kmlm_jax.sharding import Partitioner
     try:
-      partitioner = Partitioner.from_config(config.finetune.mesh, devices)
+      partitioner = Partitioner.from_config(config.finetune.mesh)
     except InputError as e:
       raise ConfigError(f"finetune.mesh: {e}") from None
     partitioner.check_batch(config.finetune.batch_size, "finetune.batch_size")
@@ -307,19 +304,14 @@ def _check_out(out: Path) -> Path:
   return out
 
 
-def evaluate_checkpoint(config: EvalConfig, ckpt: Path, tasks: Sequence[str],
-                        devices=None, data: dict | None = None) -> dict:
-  """Results of `tasks` on one checkpoint; `data`: `read_task_data`'s (read and checked
-  when None). Each phase shows a line and, over its loop, a bar on stderr."""
+def evaluate_checkpoint(config: EvalConfig, ckpt: Path, tasks: Sequence[str], data: dict) -> dict:
+  """Results of `tasks` on one checkpoint; `data`: `read_task_data`'s, checked by
+  `check_models`. Each phase shows a line and, over its loop, a bar on stderr."""
   from flax import nnx
 
   from kmlm_jax import model_checkpoint as mc
   from kmlm_jax.evaluation import classification, probing, xlr
   from kmlm_jax.models.task_heads import TaskModel
-  if data is None:
-    check_inputs(config, [ckpt], tasks)
-    data = read_task_data(config, tasks)
-    check_models(config, [ckpt], tasks, data, devices)
   _, vocab = _load_vocab(config, ckpt)  # before the (slower) parameters
   progress.phase(f"loading checkpoint {ckpt}")
   model_config, params, _ = mc.load_model_checkpoint(ckpt)
@@ -338,7 +330,7 @@ def evaluate_checkpoint(config: EvalConfig, ckpt: Path, tasks: Sequence[str],
   out = {}
   if "xlr" in tasks:
     t = time.perf_counter()
-    out["xlr"] = xlr.run(heads("multiple_choice"), vocab, data["xlr"], config.finetune, devices)
+    out["xlr"] = xlr.run(heads("multiple_choice"), vocab, data["xlr"], config.finetune)
     out["xlr"]["seconds"] = time.perf_counter() - t
   if "probe" in tasks:
     graphdef, state = split_params()
@@ -355,26 +347,25 @@ def evaluate_checkpoint(config: EvalConfig, ckpt: Path, tasks: Sequence[str],
     out["probe_rank"]["by_language"].pop("avg", None)
   if "ner" in tasks:
     train, dev, tests = data["ner"]
-    labels = sorted({t for d in [train, dev] for s in d.sentences for t in s.tags} |
-                    {t for s in tests.values() for x in s for t in x.tags},
-                    key=lambda t: (t != "O", t))
+    labels = sorted({t for d in [train.sentences, dev.sentences, *tests.values()] for s in d
+                     for t in s.tags}, key=lambda t: (t != "O", t))
     out["ner"] = classification.run_ner(heads("token", len(labels)), vocab, train.sentences,
-                                        dev.sentences, tests, labels, config.finetune, devices)
+                                        dev.sentences, tests, labels, config.finetune)
   if "relx" in tasks:
     train, dev, tests = data["relx"]
     labels = sorted({x.relation for d in [train, dev, *tests.values()] for x in d})
     out["relx"] = classification.run_relx(heads("sequence", len(labels)), vocab, train, dev,
-                                          tests, labels, config.finetune, devices)
+                                          tests, labels, config.finetune)
   if "lp" in tasks:
     from kmlm_jax.evaluation import link_prediction as lp
     from kmlm_jax.evaluation import lp_eval
     model = frozen()
     queries = sum(len(s.queries) for s in data["lp"].values())
     progress.phase(f"link prediction: {queries} queries in {len(data['lp'])} languages")
-    ranks = {l: lp_eval.prixlm_ranks(model, vocab, corpus.path, l, num_beams=config.lp_beams,
-                                     split=split)[0]
-             for l, split in data["lp"].items()}
-    out["lp"] = {"by_language": {l: lp.metrics(r) for l, r in ranks.items()}}
+    out["lp"] = {"by_language": {
+        l: lp.metrics(lp_eval.prixlm_ranks(model, vocab, corpus.path, l, split=split,
+                                           num_beams=config.lp_beams)[0])
+        for l, split in data["lp"].items()}}
     notes = {l: split.notes for l, split in data["lp"].items() if split.notes}
     if notes:  # the release's repeated entity lines, answers outside the entity list
       out["lp"]["notes"] = notes
@@ -411,7 +402,7 @@ def run(config: EvalConfig, ckpt: Path | str, out: Path | str, *, baseline: Path
   out = _check_out(Path(out))
   runs = {_run_of(p)[0]: Path(p) for p in ckpts}
   progress.phase(f"evaluating {', '.join(tasks)} on {len(runs)} checkpoint(s)")
-  results = {name: evaluate_checkpoint(config, path, tasks, data=data)
+  results = {name: evaluate_checkpoint(config, path, tasks, data)
              for name, path in runs.items()}
   progress.phase(f"writing {out}/results.md, results.json and plots/")
   with _report_dir(out) as tmp:
@@ -439,21 +430,18 @@ def _write_report(out: Path, config: EvalConfig, tasks, runs: dict, results: dic
   (out / "results.md").write_text("\n".join(tables))
   (out / "results.json").write_text(json.dumps(
       {"checkpoints": {n: str(p) for n, p in runs.items()}, "tasks": list(tasks),
-       "results": results, "training_curves": drawn}, indent=1, default=_jsonable))
+       "results": results, "training_curves": drawn}, indent=1,
+      default=lambda value: value.tolist()))  # numpy scalars and arrays
 
 
 @contextlib.contextmanager
 def _report_dir(out: Path):
   """A temporary directory whose files replace those of `out` (results.*, plots/*) when
   the block succeeds; a failure (full disk) leaves `out` as it was and raises `WriteError`."""
-  created = not out.exists()
+  created, tmp, done = not out.exists(), None, False
   try:
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".results.tmp-", dir=out))
-  except OSError as e:
-    raise WriteError(f"--out {out}: cannot be written ({e.strerror or e})") from None
-  done = False
-  try:
     yield tmp
     (out / "plots").mkdir(exist_ok=True)
     for path in sorted(tmp.rglob("*")):
@@ -463,12 +451,7 @@ def _report_dir(out: Path):
   except OSError as e:
     raise WriteError(f"--out {out}: cannot be written ({e.strerror or e})") from None
   finally:
-    shutil.rmtree(tmp, ignore_errors=True)
+    if tmp is not None:
+      shutil.rmtree(tmp, ignore_errors=True)
     if created and not done:
       shutil.rmtree(out, ignore_errors=True)
-
-
-def _jsonable(value):
-  if isinstance(value, (np.floating, np.integer, np.ndarray)):
-    return value.tolist()  # a Python scalar for numpy scalars
-  raise TypeError(type(value))

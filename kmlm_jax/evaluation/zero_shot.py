@@ -82,8 +82,7 @@ class Scorer:
     """Mean log-probs of at most `batch` sequences (-inf for an unscorable one)."""
     ids = np.full((self.batch, self.length), self.vocab.pad_id, np.int32)
     segs = np.zeros((self.batch, self.length), np.int32)
-    pos = np.zeros((self.batch, self.max_masked), np.int32)
-    tgt = np.zeros((self.batch, self.max_masked), np.int32)
+    pos, tgt = np.zeros((2, self.batch, self.max_masked), np.int32)
     w = np.zeros((self.batch, self.max_masked), np.float32)
     for r, (seq, masked) in enumerate(chunk):
       where = np.flatnonzero(masked)

@@ -111,11 +111,7 @@ def read_conll(path: Path | str, *, scheme: str = "iob2", to_iob2: bool = False,
     raise ReaderError(f"unknown scheme {scheme!r} (expected one of {SCHEMES})")
   path = Path(path)
   types = None if entity_types is None else tuple(entity_types)
-  sentences: list[TaggedSentence] = []
-  tokens: list[str] = []
-  tags: list[str] = []
-  lines: list[int] = []
-  langs: set[str] = set()
+  sentences, tokens, tags, lines, langs = [], [], [], [], set()
   columns = first_line = None
 
   def flush():
