@@ -7,16 +7,14 @@ Any field can be overridden as `key=value` (`train.adapter_steps=10`,
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Sequence
 
-from kmlm_jax.config import MeshConfig, ModelConfig
+from kmlm_jax.config import MeshConfig, ModelConfig, _field, _has_type, _hints, expected_value
 from kmlm_jax.experiment import ConfigError, load_config
 from kmlm_jax.models.adapters import FUSION, AdapterConfig
 
-POOLINGS = ("masked", "unmasked")
-SCHEDULES = ("staged", "original")
-SENTENCES = ("templates", "kmlm", "none")
 TASKS = ("alignment", "completion")
 
 
@@ -44,9 +42,9 @@ class AdapterDataConfig:
   vocab: str | None = None
   trex: tuple[str, ...] = ()
   trex_skip_bad: bool = False
-  sentences: str = "templates"
-  seq_length: int = 32
-  pooling: str = "masked"
+  sentences: str = _field("templates", choices=("templates", "kmlm", "none"))
+  seq_length: int = _field(32, low=3)
+  pooling: str = _field("masked", choices=("masked", "unmasked"))
   hold_out_alignment: bool = True
 
 
@@ -77,24 +75,24 @@ class AdapterTrainConfig:
   """
 
   stages: tuple[str, ...] = ("ep", "tp", "es", "ts", FUSION)
-  schedule: str = "staged"
-  adapter_steps: int = 100
-  fusion_steps: int = 100
-  batch_size: int = 32
-  learning_rate: float = 1e-4
-  warmup_steps: int = 10
-  weight_decay: float = 0.0
-  grad_clip_norm: float = 1.0
-  temperature: float = 0.1
+  schedule: str = _field("staged", choices=("staged", "original"))
+  adapter_steps: int = _field(100, low=1)
+  fusion_steps: int = _field(100, low=1)
+  batch_size: int = _field(32, low=1)
+  learning_rate: float = _field(1e-4, low=0, low_open=True)
+  warmup_steps: int = _field(10, low=0)
+  weight_decay: float = _field(0.0, low=0)
+  grad_clip_norm: float = _field(1.0, low=0)
+  temperature: float = _field(0.1, low=0, low_open=True)
   # Also the right-to-left InfoNCE term (the original used left-to-right only).
   symmetric: bool = False
   # AdapterHub's fusion regularisation: weight of sum ||V - I||^2.
-  fusion_value_l2: float = 0.01
+  fusion_value_l2: float = _field(0.01, low=0)
   seed: int = 0
-  log_every: int = 10
+  log_every: int = _field(10, low=1)
   # The "original" schedule's cosine restarts, fusion rounds and batch fractions.
-  restarts: int = 5
-  fusion_rounds: int = 16
+  restarts: int = _field(5, low=1)
+  fusion_rounds: int = _field(16, low=1)
   fusion_fractions: tuple[float, float] = (0.1, 0.2)
 
 
@@ -118,8 +116,8 @@ class AdapterEvalConfig:
 
   tasks: tuple[str, ...] = TASKS
   modes: tuple[str, ...] = ("base", FUSION)
-  split: str = "test"
-  batch_size: int = 128
+  split: str = _field("test", choices=("train", "dev", "test"))
+  batch_size: int = _field(128, low=1)
   # Knowledge-graph completion: leave out other known tails of (h, r).
   filtered: bool = True
 
@@ -139,6 +137,7 @@ class AdapterExperimentConfig:
   init_from: str | None = None
 
   def validate(self) -> "AdapterExperimentConfig":
+    _check_fields(self)
     names = self.adapters.names
     stages = self.train.stages if self.train.schedule == "staged" else ()  # original: unused
     for stage in stages:
@@ -151,38 +150,29 @@ class AdapterExperimentConfig:
     for mode in self.eval.modes:
       if mode not in ("base", FUSION, *names):
         raise ConfigError(f"eval.modes: unknown mode {mode!r}")
-    for field, allowed in (("pooling", POOLINGS), ("sentences", SENTENCES)):
-      if getattr(self.data, field) not in allowed:
-        raise ConfigError(f"data.{field} must be one of {allowed}, got "
-                          f"{getattr(self.data, field)!r}")
     unknown = [t for t in self.eval.tasks if t not in TASKS]
     if unknown:
       raise ConfigError(f"eval.tasks: unknown {unknown}; known {TASKS}")
-    if self.eval.split not in SPLITS:
-      raise ConfigError(f"eval.split: expected one of {SPLITS}, got {self.eval.split!r}")
-    _check_ranges(self)
     return self
 
 
-SPLITS = ("train", "dev", "test")
-# key -> (lowest allowed value, whether it is an integer); numbers must be >= the bound,
-# or > it for the keys in _POSITIVE.
-_RANGES = {"train.adapter_steps": (1, int), "train.fusion_steps": (1, int),
-           "train.batch_size": (1, int), "train.log_every": (1, int),
-           "train.warmup_steps": (0, int), "eval.batch_size": (1, int),
-           "data.seq_length": (3, int), "train.learning_rate": (0, float),
-           "train.temperature": (0, float), "train.weight_decay": (0, float),
-           "train.grad_clip_norm": (0, float), "train.fusion_value_l2": (0, float),
-           "train.restarts": (1, int), "train.fusion_rounds": (1, int)}
-_POSITIVE = ("train.learning_rate", "train.temperature")
+def _check_fields(config: AdapterExperimentConfig) -> None:
+  """Raises a ConfigError naming the key and the allowed values of the first field of data,
+  train or eval of the wrong type or out of range (before anything is built or compiled).
+  Unlike `Allowed.admits`, +inf passes (it makes a run stop with `NonFiniteLoss`)."""
+  for section in ("data", "train", "eval"):
+    part = getattr(config, section)
+    for field in dataclasses.fields(part):
+      value, allowed = getattr(part, field.name), field.metadata.get("allowed")
+      if allowed and not (_has_type(value, _hints(type(part))[field.name])
+                          and (allowed.admits(value) or value == math.inf)):
+        raise ConfigError(f"{section}.{field.name}: expected "
+                          f"{expected_value(part, field.name)}, got {value!r}")
 
 
 def _check_schedule(config: AdapterExperimentConfig) -> None:
-  """train.schedule is known; "original" has its four adapters, the fusion and a batch
-  that halves."""
+  """The "original" schedule has its four adapters, the fusion and a batch that halves."""
   t = config.train
-  if t.schedule not in SCHEDULES:
-    raise ConfigError(f"train.schedule: expected one of {SCHEDULES}, got {t.schedule!r}")
   if t.schedule != "original":
     return
   missing = [n for _, pair in ORIGINAL_PHASES for n in pair if n not in config.adapters.names]
@@ -201,21 +191,6 @@ def _check_schedule(config: AdapterExperimentConfig) -> None:
                       f"{fractions!r}")
 
 
-def _check_ranges(config: AdapterExperimentConfig) -> None:
-  """Raises a ConfigError naming the key and the allowed values of the first number out of
-  range (before anything is built or compiled)."""
-  for key, (low, kind) in _RANGES.items():
-    section, name = key.split(".")
-    value = getattr(getattr(config, section), name)
-    strict = key in _POSITIVE
-    ok = (isinstance(value, int) if kind is int else isinstance(value, (int, float)))
-    ok = ok and not isinstance(value, bool) and (value > low if strict else value >= low)
-    if not ok:  # NaN fails the comparison too
-      allowed = (f"an integer >= {low}" if kind is int
-                 else f"a number {'>' if strict else '>='} {low}")
-      raise ConfigError(f"{key}: expected {allowed}, got {value!r}")
-
-
 def load_adapter_config(path: str | Path, overrides: Sequence[str] = ()) -> AdapterExperimentConfig:
   """Loads `get_config()` from a Python file and applies `key=value` overrides."""
-  return load_config(path, overrides, expected=AdapterExperimentConfig).validate()
+  return load_config(path, overrides, expected=AdapterExperimentConfig)

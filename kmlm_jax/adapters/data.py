@@ -188,10 +188,10 @@ def generated_sentences(corpus: AdapterCorpus, style: str, hold_out: bool) -> li
   return out
 
 
-def trex_sentences(paths: Sequence[str], corpus: AdapterCorpus, lang: str = SOURCE_LANG,
+def trex_sentences(paths: Sequence[str], corpus: AdapterCorpus,
                    skip_bad: bool = False) -> list[Sentence]:
-  """T-REx alignments (files or glob patterns) as sentences; entities outside the graph
-  get keys >= E."""
+  """T-REx alignments (files or glob patterns) as English sentences; entities outside the
+  graph get keys >= E."""
   from kmlm_jax.adapters.trex import read_trex
   index = {e: i for i, e in enumerate(corpus.graph.entity_ids)}
   outside: dict[str, int] = {}
@@ -215,7 +215,7 @@ def trex_sentences(paths: Sequence[str], corpus: AdapterCorpus, lang: str = SOUR
              path, len(found.alignments), found.stats.records_kept, found.stats.num_skipped,
              dict(found.stats.skipped), dict(found.skipped_triples))
     out += [Sentence(a.sentence, a.subject_span, a.object_span, key(a.subject_id, a.subject),
-                     key(a.object_id, a.object), lang) for a in found.alignments]
+                     key(a.object_id, a.object), SOURCE_LANG) for a in found.alignments]
   return out
 
 

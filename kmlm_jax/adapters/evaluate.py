@@ -49,12 +49,12 @@ METRICS = ("hits@1", "hits@10", "mrr")
 @dataclasses.dataclass
 class RetrievalSet:
   """Queries against candidates: answers [Q] index into candidates; exclude: [Q] lists of
-  candidate indices left out of query q's ranking (filtered setting)."""
+  candidate indices left out of query q's ranking (filtered setting; empty: none)."""
 
   queries: list[str]
   candidates: list[str]
   answers: np.ndarray
-  exclude: list[list[int]]
+  exclude: list[list[int]] = dataclasses.field(default_factory=list)
 
 
 def score(scores: np.ndarray, s: RetrievalSet) -> dict[str, float]:
@@ -71,7 +71,7 @@ def alignment_sets(corpus: data_lib.AdapterCorpus, split: str) -> dict[str, Retr
     rows = data_lib.read_alignment(corpus.directory, lang, split)
     if rows:
       out[lang] = RetrievalSet([r["en"] for r in rows], [r[lang] for r in rows],
-                               np.arange(len(rows)), [[] for _ in rows])
+                               np.arange(len(rows)))
   return out
 
 
@@ -128,7 +128,7 @@ def wk3l60_sets(pairs: dict) -> dict[str, RetrievalSet]:
       position = {name: i for i, name in enumerate(candidates)}
       out[pair.replace("_", "-")] = RetrievalSet(
           [source for source, _, _ in rows], candidates,
-          np.asarray([position[target] for _, target, _ in rows]), [[] for _ in rows])
+          np.asarray([position[target] for _, target, _ in rows]))
   return out
 
 
@@ -217,11 +217,9 @@ def evaluate(config: AdapterExperimentConfig, workdir: Path | str, *,
     params.update(trained)
   train_lib.check_structure(params, trainer.abstract_params)
   params = trainer.place(params)
-  sets = {}
-  if "alignment" in config.eval.tasks and "alignment" not in released:
-    sets["alignment"] = alignment_sets(setup.corpus, config.eval.split)
-  if "completion" in config.eval.tasks and "completion" not in released:
-    sets["completion"] = completion_sets(setup.corpus, config.eval.filtered)
+  make = {"alignment": lambda: alignment_sets(setup.corpus, config.eval.split),
+          "completion": lambda: completion_sets(setup.corpus, config.eval.filtered)}
+  sets = {t: f() for t, f in make.items() if t in config.eval.tasks and t not in released}
   sets.update(released)
   texts = [t for by_lang in sets.values() for s in by_lang.values()
            for t in s.queries + s.candidates]

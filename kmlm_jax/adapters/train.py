@@ -5,11 +5,8 @@ Parameters are one pure-dict tree `{"encoder", "adapters", "fusion"}` (the
 axes. Each stage is an `AdapterTask` run by the one trainer
 (`kmlm_jax.training.trainer`): it freezes through the optimizer (gradients
 and Adam moments exist only for the trained group), and a non-finite step
-stops the run with `NonFiniteLoss`. Two schedules (`train.schedule`, see
-`AdapterTrainConfig`): "staged", one stage after the other, each with AdamW,
-warm-up + linear decay and clipping; "original", the original code's
-alternation of TP / EP and TS / ES steps on one batch, then rounds of fusion
-training, with AdamW and cosine hard restarts.
+stops the run with `NonFiniteLoss`. The schedules ("staged", "original") are
+described at `AdapterTrainConfig`.
 
 Outputs in WORKDIR: adapters/ (params.npz + adapter_config.json, rewritten
 after each stage), tb/ (TensorBoard), config.json, summary.json, and kg/
@@ -48,7 +45,7 @@ from kmlm_jax.models.adapters import (FUSION, AdaptedEncoder, AdapterConfig, Ada
 from kmlm_jax.models.encoder import Encoder
 from kmlm_jax.sharding import Partitioner
 from kmlm_jax.training.optimizer import COSINE_RESTARTS, RestartsConfig
-from kmlm_jax.training.trainer import Task, Trainer, TrainState, make_trainer
+from kmlm_jax.training.trainer import Task, Trainer, make_trainer
 
 log = logging.getLogger("kmlm_jax.adapters")
 
@@ -142,17 +139,15 @@ def build_sample_corpus(out: Path, streams: bool = True) -> None:
   """`kmlm-jax kg build --sample --out OUT`; with `streams=False` only what the
   adapters read (graph.npz and eval/), without the pretraining corpora."""
   from kmlm_jax.kg import build
-  from kmlm_jax.kg.sample import read_sample
+  from kmlm_jax.kg.sample import build_sample_corpora, read_sample
   log.info("building the embedded sample KG corpora into %s", out)
-  graph, stats, info = read_sample()
-  options = build.BuildOptions()
   if streams:
-    build.build(graph, out, options, read_stats=stats, read_info=info,
-                source={"sample": "kmlm_jax/kg/data/sample_wikidata.json"}, overwrite=True)
+    build_sample_corpora(out, overwrite=True)
     return
+  graph, _, _ = read_sample()
   with fileio.atomic_directory(out, overwrite=True) as tmp:
     graph.save(tmp / "graph.npz")
-    build.write_evalsets(build.make_plan(graph, options), tmp)
+    build.write_evalsets(build.make_plan(graph, build.BuildOptions()), tmp)
 
 
 def make_sources(setup: Setup) -> dict[str, data_lib.PairBatches]:
@@ -276,7 +271,6 @@ class AdapterTrainer:
     self.tasks = {g: AdapterTask(self.setup, g) for g in ("adapters", FUSION)
                   if g != FUSION or self.setup.config.adapters.fusion}
     task = self.tasks["adapters"]
-    self.graphdef = task.graphdef
     self.param_shardings = self.partitioner.shardings(task.abstract)
     self.abstract_params = nnx.to_pure_dict(task.abstract)
 
@@ -310,7 +304,7 @@ class AdapterTrainer:
     `active` (None: the base; an adapter name; "fusion")."""
     if active not in self._encoders:
       def encode(params, ids, mask, pool):
-        model = nnx.merge(self.graphdef, params)
+        model = nnx.merge(self.tasks["adapters"].graphdef, params)
         hidden = model(ids, attention_mask=mask, active=active).hidden
         return normalize(mean_pool(hidden, pool))
 
@@ -397,7 +391,7 @@ class _Lane:
 
   def step(self, batch: dict, run_log: "_RunLog", params: dict | None = None) -> dict:
     if params is not None:
-      self.state = TrainState(params, self.state.opt_state, self.state.step, self.state.rng)
+      self.state = dataclasses.replace(self.state, params=params)
     self.state, metrics = self.trainer.step(self.state,
                                             self.trainer.partitioner.host_rows(batch))
     run_log.count(self.stage, metrics)
@@ -430,10 +424,10 @@ class _RunLog:
     if n % self.config.train.log_every == 0:
       self.flush(stage)
 
-  def flush(self, stage: str) -> dict | None:
+  def flush(self, stage: str) -> None:
     """Logs the last step of `stage` (once); raises NonFiniteLoss for a skipped update."""
     if stage not in self._last:
-      return None
+      return
     (metrics, global_step), n = self._last.pop(stage), self.steps[stage]
     m = jax.device_get(metrics)
     bad = int(self._bad[stage])
@@ -447,7 +441,6 @@ class _RunLog:
     if self.writer is not None:
       for k in keys:
         self.writer.add_scalar(f"{stage}/{k}", record[k], global_step)
-    return record
 
   def close(self) -> None:
     if self.writer is not None:
@@ -460,43 +453,35 @@ def _staged(run: AdapterTrainer, batches: dict, params: dict, run_log: _RunLog, 
   config = run.setup.config
   c, names, done, compiled = config.train, config.adapters.names, [], set()
   for stage in c.stages:
-    steps = c.fusion_steps if stage == FUSION else c.adapter_steps
-    group = FUSION if stage == FUSION else "adapters"
+    group, steps, index = ((FUSION, c.fusion_steps, 0) if stage == FUSION
+                           else ("adapters", c.adapter_steps, names.index(stage)))
     lane = _Lane(run.trainer(group), params, stage)
-    index = 0 if stage == FUSION else names.index(stage)
     compiling = None if group in compiled else f"the {group} step"
     compiled.add(group)
-    bar = progress_lib.bar(steps, f"{config.name}:{stage}", "step", compiling,
-                           disable=not progress)
     t0 = time.perf_counter()
-    for s in range(steps):
-      source, local = (names[s % len(names)], s // len(names)) if stage == FUSION else (stage, s)
-      metrics = lane.step(stage_batch(batches[source].batch(local), index), run_log)
-      if s == 0:  # the compile is over when the first step is: the bar starts honestly
-        jax.block_until_ready(metrics["loss"])
-      _progress(bar, run_log.flush(stage) if s + 1 == steps else _peek(run_log, stage))
-      bar.update(1)
-    bar.close()
+    with progress_lib.bar(steps, f"{config.name}:{stage}", "step", compiling,
+                          disable=not progress) as bar:
+      for s in range(steps):
+        source, local = (names[s % len(names)], s // len(names)) if stage == FUSION else (stage, s)
+        metrics = lane.step(stage_batch(batches[source].batch(local), index), run_log)
+        if s == 0:  # the compile is over when the first step is: the bar starts honestly
+          jax.block_until_ready(metrics["loss"])
+        if s + 1 == steps:
+          run_log.flush(stage)
+        _tick(bar, run_log, stage)
     params = lane.params
     done.append(stage)
-    _log_done(stage, steps, t0)
+    log.info("stage %s: %d steps in %.1fs", stage, steps, time.perf_counter() - t0)
     save(params, done)
   return params, done
 
 
-def _peek(run_log: _RunLog, stage: str) -> dict | None:
-  """The history's last record when it is of `stage` (for the progress bar)."""
+def _tick(bar, run_log: _RunLog, stage: str) -> None:
+  """Advances `bar`, showing the last logged record when it is of `stage`."""
   last = run_log.history[-1] if run_log.history else None
-  return last if last is not None and last["stage"] == stage else None
-
-
-def _progress(bar, record: dict | None) -> None:
-  if record is not None:
-    bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.2f}")
-
-
-def _log_done(stage: str, steps: int, t0: float) -> None:
-  log.info("stage %s: %d steps in %.1fs", stage, steps, time.perf_counter() - t0)
+  if last is not None and last["stage"] == stage:
+    bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['accuracy']:.2f}")
+  bar.update(1)
 
 
 def fusion_selection(config: AdapterExperimentConfig, round_: int, part: int) -> np.ndarray:
@@ -510,18 +495,36 @@ def fusion_selection(config: AdapterExperimentConfig, round_: int, part: int) ->
 
 def _original(run: AdapterTrainer, batches: dict, params: dict, run_log: _RunLog, save,
               progress: bool) -> tuple[dict, list[str]]:
-  """The original code's schedule (see `AdapterTrainConfig`); returns (params, stages
-  done)."""
-  done = []
+  """The original code's schedule (see `AdapterTrainConfig`); returns (params, stages done).
+  The fusion rounds: each a phrase part and a sentence part with a fresh optimizer; on each
+  selected batch (of half the batch size) a fusion step on the first adapter's data, then
+  on the second's."""
+  config = run.setup.config
+  c, done = config.train, []
   for phase, pair in ORIGINAL_PHASES:
     params = _original_phase(run, batches, params, run_log, phase, pair, progress)
     done += list(pair)
     save(params, done)
-  c = run.setup.config.train
   half = {n: data_lib.PairBatches(b.source, b.source_id, c.batch_size // 2, c.seed, b.encoder)
           for n, b in batches.items()}
-  params = _original_fusion(run, half, params, run_log, lambda p: save(p, done + [FUSION]),
-                            progress)
+  trainer = run.trainer(FUSION, original_optimizer(config, 2 * c.fusion_steps))
+  selected = [[fusion_selection(config, r, part) for part in range(2)]
+              for r in range(c.fusion_rounds)]
+  t0 = time.perf_counter()
+  with progress_lib.bar(sum(len(k) for r in selected for k in r), f"{config.name}:fusion",
+                        "batch", "the fusion step", disable=not progress) as bar:
+    for r, parts in enumerate(selected):
+      for kept, (_, pair) in zip(parts, ORIGINAL_PHASES):
+        lane = _Lane(trainer, params, FUSION)
+        for s in kept:
+          for source in pair:
+            lane.step(stage_batch(half[source].batch(r * c.fusion_steps + int(s)), 0), run_log)
+          _tick(bar, run_log, FUSION)
+        params = lane.params
+      save(params, done + [FUSION])
+  run_log.flush(FUSION)
+  log.info("stage %s: %d steps in %.1fs", FUSION, run_log.steps[FUSION],
+           time.perf_counter() - t0)
   return params, done + [FUSION]
 
 
@@ -533,47 +536,18 @@ def _original_phase(run: AdapterTrainer, batches: dict, params: dict, run_log: _
   c, names, t0 = config.train, config.adapters.names, time.perf_counter()
   lanes = [_Lane(run.trainer("adapters", original_optimizer(config, 2 * c.adapter_steps, 2, k)),
                  params, stage) for k, stage in enumerate(pair)]
-  bar = progress_lib.bar(c.adapter_steps, f"{config.name}:{phase}", "batch",
-                         "the adapter step" if phase == "phrase" else None, disable=not progress)
-  for s in range(c.adapter_steps):
-    for lane in lanes:
-      lane.step(stage_batch(batches[lane.stage].batch(s), names.index(lane.stage)), run_log,
-                params)
-      params = lane.params
-    _progress(bar, _peek(run_log, pair[-1]))
-    bar.update(1)
-  bar.close()
+  with progress_lib.bar(c.adapter_steps, f"{config.name}:{phase}", "batch",
+                        "the adapter step" if phase == "phrase" else None,
+                        disable=not progress) as bar:
+    for s in range(c.adapter_steps):
+      for lane in lanes:
+        lane.step(stage_batch(batches[lane.stage].batch(s), names.index(lane.stage)), run_log,
+                  params)
+        params = lane.params
+      _tick(bar, run_log, pair[-1])
   for stage in pair:
     run_log.flush(stage)
-  _log_done(phase, 2 * c.adapter_steps, t0)
-  return params
-
-
-def _original_fusion(run: AdapterTrainer, half: dict, params: dict, run_log: _RunLog, save,
-                     progress: bool) -> dict:
-  """`fusion_rounds` rounds, each a phrase part and a sentence part with a fresh optimizer:
-  on each selected batch (of half the batch size) a fusion step on the first adapter's
-  data, then on the second's."""
-  config = run.setup.config
-  c, t0 = config.train, time.perf_counter()
-  trainer = run.trainer(FUSION, original_optimizer(config, 2 * c.fusion_steps))
-  selected = [[fusion_selection(config, r, part) for part in range(2)]
-              for r in range(c.fusion_rounds)]
-  bar = progress_lib.bar(sum(len(k) for r in selected for k in r), f"{config.name}:fusion",
-                         "batch", "the fusion step", disable=not progress)
-  for r in range(c.fusion_rounds):
-    for part, (_, pair) in enumerate(ORIGINAL_PHASES):
-      lane = _Lane(trainer, params, FUSION)
-      for s in selected[r][part]:
-        for source in pair:
-          lane.step(stage_batch(half[source].batch(r * c.fusion_steps + int(s)), 0), run_log)
-        _progress(bar, _peek(run_log, FUSION))
-        bar.update(1)
-      params = lane.params
-    save(params)
-  bar.close()
-  run_log.flush(FUSION)
-  _log_done(FUSION, run_log.steps.get(FUSION, 0), t0)
+  log.info("stage %s: %d steps in %.1fs", phase, 2 * c.adapter_steps, time.perf_counter() - t0)
   return params
 
 
