@@ -95,9 +95,9 @@ def macro_f1(predicted: np.ndarray, gold: np.ndarray, num_labels: int) -> float:
   scores = []
   for k in range(num_labels):
     tp = int(((predicted == k) & (gold == k)).sum())
-    fp, fn = int(((predicted == k) & (gold != k)).sum()), int(((predicted != k) & (gold == k)).sum())
-    if tp + fp + fn:
-      scores.append(2 * tp / (2 * tp + fp + fn))
+    counted = int((predicted == k).sum() + (gold == k).sum())  # 2 tp + fp + fn
+    if counted:
+      scores.append(2 * tp / counted)
   return float(np.mean(scores)) if scores else float("nan")
 
 

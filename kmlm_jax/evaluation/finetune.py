@@ -148,7 +148,8 @@ def make_finetuner(model: TaskModel, config: FinetuneConfig, devices=None,
                    partitioner.jit(predict, out_shardings=partitioner.replicated))
 
 
-def batches(examples: Sequence[dict], batch_size: int, seed: int | None, pad: dict) -> Iterable[dict]:
+def batches(examples: Sequence[dict], batch_size: int, seed: int | None,
+            keys: Sequence[str]) -> Iterable[dict]:
   """Stacked batches of examples (shuffled with `seed`, in order when None).
 
   The last batch is padded with copies whose labels are IGNORE, so shapes
@@ -161,14 +162,13 @@ def batches(examples: Sequence[dict], batch_size: int, seed: int | None, pad: di
     chunk = [examples[i] for i in order[lo:lo + batch_size]]
     filler = {**chunk[-1], "labels": np.full_like(np.asarray(chunk[-1]["labels"]), IGNORE)}
     chunk += [filler] * (batch_size - len(chunk))
-    yield {k: np.stack([np.asarray(e[k]) for e in chunk]) for k in pad}
+    yield {k: np.stack([np.asarray(e[k]) for e in chunk]) for k in keys}
 
 
-def evaluate(tuner: Finetuner, examples: Sequence[dict], batch_size: int, keys,
-             bar=None) -> np.ndarray:
+def evaluate(tuner: Finetuner, examples: Sequence[dict], batch_size: int, bar=None) -> np.ndarray:
   """Predicted label per example ([N] or [N, T] for token tasks); `bar` counts batches."""
   out = []
-  for batch in batches(examples, batch_size, None, keys):
+  for batch in batches(examples, batch_size, None, tuple(examples[0])):
     out.append(tuner.predict(batch).argmax(-1))
     if bar is not None:
       bar.update(1)
@@ -208,7 +208,7 @@ def finetune_and_select(model_fn: Callable[[int], TaskModel], train: Sequence[di
         bar.update(1)
       if step % config.eval_every == 0 or step == config.steps:
         _check_finite(pending, seed)
-        dev_score = score(evaluate(tuner, dev, config.batch_size, keys), dev)
+        dev_score = score(evaluate(tuner, dev, config.batch_size), dev)
         history.append({"step": step, "loss": float(metrics["loss"]), "dev": dev_score})
         if dev_score > best:
           best, best_params = dev_score, copy(tuner.params)
@@ -238,7 +238,7 @@ def run_seeds(model_fn: Callable[[int], TaskModel], train: Sequence[dict], dev: 
     progress.phase(f"testing {what} on {len(tests)} languages")
     with progress.bar(test_batches, f"testing {what}", "batch") as bar:
       for lang, examples in tests.items():
-        predicted = evaluate(tuner, examples, config.batch_size, tuple(examples[0]), bar)
+        predicted = evaluate(tuner, examples, config.batch_size, bar)
         per_seed[lang].append(score(predicted, examples))
   return {"score": {l: float(np.mean(v)) for l, v in per_seed.items()},
           "std": {l: float(np.std(v)) for l, v in per_seed.items()},

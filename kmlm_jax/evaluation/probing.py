@@ -93,12 +93,6 @@ def row_length(vocab, probe: dict, max_tokens: int) -> int:
   return len(_template_rows(vocab, probe["template"], probe["subject"], max_tokens)[0])
 
 
-def forward_passes(num_probes: int, batch: int, max_tokens: int, method: str) -> int:
-  """Batches `predict` runs: one pass per k (independent) or k passes (confidence)."""
-  passes = max_tokens if method == "independent" else max_tokens * (max_tokens + 1) // 2
-  return passes * -(-num_probes // batch)
-
-
 def predict(model: ClozeModel, probes: Sequence[dict], max_tokens: int = 5,
             method: str = "independent", bar=None) -> list[list[int]]:
   """Predicted object token ids of each probe; `bar` counts the forward batches."""
@@ -136,7 +130,9 @@ def accuracy(model: ClozeModel, probes: Sequence[dict], max_tokens: int = 5,
   """{"by_language": {lang: acc}, "by_relation": {"lang/relation": acc}, "avg": float}.
   Shows a phase line and a bar over the forward batches (stderr)."""
   progress.phase(f"probing {len(probes)} queries ({method} decoding, 1 to {max_tokens} masks)")
-  total = forward_passes(len(probes), model.batch, max_tokens, method)
+  # `predict`'s batches: one pass per k (independent) or k passes (confidence)
+  passes = max_tokens if method == "independent" else max_tokens * (max_tokens + 1) // 2
+  total = passes * -(-len(probes) // model.batch)
   compiling = None if model.compiled else "the cloze model"
   with progress.bar(total, "probing", "batch", compiling) as bar:
     predicted = predict(model, probes, max_tokens, method, bar)

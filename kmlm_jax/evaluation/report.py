@@ -37,8 +37,7 @@ def task_table(task: str, scores: Mapping[str, Mapping[str, float]], languages: 
 
 
 def bar_plot(path: Path, title: str, scores: Mapping[str, Mapping[str, float]],
-             languages: Sequence[str], ylabel: str = "accuracy (%)",
-             chance: float | None = None) -> None:
+             languages: Sequence[str], chance: float | None = None) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -55,7 +54,7 @@ def bar_plot(path: Path, title: str, scores: Mapping[str, Mapping[str, float]],
   if top == 0:
     ax.text(0.5, 0.5, "all scores are 0", transform=ax.transAxes, ha="center", color="gray")
   ax.set_xticks(x, languages)
-  ax.set_ylabel(ylabel)
+  ax.set_ylabel("accuracy (%)")
   ax.set_title(title)
   ax.legend(fontsize=8)
   fig.tight_layout()

@@ -390,8 +390,8 @@ TITLES = {"xlr": "XLR accuracy (%), fine-tuned on English",
           "lp": "link prediction MRR (%), filtered"}
 
 
-def run(config: EvalConfig, ckpt: Path | str, out: Path | str, *, baseline: Path | str | None = None,
-        tasks: Sequence[str] | None = None) -> dict:
+def run(config: EvalConfig, ckpt: Path | str, out: Path | str, *,
+        baseline: Path | str | None = None, tasks: Sequence[str] | None = None) -> dict:
   """Evaluates `ckpt` (and `baseline`), writes the report; returns the results. Every input
   is checked before a model is loaded; nothing is written to `out` before the end."""
   tasks = check_tasks(tuple(tasks or config.tasks), "--tasks" if tasks else "tasks")
