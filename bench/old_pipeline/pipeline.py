@@ -77,6 +77,15 @@ class NumberedTextLineDataSource(seqio.TextLineDataSource):
     return files
 
 
+def feature_spec():
+  """The `tf.io.parse_single_example` spec of a corpus record (`kmlm_jax.kg.records`)."""
+  spec = {k: tf.io.FixedLenFeature([], tf.string) for k in records.SCALAR_BYTES}
+  spec.update({k: tf.io.FixedLenFeature([], tf.int64) for k in records.SCALAR_INTS})
+  spec["segments"] = tf.io.RaggedFeature(tf.string)
+  spec.update({k: tf.io.RaggedFeature(tf.int64) for k in records.LIST_INTS})
+  return spec
+
+
 class CorpusDataSource(seqio.TFExampleDataSource):
   """The TFRecord shards of one stream of a `kmlm-jax kg build` directory.
 
@@ -87,7 +96,7 @@ class CorpusDataSource(seqio.TFExampleDataSource):
   def __init__(self, corpus_dir: str, stream: str, prepare=None):
     self.corpus_dir, self.stream, self._prepare = corpus_dir, stream, prepare
     pattern = str(Path(corpus_dir) / "corpora" / stream / f"{stream}-*.tfrecord")
-    super().__init__({"train": pattern}, feature_description=records.feature_spec())
+    super().__init__({"train": pattern}, feature_description=feature_spec())
 
   def list_shards(self, split: str):
     if self._prepare is not None:

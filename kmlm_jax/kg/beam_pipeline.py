@@ -35,6 +35,7 @@ runner) staging is a local temporary folder and shards are written in place.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import json
@@ -113,13 +114,22 @@ _LOADED: dict[str, object] = {}
 _LOAD_LOCK = threading.Lock()
 
 
+def _create(path: str) -> BinaryIO:
+  return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def _open_any(path) -> BinaryIO:
+  """Opens a local path or a URL of a Beam file system for binary reading."""
+  return FileSystems.open(str(path), compression_type=CompressionTypes.UNCOMPRESSED)
+
+
 def _put_pickle(path: str, obj) -> None:
-  with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+  with _create(path) as f:
     pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _get_pickle(path: str):
-  with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+  with _open_any(path) as f:
     return pickle.load(f)
 
 
@@ -156,8 +166,7 @@ class _Staging:
   def upload(self, local: Path, name: str) -> str:
     """Copies a driver-local file where every worker can read it."""
     path = self.path(name)
-    with open(local, "rb") as src, FileSystems.create(
-        path, compression_type=CompressionTypes.UNCOMPRESSED) as dst:
+    with open(local, "rb") as src, _create(path) as dst:
       shutil.copyfileobj(src, dst, 16 << 20)
     return path
 
@@ -170,11 +179,9 @@ class _Staging:
     if "://" not in self.root:
       shutil.rmtree(self.root, ignore_errors=True)
       return
-    try:
+    with contextlib.suppress(BeamIOError):  # nothing was written there
       # The trailing "/" makes object stores (gs://, s3://) delete the whole prefix.
       FileSystems.delete([self.root.rstrip("/") + "/"])
-    except BeamIOError:
-      pass  # nothing was written there
 
 
 # ----------------------------------------------------------------- corpus shards
@@ -214,7 +221,7 @@ def write_stream(plan: build.Plan, stream: str, out: Path, progress: bool = Fals
       raise WriteError(f"the Beam runner {options.view_as(StandardOptions).runner} finished "
                        f"without writing {(missing or [summary_path])[0]} (and "
                        f"{max(len(missing) - 1, 0)} more shards) of stream {stream}")
-    with FileSystems.open(summary_path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    with _open_any(summary_path) as f:
       summary = json.loads(f.read().decode("utf-8"))
   return build.finish_stream(out, stream, paths, summary["preview"], summary["by_lang"],
                              summary["by_cycle"], summary["not_generated"], split)
@@ -258,15 +265,12 @@ def _summarize(keyed: tuple, preview: int) -> dict:
 
 def _write_group(item, root: str, paths: Sequence[str], summary_path: str,
                  preview: int) -> None:
-  """Writes one shard, or (key `_SUMMARY`) the summary of every unit."""
+  """Writes one shard's batches in (u, j) order, or (key `_SUMMARY`) the summary of every
+  unit."""
   if item[0] == _SUMMARY:
-    _write_json(_summarize(item, preview), summary_path)
-  else:
-    _write_shard(item, root, paths)
-
-
-def _write_shard(item, root: str, paths: Sequence[str]) -> None:
-  """Writes one shard's batches in (u, j) order."""
+    with _create(summary_path) as f:
+      f.write(json.dumps(_summarize(item, preview), ensure_ascii=False).encode("utf-8"))
+    return
   import tensorflow as tf
   shard, values = item
   batches = sorted((v for v in values if v is not None), key=lambda v: v[0])
@@ -276,11 +280,6 @@ def _write_shard(item, root: str, paths: Sequence[str]) -> None:
     for _, batch in batches:
       for record in batch:
         writer.write(record)
-
-
-def _write_json(value, path: str) -> None:
-  with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-    f.write(json.dumps(value, ensure_ascii=False).encode("utf-8"))
 
 
 def _copy_shards(root: str, out: Path, paths: Iterable[str]) -> None:
@@ -341,11 +340,6 @@ def read_wikidata_dump_beam(
     with wikidata.gc_paused():
       _assemble(assembler, results, len(ranges), progress)
       return assembler.finish()
-
-
-def _open_any(path) -> BinaryIO:
-  """Opens a local path or a URL of a Beam file system for binary reading."""
-  return FileSystems.open(str(path), compression_type=CompressionTypes.UNCOMPRESSED)
 
 
 def _dump_size(path, url: bool) -> int:

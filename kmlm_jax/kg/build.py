@@ -45,7 +45,6 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from kmlm_jax import fileio
-from kmlm_jax.errors import KmlmError, WriteError
 from kmlm_jax.kg import cycles as cycles_lib
 from kmlm_jax.kg import evalsets, reasoning, records, sentences
 from kmlm_jax.kg.errors import KGInputError, ReadStats
@@ -141,10 +140,8 @@ class Plan:
 
   def _cycle_samples(self, split: str, name: str, c: int, inner: dict):
     """(samples, [CHUNK] bool validation cycles) of chunk c of the triangles / diamonds."""
-    rows, keep, validation = ((self.cycles.triangle_triples, self.keep_triangles,
-                               self.validation_triangles) if name == "triangles"
-                              else (self.cycles.diamond_triples, self.keep_diamonds,
-                                    self.validation_diamonds))
+    rows = getattr(self.cycles, f"{name[:-1]}_triples")
+    keep, validation = getattr(self, f"keep_{name}"), getattr(self, f"validation_{name}")
     chunk = slice(c * reasoning.CHUNK, (c + 1) * reasoning.CHUNK)
     allowed = keep[chunk] if split == TRAIN else validation[chunk]
     samples = reasoning.generate(self.graph, rows[chunk], self.reasoning_langs(), allowed, inner)
@@ -269,15 +266,14 @@ def write_evalsets(plan: Plan, out: Path) -> dict:
     _write_jsonl(ev / "xlr" / f"{split}.jsonl", rows)
     xlr_counts[split] = dict(sorted(collections.Counter(x["lang"] for x in rows).items()))
   (ev / "alignment").mkdir()
-  align_counts = {}
   for lang, splits in plan.alignment.items():
-    align_counts[lang] = {}
     for split, pairs in splits.items():
       _write_jsonl(ev / "alignment" / f"{lang}.{split}.jsonl",
                    [{"id": i, "en": a, lang: b} for i, a, b in pairs])
-      align_counts[lang][split] = len(pairs)
-  return {"lp_test": lp, "probes": dict(sorted(collections.Counter(
-      p["lang"] for p in probes).items())), "xlr": xlr_counts, "alignment": align_counts}
+  probe_counts = collections.Counter(p["lang"] for p in probes)
+  return {"lp_test": lp, "probes": dict(sorted(probe_counts.items())), "xlr": xlr_counts,
+          "alignment": {lang: {split: len(pairs) for split, pairs in splits.items()}
+                        for lang, splits in plan.alignment.items()}}
 
 
 def _write_jsonl(path: Path, rows: Sequence[dict]) -> None:
@@ -300,7 +296,7 @@ def build(graph: KnowledgeGraph, out: Path | str, options: BuildOptions, *,
   options.sentences.targets(graph)  # validates the languages early
   stream_writer = stream_writer or write_stream
   timings = {}
-  with writing(out), fileio.atomic_directory(out, overwrite=overwrite, error=KGInputError) as tmp:
+  with fileio.writing(out), fileio.atomic_directory(out, overwrite, KGInputError) as tmp:
     t = time.perf_counter()
     plan = make_plan(graph, options, progress)
     timings["cycles_and_split_s"] = time.perf_counter() - t
@@ -359,17 +355,6 @@ def validation_counts(plan: Plan) -> dict:
           "cycles3": int(plan.validation_triangles.sum()),
           "cycles4": int(plan.validation_diamonds.sum()),
           "links": {lang: int(len(ids)) for lang, ids in plan.validation_links.items()}}
-
-
-@contextlib.contextmanager
-def writing(out: Path | str):
-  """Turns an OSError (full disk, read-only, no permission) into a `WriteError` naming `out`."""
-  try:
-    yield
-  except OSError as e:
-    if isinstance(e, KmlmError):
-      raise
-    raise WriteError(f"{out}: cannot write ({e.strerror or e}); nothing was left there") from None
 
 
 def _jsonable(value):

@@ -142,9 +142,8 @@ def report(manifest: dict) -> str:
 def _no_alias_report(manifest: dict) -> list[str]:
   """The triples that wrote no alias sample (none of their names has an alias in the drawn
   languages; a parallel pair needs one on each side), per stream (none: an older build)."""
-  counts = {name: entry.get("not_generated", {}).get("no_alias")
-            for name, entry in manifest["streams"].items()}
-  counts = {name: n for name, n in counts.items() if n is not None}
+  counts = {name: entry["not_generated"]["no_alias"] for name, entry in manifest["streams"].items()
+            if "no_alias" in entry.get("not_generated", {})}
   if not counts:
     return []
   return ["alias samples not written (no alias in the drawn languages): "

@@ -115,24 +115,20 @@ class HeldOut:
   def keep_cycles(self, graph: KnowledgeGraph, cycle_triples: np.ndarray) -> np.ndarray:
     """[C] bool: cycles (as [C, k] triple rows) that are not XLR cycles and none
     of whose edges is held out (for evaluation or validation)."""
-    if not len(cycle_triples):
-      return np.zeros(0, bool)
-    held, validation = self._cycle_pairs(graph, cycle_triples)
-    return ~held & ~validation & ~self._xlr(cycle_triples)
+    return self._cycles(graph, cycle_triples, validation=False)
 
   def validation_cycles(self, graph: KnowledgeGraph, cycle_triples: np.ndarray) -> np.ndarray:
     """[C] bool: cycles of the validation split: an edge on a validation pair, none on an
     evaluation pair, not an XLR cycle."""
+    return self._cycles(graph, cycle_triples, validation=True)
+
+  def _cycles(self, graph: KnowledgeGraph, cycle_triples: np.ndarray, validation: bool):
     if not len(cycle_triples):
       return np.zeros(0, bool)
-    held, validation = self._cycle_pairs(graph, cycle_triples)
-    return ~held & validation & ~self._xlr(cycle_triples)
-
-  def _cycle_pairs(self, graph: KnowledgeGraph, cycle_triples: np.ndarray):
-    """([C] bool, [C] bool): a cycle has an edge on a held (evaluation) / validation pair."""
     keys = pair_keys(graph, cycle_triples.reshape(-1)).reshape(cycle_triples.shape)
-    return (np.isin(keys, self.held_pairs).any(axis=1),
-            np.isin(keys, self.validation_pairs).any(axis=1))
+    on = lambda pairs: np.isin(keys, pairs).any(axis=1)
+    xlr = self._xlr(cycle_triples)
+    return ~on(self.held_pairs) & (on(self.validation_pairs) == validation) & ~xlr
 
   def _xlr(self, cycle_triples: np.ndarray) -> np.ndarray:
     """[C] bool: the cycle is an XLR cycle."""

@@ -20,8 +20,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from kmlm_jax.kg.graph import KnowledgeGraph
-from kmlm_jax.kg.samples import KIND_REASONING, Sample, triple_segments
-from kmlm_jax.kg.sentences import labelled
+from kmlm_jax.kg.samples import Sample, cycle_sample
+from kmlm_jax.kg.sentences import add_count, labelled
 
 CHUNK = 4096
 
@@ -36,18 +36,10 @@ def cycle_labelled(graph: KnowledgeGraph, lang: str, cycle_triples: np.ndarray) 
 
 def render_cycle(graph: KnowledgeGraph, lang: str, triple_rows: Sequence[int]) -> Sample:
   """One monolingual reasoning sample from the triple rows of a cycle."""
-  spans: dict[int, int] = {}
-  columns = [[], [], [], [], []]  # segments, roles, span ids, sentence ids, item ids
-  e_names, r_names = graph.entity_names[lang].labels, graph.relation_names[lang].labels
-  for k, row in enumerate(triple_rows):
-    h, r, t = (int(x) for x in graph.triples[row])
-    sh = spans.setdefault(h, len(spans))
-    st = spans.setdefault(t, len(spans))
-    parts = triple_segments(e_names[h], r_names[r], e_names[t], (h, r, t), (sh, 4 + k, st), k)
-    for column, part in zip(columns, parts):
-      column.extend(part)
-  return Sample(KIND_REASONING, lang, "label", {3: 3, 5: 4}[len(triple_rows)],
-                *map(tuple, columns), tuple(int(r) for r in triple_rows))
+  e, r = graph.entity_names[lang].labels, graph.relation_names[lang].labels
+  triples = [[int(x) for x in graph.triples[row]] for row in triple_rows]
+  return cycle_sample(lang, "label", [((e[h], r[p], e[t]), (h, p, t)) for h, p, t in triples],
+                      tuple(int(row) for row in triple_rows))
 
 
 def generate(graph: KnowledgeGraph, cycle_triples: np.ndarray, languages: Sequence[str],
@@ -60,12 +52,9 @@ def generate(graph: KnowledgeGraph, cycle_triples: np.ndarray, languages: Sequen
   """
   cycle_triples = np.asarray(cycle_triples, np.int64)
   allowed = np.ones(len(cycle_triples), bool) if keep is None else np.asarray(keep, bool)
-  if counts is not None:
-    counts["held_out"] = counts.get("held_out", 0) + int((~allowed).sum())
+  add_count(counts, "held_out", (~allowed).sum())
   for lang in languages:
     ok = allowed & cycle_labelled(graph, lang, cycle_triples)
-    if counts is not None:
-      key = f"unlabelled_{lang}"
-      counts[key] = counts.get(key, 0) + int((allowed & ~ok).sum())
+    add_count(counts, f"unlabelled_{lang}", (allowed & ~ok).sum())
     for c in np.flatnonzero(ok):
       yield render_cycle(graph, lang, cycle_triples[c])

@@ -6,9 +6,8 @@ Features (every list has one entry per segment unless noted):
   segments: bytes list (UTF-8); roles, span_ids, sentence_ids, item_ids: int64 lists
   triple_ids: int64 list, one per sentence
 
-`FEATURE_SPEC` is the matching `tf.io.parse_single_example` spec, which the
-seqio tasks use. Serialization is deterministic (sorted map keys), so the
-same samples give byte-identical shards.
+Serialization is deterministic (sorted map keys), so the same samples give
+byte-identical shards.
 """
 
 from __future__ import annotations
@@ -27,15 +26,6 @@ def _example_pb2():
 SCALAR_BYTES = ("kind", "lang", "variant")
 SCALAR_INTS = ("cycle", "group")
 LIST_INTS = ("roles", "span_ids", "sentence_ids", "item_ids", "triple_ids")
-
-
-def feature_spec():
-  import tensorflow as tf
-  spec = {k: tf.io.FixedLenFeature([], tf.string) for k in SCALAR_BYTES}
-  spec.update({k: tf.io.FixedLenFeature([], tf.int64) for k in SCALAR_INTS})
-  spec["segments"] = tf.io.RaggedFeature(tf.string)
-  spec.update({k: tf.io.RaggedFeature(tf.int64) for k in LIST_INTS})
-  return spec
 
 
 def to_example(sample: Sample) -> bytes:

@@ -74,7 +74,7 @@ from typing import Iterable, Iterator, Sequence
 from kmlm_jax.kg.errors import BadRecord, KGInputError, ReadStats, where
 from kmlm_jax.kg.graph import clean_name
 from kmlm_jax.kg.samples import (KIND_CODE_SWITCHED, KIND_PARALLEL, KIND_REASONING, Sample,
-                                 triple_segments)
+                                 cycle_sample, triple_sample)
 
 # `kmlm-jax kg import-kmlm` options -> the stream each release fills.
 KMLM_STREAMS = {"kg": KIND_CODE_SWITCHED, "mono": KIND_PARALLEL, "cycles": KIND_REASONING}
@@ -238,30 +238,11 @@ def parse_cycle_line(line: str) -> list[tuple[str, str, str]]:
                     f"got {len(sentences)}")
   triples = [_names(s, f"sentence {k + 1} ") for k, s in enumerate(sentences)]
   entities = {name for h, _, t in triples for name in (h, t)}
-  if len(entities) > {3: 3, 5: 4}[len(triples)]:
+  size = {3: 3, 5: 4}[len(triples)]
+  if len(entities) > size:
     raise BadRecord("not_a_cycle", None, f"{len(triples)} sentences name {len(entities)} "
-                    f"entities; a {'3' if len(triples) == 3 else '4'}-cycle has at most "
-                    f"{'3' if len(triples) == 3 else '4'}")
+                    f"entities; a {size}-cycle has at most {size}")
   return triples
-
-
-def knowledge_sample(kind: str, lang: str, names: Sequence[str]) -> Sample:
-  """The `Sample` of one knowledge line (no graph: item and triple ids -1)."""
-  parts = triple_segments(*names, (-1, -1, -1), (0, 1, 2), 0)
-  return Sample(kind, lang, VARIANT, 0, *map(tuple, parts), (-1,))
-
-
-def cycle_sample(lang: str, triples: Sequence[Sequence[str]]) -> Sample:
-  """The reasoning `Sample` of a cycle line: entity span ids by name in order of first
-  mention (0..3), relation span ids 4 + sentence index, as `kg build` numbers them."""
-  spans: dict[str, int] = {}
-  columns = [[], [], [], [], []]
-  for k, (h, r, t) in enumerate(triples):
-    sh, st = spans.setdefault(h, len(spans)), spans.setdefault(t, len(spans))
-    for column, part in zip(columns, triple_segments(h, r, t, (-1, -1, -1), (sh, 4 + k, st), k)):
-      column.extend(part)
-  return Sample(KIND_REASONING, lang, VARIANT, {3: 3, 5: 4}[len(triples)],
-                *map(tuple, columns), (-1,) * len(triples))
 
 
 def read_kmlm_stream(source: Path | str, kind: str, stats: ReadStats | None = None,
@@ -277,9 +258,11 @@ def read_kmlm_stream(source: Path | str, kind: str, stats: ReadStats | None = No
       stats.records_read += 1
       try:
         if kind == KIND_REASONING:
-          sample = cycle_sample(lang, parse_cycle_line(line))
+          triples = parse_cycle_line(line)
+          sample = cycle_sample(lang, VARIANT, [(names, (-1, -1, -1)) for names in triples],
+                                (-1,) * len(triples))
         else:
-          sample = knowledge_sample(kind, lang, parse_knowledge_line(line))
+          sample = triple_sample(kind, lang, VARIANT, parse_knowledge_line(line), (-1, -1, -1), -1)
       except BadRecord as e:
         stats.bad(skip_bad_records, file.name, number, e.reason, e.field, e.message, "lines")
         continue
@@ -330,7 +313,6 @@ def import_kmlm(out: Path | str, sources: dict[str, str], *, num_shards: int = 4
   `sources`: {"kg" | "mono" | "cycles": folder, zip archive or .txt file}. Returns the
   manifest."""
   from kmlm_jax import fileio
-  from kmlm_jax.kg import build
   unknown = sorted(set(sources) - set(KMLM_STREAMS))
   if unknown or not sources:
     raise KGInputError(f"KMLM release sources: expected some of {list(KMLM_STREAMS)}, got "
@@ -343,7 +325,7 @@ def import_kmlm(out: Path | str, sources: dict[str, str], *, num_shards: int = 4
   langs = dict.fromkeys(code for source in sources.values() for file in text_files(source)
                         for code in file_languages(file))
   stats = ReadStats()
-  with build.writing(out), fileio.atomic_directory(out, overwrite, KGInputError) as tmp:
+  with fileio.writing(out), fileio.atomic_directory(out, overwrite, KGInputError) as tmp:
     entries = {}
     for key, source in sources.items():
       stream = KMLM_STREAMS[key]
@@ -446,20 +428,16 @@ def _xlr_records(file: TextFile) -> Iterator[tuple[int, dict]]:
       yield start, record
       start = reader.line_num + 1
     return
-  from kmlm_jax.evaluation.readers.errors import ReaderError, iter_json_records
-  if file.member is None:
-    try:
-      yield from iter_json_records(file.path)
-    except ReaderError as e:
-      raise ReleasedDataError(str(e)) from None
-    return
   import tempfile
-  with tempfile.TemporaryDirectory() as tmp:  # the JSON reader reads files
-    path = Path(tmp) / Path(file.member).name
-    path.write_text(file.text(), encoding="utf-8")
+
+  from kmlm_jax.evaluation.readers.errors import ReaderError, iter_json_records
+  with contextlib.ExitStack() as stack:
+    path = file.path
+    if file.member is not None:  # the JSON reader reads files: a member goes to one
+      path = Path(stack.enter_context(tempfile.TemporaryDirectory())) / Path(file.member).name
+      path.write_text(file.text(), encoding="utf-8")
     try:
-      for line, record in iter_json_records(path):
-        yield line, record
+      yield from iter_json_records(path)
     except ReaderError as e:
       raise ReleasedDataError(str(e).replace(str(path), file.name, 1)) from None
 

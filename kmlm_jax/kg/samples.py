@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Sequence
 
 ROLE_TEXT, ROLE_ENTITY, ROLE_RELATION, ROLE_LINKER = 0, 1, 2, 3
 
@@ -87,3 +88,25 @@ def triple_segments(head: str, relation: str, tail: str, ids: tuple[int, int, in
           [sh, -1, sr, -1, st, -1],
           [sentence] * 6,
           [h, -1, r, -1, t, -1])
+
+
+def triple_sample(kind: str, lang: str, variant: str, names: Sequence[str],
+                  ids: Sequence[int], triple_id: int, group: int = -1) -> Sample:
+  """The knowledge sentence `h <linker> r <linker> t.` of one triple."""
+  parts = triple_segments(*names, ids, (0, 1, 2), 0)
+  return Sample(kind, lang, variant, 0, *map(tuple, parts), (int(triple_id),), int(group))
+
+
+def cycle_sample(lang: str, variant: str, sentences, triple_ids: tuple[int, ...]) -> Sample:
+  """The reasoning sample of a cycle's 3 or 5 sentences, each ((head, relation, tail) names,
+  their item ids): entity span ids 0..3 in order of first mention (an entity is its id and
+  name), relation span ids 4 + sentence index."""
+  spans: dict[tuple, int] = {}
+  columns = [[], [], [], [], []]  # segments, roles, span ids, sentence ids, item ids
+  for k, (names, (h, r, t)) in enumerate(sentences):
+    sh = spans.setdefault((h, names[0]), len(spans))
+    st = spans.setdefault((t, names[2]), len(spans))
+    for column, part in zip(columns, triple_segments(*names, (h, r, t), (sh, 4 + k, st), k)):
+      column.extend(part)
+  return Sample(KIND_REASONING, lang, variant, {3: 3, 5: 4}[len(triple_ids)],
+                *map(tuple, columns), triple_ids)

@@ -35,7 +35,7 @@ import numpy as np
 
 from kmlm_jax.kg.graph import KnowledgeGraph, NameTable
 from kmlm_jax.kg.samples import (KIND_CODE_SWITCHED, KIND_LINK, KIND_PARALLEL, KIND_TRIPLE,
-                                 ROLE_ENTITY, Sample, triple_segments)
+                                 ROLE_ENTITY, Sample, triple_sample)
 
 CHUNK = 4096
 SOURCE_LANG = "en"
@@ -87,6 +87,15 @@ def labelled(graph: KnowledgeGraph, lang: str, triples: np.ndarray) -> np.ndarra
   return e[triples[:, 0]] & r[triples[:, 1]] & e[triples[:, 2]]
 
 
+def _chunk(graph: KnowledgeGraph, chunk: int, keep: np.ndarray | None, counts: dict | None):
+  """(start, triples, [n] bool allowed by `keep`) of one chunk; the rest count as "held_out"."""
+  start = chunk * CHUNK
+  triples = graph.triples[start:start + CHUNK]
+  allowed = np.ones(len(triples), bool) if keep is None else keep[start:start + CHUNK]
+  add_count(counts, "held_out", (~allowed).sum())
+  return start, triples, allowed
+
+
 def chunk_rows(graph: KnowledgeGraph, chunk: int, keep: np.ndarray | None, counts: dict | None):
   """(start, kept row offsets, kept triples) of one chunk.
 
@@ -94,20 +103,11 @@ def chunk_rows(graph: KnowledgeGraph, chunk: int, keep: np.ndarray | None, count
   are False) allows it and all three items have English labels; the rest
   are counted under "held_out" and "no_english_label".
   """
-  start = chunk * CHUNK
-  triples = graph.triples[start:start + CHUNK]
-  allowed = np.ones(len(triples), bool) if keep is None else keep[start:start + CHUNK]
+  start, triples, allowed = _chunk(graph, chunk, keep, counts)
   ok = labelled(graph, SOURCE_LANG, triples)
-  if counts is not None:
-    counts["held_out"] = counts.get("held_out", 0) + int((~allowed).sum())
-    counts["no_english_label"] = counts.get("no_english_label", 0) + int((allowed & ~ok).sum())
+  add_count(counts, "no_english_label", (allowed & ~ok).sum())
   index = np.flatnonzero(allowed & ok)
   return start, index, triples[index]
-
-
-def _render(kind, lang, variant, names, rows, triple_index, group=-1) -> Sample:
-  parts = triple_segments(*names, rows, (0, 1, 2), 0)
-  return Sample(kind, lang, variant, 0, *map(tuple, parts), (int(triple_index),), int(group))
 
 
 def _names(graph: KnowledgeGraph, lang: str, triples: np.ndarray, use_alias: bool, rng):
@@ -119,7 +119,7 @@ def _names(graph: KnowledgeGraph, lang: str, triples: np.ndarray, use_alias: boo
   return tuple(p[0] for p in picked), np.stack([p[1] for p in picked], axis=1)
 
 
-def _count(counts: dict | None, key: str, n) -> None:
+def add_count(counts: dict | None, key: str, n) -> None:
   if counts is not None:
     counts[key] = counts.get(key, 0) + int(n)
 
@@ -148,11 +148,11 @@ def code_switched_chunk(graph: KnowledgeGraph, chunk: int, seed: int,
       target, target_alias = _names(graph, lang, triples, variant == "alias", rng)
       cols = [np.where(switch[:, j], target[j], source[j]) for j in range(3)]
       write = _with_alias(variant, np.where(switch, target_alias, source_alias))
-      _count(counts, "no_alias", (~write).sum())
+      add_count(counts, "no_alias", (~write).sum())
       pair = f"{SOURCE_LANG}-{lang}"
       for n in np.flatnonzero(write):
-        yield _render(KIND_CODE_SWITCHED, pair, variant, [c[n] for c in cols], triples[n],
-                      start + index[n])
+        yield triple_sample(KIND_CODE_SWITCHED, pair, variant, [c[n] for c in cols],
+                            triples[n], start + index[n])
 
 
 def parallel_chunk(graph: KnowledgeGraph, chunk: int, seed: int,
@@ -170,13 +170,13 @@ def parallel_chunk(graph: KnowledgeGraph, chunk: int, seed: int,
       source, source_alias = _names(graph, SOURCE_LANG, sub, variant == "alias", rng)
       target, target_alias = _names(graph, lang, sub, variant == "alias", rng)
       write = _with_alias(variant, source_alias, target_alias)
-      _count(counts, "no_alias", (~write).sum())
+      add_count(counts, "no_alias", (~write).sum())
       for n in np.flatnonzero(write):
         t_index = start + index[rows[n]]
         group = (t_index * len(targets) + li) * len(options.variants) + vi
         for out_lang, names in ((SOURCE_LANG, source), (lang, target)):
-          yield _render(KIND_PARALLEL, out_lang, variant, [c[n] for c in names], sub[n], t_index,
-                        group)
+          yield triple_sample(KIND_PARALLEL, out_lang, variant, [c[n] for c in names], sub[n],
+                              t_index, group)
 
 
 def triples_chunk(graph: KnowledgeGraph, chunk: int, seed: int,
@@ -185,16 +185,12 @@ def triples_chunk(graph: KnowledgeGraph, chunk: int, seed: int,
   """Prix-LM monolingual triples: each kept triple in every graph language in
   which its three items have labels (default labels, no randomness)."""
   del seed, options
-  start = chunk * CHUNK
-  triples = graph.triples[start:start + CHUNK]
-  allowed = np.ones(len(triples), bool) if keep is None else keep[start:start + CHUNK]
-  if counts is not None:
-    counts["held_out"] = counts.get("held_out", 0) + int((~allowed).sum())
+  start, triples, allowed = _chunk(graph, chunk, keep, counts)
   for lang in graph.languages:
     e, r = graph.entity_names[lang].labels, graph.relation_names[lang].labels
     for row in np.flatnonzero(allowed & labelled(graph, lang, triples)):
       h, p, t = (int(x) for x in triples[row])
-      yield _render(KIND_TRIPLE, lang, "label", (e[h], r[p], e[t]), (h, p, t), start + row)
+      yield triple_sample(KIND_TRIPLE, lang, "label", (e[h], r[p], e[t]), (h, p, t), start + row)
 
 
 def links_chunk(graph: KnowledgeGraph, chunk: int, excluded: dict | None = None,
@@ -209,8 +205,7 @@ def links_chunk(graph: KnowledgeGraph, chunk: int, excluded: dict | None = None,
     other = graph.entity_names[lang]
     ok = en.has_label()[ids] & other.has_label()[ids]
     held = np.isin(ids, (excluded or {}).get(lang, ()))
-    if counts is not None:
-      counts["held_out"] = counts.get("held_out", 0) + int((ok & held).sum())
+    add_count(counts, "held_out", (ok & held).sum())
     for e in ids[ok & ~held]:
       e = int(e)
       yield Sample(KIND_LINK, f"{SOURCE_LANG}-{lang}", "label", 0,
