@@ -89,7 +89,7 @@ class Checkpointer:
       options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=async_save)
     self.manager = ocp.CheckpointManager(self.directory, options=options)
-    _quiet_orbax_failures()
+    _quiet_orbax_failures(self.directory)
 
   def steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
@@ -368,13 +368,15 @@ def _sync(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
-def _quiet_orbax_failures() -> None:
+def _quiet_orbax_failures(directory: Path) -> None:
   """Keeps Orbax's own reports of a failed save off the console: `Checkpointer` raises
   the failure as one `WriteError`. Drops the ERROR log records of Orbax (absl, with
   tracebacks, also from its background threads) and asyncio's "... exception was never
-  retrieved" of Orbax's writes, and the "Event loop is closed" errors of writes still
-  completing after a failed save. Installed once per process."""
+  retrieved" of Orbax's writes (whose exception may carry no Orbax frame: they are known
+  by naming a checkpoint directory), and the "Event loop is closed" errors of writes
+  still completing after a failed save. The filters are installed once per process."""
   global _quiet_installed
+  _checkpoint_dirs.add(str(directory))
   if _quiet_installed:
     return
   _quiet_installed = True
@@ -392,12 +394,14 @@ def _quiet_orbax_failures() -> None:
 
 
 def _from_orbax(record: logging.LogRecord) -> bool:
-  """Whether a log record is Orbax's: logged from its code, naming it, or carrying an
-  exception raised through it."""
+  """Whether a log record is Orbax's: logged from its code, naming it or a checkpoint
+  directory, or carrying an exception raised through Orbax or naming such a directory."""
   orbax = f"{os.sep}orbax{os.sep}"
   error = record.exc_info[1] if record.exc_info else None
   files = [f.filename for f in traceback.extract_tb(error.__traceback__)] if error else []
-  return any(orbax in text for text in [record.pathname or "", record.getMessage(), *files])
+  texts = [record.pathname or "", record.getMessage(), str(error or ""), *files]
+  return any(orbax in text or any(d in text for d in _checkpoint_dirs) for text in texts)
 
 
+_checkpoint_dirs: set[str] = set()
 _quiet_installed = False

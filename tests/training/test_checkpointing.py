@@ -167,3 +167,19 @@ def test_orbax_failure_reports_are_dropped_and_others_kept(tmp_path, caplog):
         "done, defined at /venv/orbax/checkpoint/serialization.py:188>>")
     logging.getLogger("asyncio").error("another asyncio error")
   assert "never retrieved" not in caplog.text and "another asyncio error" in caplog.text
+
+
+def test_a_failed_write_without_orbax_frames_is_known_by_its_checkpoint_directory(
+    tmp_path, caplog):
+  """A bare future's exception (no Orbax frame, no Orbax path) that names a checkpoint
+  directory is dropped: CI once printed three of these after a full-disk save."""
+  ck.Checkpointer(tmp_path / "c").close()
+  error = ValueError(f'RESOURCE_EXHAUSTED: Error writing "step/0" in OCDBT database at '
+                     f'local file "{tmp_path / "c"}/2.orbax-checkpoint-tmp/": No space left')
+  with caplog.at_level("ERROR"):
+    logging.getLogger("asyncio").error(f"Future exception was never retrieved\nfuture: "
+                                       f"<Future finished exception={error!r}>",
+                                       exc_info=(ValueError, error, None))
+    logging.getLogger("asyncio").error("Future exception was never retrieved: elsewhere",
+                                       exc_info=(ValueError, ValueError(f"{tmp_path}/d"), None))
+  assert "RESOURCE_EXHAUSTED" not in caplog.text and "elsewhere" in caplog.text
