@@ -1,7 +1,7 @@
 """The configs: frozen dataclasses, so they can be hashed, compared and passed as static
 arguments to `jax.jit`.
 
-Each field's allowed values are declared once, next to it (`_field(default, low=...)`,
+Each field's allowed values are declared once, next to it (`allowed_field(default, low=...)`,
 an `Allowed` in the field's metadata); `check_fields` checks any config against its
 types and these declarations, naming the key and the allowed values. A `ModelConfig`
 checks itself when built; `ExperimentConfig.validate()` (called when a config file is
@@ -54,7 +54,7 @@ class Allowed:
             f"{self.high:g}{')' if self.high_open else ']'}")
 
 
-def _field(default=dataclasses.MISSING, **allowed):
+def allowed_field(default=dataclasses.MISSING, **allowed):
   """A dataclass field whose allowed values are `Allowed(**allowed)`."""
   return dataclasses.field(default=default, metadata={"allowed": Allowed(**allowed)})
 
@@ -62,10 +62,10 @@ def _field(default=dataclasses.MISSING, **allowed):
 _KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
-def _has_type(value, hint) -> bool:
+def has_type(value, hint) -> bool:
   origin, args = typing.get_origin(hint), typing.get_args(hint)
   if origin in (typing.Union, types.UnionType):
-    return any(_has_type(value, a) for a in args)
+    return any(has_type(value, a) for a in args)
   if origin is Literal:
     return value in args
   if hint is type(None):
@@ -91,14 +91,14 @@ def _expected(hint, allowed: Allowed | None) -> str:
 
 
 @functools.cache
-def _hints(cls) -> dict:
+def type_hints(cls) -> dict:
   return typing.get_type_hints(cls)
 
 
 def expected_value(config, name: str) -> str:
   """The allowed values of field `name` of a config dataclass, in words."""
   field = next(f for f in dataclasses.fields(config) if f.name == name)
-  return _expected(_hints(type(config))[name], field.metadata.get("allowed"))
+  return _expected(type_hints(type(config))[name], field.metadata.get("allowed"))
 
 
 def check_fields(config, prefix: str = "") -> None:
@@ -109,7 +109,7 @@ def check_fields(config, prefix: str = "") -> None:
     value, allowed = getattr(config, field.name), field.metadata.get("allowed")
     if dataclasses.is_dataclass(value):
       check_fields(value, key)
-    elif not _has_type(value, _hints(type(config))[field.name]) or (
+    elif not has_type(value, type_hints(type(config))[field.name]) or (
         allowed is not None and value is not None and not allowed.admits(value)):
       raise InputError(f"{key}: {value!r} is not allowed; expected "
                        f"{expected_value(config, field.name)}")
@@ -130,35 +130,35 @@ class ModelConfig:
   """
 
   flavour: Flavour
-  vocab_size: int = _field(low=1)
-  hidden_size: int = _field(low=1)
-  num_layers: int = _field(low=1)
-  num_heads: int = _field(low=1)
-  intermediate_size: int = _field(low=1)
-  max_position_embeddings: int = _field(low=1)
-  type_vocab_size: int = _field(low=1)
-  pad_token_id: int = _field(low=0)
-  layer_norm_eps: float = _field(low=0, low_open=True)
+  vocab_size: int = allowed_field(low=1)
+  hidden_size: int = allowed_field(low=1)
+  num_layers: int = allowed_field(low=1)
+  num_heads: int = allowed_field(low=1)
+  intermediate_size: int = allowed_field(low=1)
+  max_position_embeddings: int = allowed_field(low=1)
+  type_vocab_size: int = allowed_field(low=1)
+  pad_token_id: int = allowed_field(low=0)
+  layer_norm_eps: float = allowed_field(low=0, low_open=True)
   hidden_act: str = "gelu"
-  dropout_rate: float = _field(0.1, low=0, high=1, high_open=True)
-  attention_dropout_rate: float = _field(0.1, low=0, high=1, high_open=True)
-  initializer_range: float = _field(0.02, low=0)
+  dropout_rate: float = allowed_field(0.1, low=0, high=1, high_open=True)
+  attention_dropout_rate: float = allowed_field(0.1, low=0, high=1, high_open=True)
+  initializer_range: float = allowed_field(0.02, low=0)
   use_pooler: bool = False
   use_mlm_head: bool = True
   # Compute dtype of matmuls and activations; parameters always stay fp32.
-  dtype: str = _field("float32", choices=("float32", "bfloat16"))
+  dtype: str = allowed_field("float32", choices=("float32", "bfloat16"))
   # What each layer keeps for the backward pass (MaxText's `remat_policy` names): "none"
   # keeps every activation; "full" recomputes the layer; "minimal" keeps the matmul
   # outputs without a batch dimension (`checkpoint_dots_with_no_batch_dims`);
   # "save_out_proj" keeps only the attention output projection.
-  remat_policy: str = _field("none", choices=REMAT_POLICIES)
+  remat_policy: str = allowed_field("none", choices=REMAT_POLICIES)
   # Run the layers as one `lax.scan` (compile time independent of depth);
   # False unrolls them: a faster step for shallow models, slower compiles.
   scan_layers: bool = True
   # Attention of the causal (Prix-LM) rows: "prefix_causal" lets the prefix tokens see
   # each other (kmlm-jax's Prix-LM); "causal" is fully causal, as the released Prix-LM
   # (`XLMRobertaForCausalLM`). Rows without a prefix (MLM) stay bidirectional.
-  attention: str = _field("prefix_causal", choices=("prefix_causal", "causal"))
+  attention: str = allowed_field("prefix_causal", choices=("prefix_causal", "causal"))
 
   def __post_init__(self):
     check_fields(self, "model")
@@ -288,23 +288,23 @@ class DataConfig:
   text_pattern: str | None = None
   vocab: str | None = None
   cache_dir: str | None = None
-  seq_length: int = _field(128, low=MIN_SEQ_LENGTH)
-  max_predictions: int = _field(32, low=1)
-  batch_size: int = _field(8, low=1)
-  seed: int = _field(0, low=0)
+  seq_length: int = allowed_field(128, low=MIN_SEQ_LENGTH)
+  max_predictions: int = allowed_field(32, low=1)
+  batch_size: int = allowed_field(8, low=1)
+  seed: int = allowed_field(0, low=0)
   pack: bool = True
   # Relative rates of the three streams in the KMLM mixtures.
-  rate_mlm: float = _field(1.0, low=0)
-  rate_knowledge: float = _field(1.0, low=0)
-  rate_reasoning: float = _field(1.0, low=0)
-  language_temperature: float = _field(1.0, low=0, low_open=True)
-  input_shards: int = _field(0, low=0)
-  block_examples: int = _field(1024, low=1)
-  workers: int = _field(0, low=0)
+  rate_mlm: float = allowed_field(1.0, low=0)
+  rate_knowledge: float = allowed_field(1.0, low=0)
+  rate_reasoning: float = allowed_field(1.0, low=0)
+  language_temperature: float = allowed_field(1.0, low=0, low_open=True)
+  input_shards: int = allowed_field(0, low=0)
+  block_examples: int = allowed_field(1024, low=1)
+  workers: int = allowed_field(0, low=0)
   # Which tokens of a knowledge sample may be masked: "entities" (kmlm-jax: entity and
   # relation tokens) or "original" (KMLM's collator: every non-special token, linkers
   # then forced to <mask> without loss).
-  mask_scope: str = _field("entities", choices=("entities", "original"))
+  mask_scope: str = allowed_field("entities", choices=("entities", "original"))
   # Non-UTF-8 text lines: a counted skip instead of an error.
   skip_bad_lines: bool = False
 
@@ -332,39 +332,39 @@ class OptimizerConfig:
 class TrainConfig:
   """Optimisation and bookkeeping of a pretraining run (paper: KMLM A.1)."""
 
-  steps: int = _field(100, low=1)
-  learning_rate: float = _field(5e-5, low=0)
-  warmup_steps: int = _field(100, low=0)
-  weight_decay: float = _field(0.0, low=0)
-  adam_b1: float = _field(0.9, low=0, high=1, high_open=True)
-  adam_b2: float = _field(0.999, low=0, high=1, high_open=True)
-  adam_eps: float = _field(1e-8, low=0)
-  grad_clip_norm: float = _field(1.0, low=0)  # 0: no clipping
-  grad_accum_steps: int = _field(1, low=1)
+  steps: int = allowed_field(100, low=1)
+  learning_rate: float = allowed_field(5e-5, low=0)
+  warmup_steps: int = allowed_field(100, low=0)
+  weight_decay: float = allowed_field(0.0, low=0)
+  adam_b1: float = allowed_field(0.9, low=0, high=1, high_open=True)
+  adam_b2: float = allowed_field(0.999, low=0, high=1, high_open=True)
+  adam_eps: float = allowed_field(1e-8, low=0)
+  grad_clip_norm: float = allowed_field(1.0, low=0)  # 0: no clipping
+  grad_accum_steps: int = allowed_field(1, low=1)
   # L = L_MLM + alpha * (L_K + L_L)
-  alpha: float = _field(0.3, low=0)
+  alpha: float = allowed_field(0.3, low=0)
   seed: int = 0
-  checkpoint_every: int = _field(100, low=1)
-  keep_checkpoints: int = _field(3, low=1)
+  checkpoint_every: int = allowed_field(100, low=1)
+  keep_checkpoints: int = allowed_field(3, low=1)
   async_checkpointing: bool = True
-  log_every: int = _field(10, low=1)
+  log_every: int = allowed_field(10, low=1)
   # Validation every `eval_every` steps (0: none): MLM loss and accuracy per stream on
   # `eval_batches` batches of the held-out split, and the knowledge metrics on the first
   # `eval_knowledge_examples` items of each evaluation set (0: none).
-  eval_every: int = _field(0, low=0)
-  eval_batches: int = _field(4, low=1)
-  eval_knowledge_examples: int = _field(64, low=0)
+  eval_every: int = allowed_field(0, low=0)
+  eval_batches: int = allowed_field(4, low=1)
+  eval_knowledge_examples: int = allowed_field(64, low=0)
   # Keep the checkpoint with the best value of this validation metric (e.g.
   # "validation/mlm/loss"; names ending in "loss" are minimised, others maximised) besides
   # the newest `keep_checkpoints`; none: keep only the newest.
   keep_best: str | None = None
   # Stop after this many validations without a better `keep_best` metric (0: never).
-  early_stop_patience: int = _field(0, low=0)
+  early_stop_patience: int = allowed_field(0, low=0)
   # What WORKDIR/model holds at the end: the "last" parameters, or the "best" checkpoint's.
-  export: str = _field("last", choices=("last", "best"))
+  export: str = allowed_field("last", choices=("last", "best"))
   # Adam ("adamw", KMLM A.1) or Adafactor; `mu_dtype` stores Adam's first moment in bf16.
-  opt_type: str = _field("adamw", choices=("adamw", "adafactor"))
-  mu_dtype: str = _field("float32", choices=("float32", "bfloat16"))
+  opt_type: str = allowed_field("adamw", choices=("adamw", "adafactor"))
+  mu_dtype: str = allowed_field("float32", choices=("float32", "bfloat16"))
   # Profile steps A..B-1 with `jax.profiler` into WORKDIR/profile (empty: no profile).
   profile_steps: tuple[int, ...] = ()
   # Persistent XLA compilation cache (`jax_compilation_cache_dir`); none: no cache.
@@ -372,7 +372,7 @@ class TrainConfig:
   # Weights & Biases project besides TensorBoard (`pip install kmlm-jax[wandb]`).
   wandb_project: str | None = None
   # Peak FLOP/s of one device for MFU; 0: look it up from the device kind.
-  peak_flops_per_device: float = _field(0.0, low=0)
+  peak_flops_per_device: float = allowed_field(0.0, low=0)
 
   def optimizer(self) -> OptimizerConfig:
     return OptimizerConfig(self.learning_rate, self.steps, self.warmup_steps, self.weight_decay,
@@ -470,11 +470,11 @@ def _set(obj, path, raw, key):
     value = _set(current, path[1:], raw, key)
   elif allowed is not None and raw in allowed.choices:  # e.g. model.remat_policy=none
     value = raw
-  elif raw.lower() == "none" and not _has_type(None, _hints(type(obj))[name]):
+  elif raw.lower() == "none" and not has_type(None, type_hints(type(obj))[name]):
     raise InputError(f"config key {key!r}: none is not allowed; expected "
                      f"{expected_value(obj, name)}")
   else:
-    value = _parse(raw, current, key, _hints(type(obj))[name])
+    value = _parse(raw, current, key, type_hints(type(obj))[name])
   return dataclasses.replace(obj, **{name: value})
 
 

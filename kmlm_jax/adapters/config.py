@@ -11,7 +11,8 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from kmlm_jax.config import MeshConfig, ModelConfig, _field, _has_type, _hints, expected_value
+from kmlm_jax.config import (MeshConfig, ModelConfig, allowed_field, expected_value, has_type,
+                             type_hints)
 from kmlm_jax.experiment import ConfigError, load_config
 from kmlm_jax.models.adapters import FUSION, AdapterConfig
 
@@ -42,9 +43,9 @@ class AdapterDataConfig:
   vocab: str | None = None
   trex: tuple[str, ...] = ()
   trex_skip_bad: bool = False
-  sentences: str = _field("templates", choices=("templates", "kmlm", "none"))
-  seq_length: int = _field(32, low=3)
-  pooling: str = _field("masked", choices=("masked", "unmasked"))
+  sentences: str = allowed_field("templates", choices=("templates", "kmlm", "none"))
+  seq_length: int = allowed_field(32, low=3)
+  pooling: str = allowed_field("masked", choices=("masked", "unmasked"))
   hold_out_alignment: bool = True
 
 
@@ -75,24 +76,24 @@ class AdapterTrainConfig:
   """
 
   stages: tuple[str, ...] = ("ep", "tp", "es", "ts", FUSION)
-  schedule: str = _field("staged", choices=("staged", "original"))
-  adapter_steps: int = _field(100, low=1)
-  fusion_steps: int = _field(100, low=1)
-  batch_size: int = _field(32, low=1)
-  learning_rate: float = _field(1e-4, low=0, low_open=True)
-  warmup_steps: int = _field(10, low=0)
-  weight_decay: float = _field(0.0, low=0)
-  grad_clip_norm: float = _field(1.0, low=0)
-  temperature: float = _field(0.1, low=0, low_open=True)
+  schedule: str = allowed_field("staged", choices=("staged", "original"))
+  adapter_steps: int = allowed_field(100, low=1)
+  fusion_steps: int = allowed_field(100, low=1)
+  batch_size: int = allowed_field(32, low=1)
+  learning_rate: float = allowed_field(1e-4, low=0, low_open=True)
+  warmup_steps: int = allowed_field(10, low=0)
+  weight_decay: float = allowed_field(0.0, low=0)
+  grad_clip_norm: float = allowed_field(1.0, low=0)
+  temperature: float = allowed_field(0.1, low=0, low_open=True)
   # Also the right-to-left InfoNCE term (the original used left-to-right only).
   symmetric: bool = False
   # AdapterHub's fusion regularisation: weight of sum ||V - I||^2.
-  fusion_value_l2: float = _field(0.01, low=0)
+  fusion_value_l2: float = allowed_field(0.01, low=0)
   seed: int = 0
-  log_every: int = _field(10, low=1)
+  log_every: int = allowed_field(10, low=1)
   # The "original" schedule's cosine restarts, fusion rounds and batch fractions.
-  restarts: int = _field(5, low=1)
-  fusion_rounds: int = _field(16, low=1)
+  restarts: int = allowed_field(5, low=1)
+  fusion_rounds: int = allowed_field(16, low=1)
   fusion_fractions: tuple[float, float] = (0.1, 0.2)
 
 
@@ -116,8 +117,8 @@ class AdapterEvalConfig:
 
   tasks: tuple[str, ...] = TASKS
   modes: tuple[str, ...] = ("base", FUSION)
-  split: str = _field("test", choices=("train", "dev", "test"))
-  batch_size: int = _field(128, low=1)
+  split: str = allowed_field("test", choices=("train", "dev", "test"))
+  batch_size: int = allowed_field(128, low=1)
   # Knowledge-graph completion: leave out other known tails of (h, r).
   filtered: bool = True
 
@@ -164,7 +165,7 @@ def _check_fields(config: AdapterExperimentConfig) -> None:
     part = getattr(config, section)
     for field in dataclasses.fields(part):
       value, allowed = getattr(part, field.name), field.metadata.get("allowed")
-      if allowed and not (_has_type(value, _hints(type(part))[field.name])
+      if allowed and not (has_type(value, type_hints(type(part))[field.name])
                           and (allowed.admits(value) or value == math.inf)):
         raise ConfigError(f"{section}.{field.name}: expected "
                           f"{expected_value(part, field.name)}, got {value!r}")
