@@ -124,12 +124,13 @@ def add_count(counts: dict | None, key: str, n) -> None:
     counts[key] = counts.get(key, 0) + int(n)
 
 
-def _with_alias(variant: str, *flags: np.ndarray) -> np.ndarray:
-  """[N] bool: the rows to write. An alias sample needs an alias among its names (each
-  [N, 3] flag array: one side of the sample); a label sample is always written."""
-  if variant != "alias":
-    return np.ones(len(flags[0]), bool)
-  return np.logical_and.reduce([f.any(axis=1) for f in flags])
+def _with_alias(variant: str, counts: dict | None, *flags: np.ndarray) -> np.ndarray:
+  """[N] bool: the rows to write, the rest counted as "no_alias". An alias sample needs an
+  alias among its names (each [N, 3] flag array: one side); a label sample is always written."""
+  write = (np.logical_and.reduce([f.any(axis=1) for f in flags]) if variant == "alias"
+           else np.ones(len(flags[0]), bool))
+  add_count(counts, "no_alias", (~write).sum())
+  return write
 
 
 def code_switched_chunk(graph: KnowledgeGraph, chunk: int, seed: int,
@@ -147,8 +148,7 @@ def code_switched_chunk(graph: KnowledgeGraph, chunk: int, seed: int,
       source, source_alias = _names(graph, SOURCE_LANG, triples, variant == "alias", rng)
       target, target_alias = _names(graph, lang, triples, variant == "alias", rng)
       cols = [np.where(switch[:, j], target[j], source[j]) for j in range(3)]
-      write = _with_alias(variant, np.where(switch, target_alias, source_alias))
-      add_count(counts, "no_alias", (~write).sum())
+      write = _with_alias(variant, counts, np.where(switch, target_alias, source_alias))
       pair = f"{SOURCE_LANG}-{lang}"
       for n in np.flatnonzero(write):
         yield triple_sample(KIND_CODE_SWITCHED, pair, variant, [c[n] for c in cols],
@@ -169,8 +169,7 @@ def parallel_chunk(graph: KnowledgeGraph, chunk: int, seed: int,
     for vi, variant in enumerate(options.variants):
       source, source_alias = _names(graph, SOURCE_LANG, sub, variant == "alias", rng)
       target, target_alias = _names(graph, lang, sub, variant == "alias", rng)
-      write = _with_alias(variant, source_alias, target_alias)
-      add_count(counts, "no_alias", (~write).sum())
+      write = _with_alias(variant, counts, source_alias, target_alias)
       for n in np.flatnonzero(write):
         t_index = start + index[rows[n]]
         group = (t_index * len(targets) + li) * len(options.variants) + vi

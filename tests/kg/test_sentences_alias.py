@@ -69,8 +69,8 @@ def test_the_filter_only_drops_samples(sample_graph, monkeypatch):
   generator's (every triple written, labels as fallback) less its alias samples that hold
   no alias."""
   kept, _ = _generate(sample_graph, KIND_CODE_SWITCHED)
-  monkeypatch.setattr(sentences, "_with_alias", lambda variant, *flags: np.ones(len(flags[0]),
-                                                                               bool))
+  monkeypatch.setattr(sentences, "_with_alias",
+                      lambda variant, counts, *flags: np.ones(len(flags[0]), bool))
   unfiltered, _ = _generate(sample_graph, KIND_CODE_SWITCHED)
   assert [s for s in unfiltered if s.variant == "label"] == [s for s in kept
                                                               if s.variant == "label"]
