@@ -178,6 +178,11 @@ class ModelConfig:
     """Position id of the first real token (RoBERTa counts from pad + 1)."""
     return self.pad_token_id + 1 if self.flavour == "xlmr" else 0
 
+  @property
+  def max_length(self) -> int:
+    """The longest input the model takes: its positions less the offset (XLM-R: pad + 1)."""
+    return self.max_position_embeddings - self.position_offset
+
   def replace(self, **changes) -> "ModelConfig":
     return dataclasses.replace(self, **changes)
 
@@ -403,7 +408,7 @@ class ExperimentConfig:
     the key and the allowed values."""
     check_fields(self)
     data, train, model = self.data, self.train, self.model
-    positions = model.max_position_embeddings - model.position_offset
+    positions = model.max_length
     if data.seq_length > positions:
       raise InputError(
           f"data.seq_length: {data.seq_length} does not fit the model's position table "

@@ -92,7 +92,7 @@ def resolve(config: AdapterExperimentConfig, workdir: Path | str, *,
   if vocab.vocab_size > model_config.vocab_size:
     raise ConfigError(f"the tokenizer {vocab_path} has {vocab.vocab_size} ids but {where} "
                       f"only {model_config.vocab_size} token embeddings")
-  room = model_config.max_position_embeddings - model_config.position_offset
+  room = model_config.max_length
   if config.data.seq_length > room:
     raise ConfigError(f"data.seq_length: {config.data.seq_length} tokens do not fit the "
                       f"{room} positions of {where}")

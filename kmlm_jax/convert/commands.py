@@ -159,7 +159,7 @@ def checkpoint_to_hf(source: Path | str, target: Path | str, *, verify: bool = F
   if tokenizer_dir is None:
     report.lines.append("note: no tokenizer files in the checkpoint; none exported")
   else:
-    report.lines.append(f"tokenizer: {tokenizer_dir}, model_max_length={hf.max_length(config)}")
+    report.lines.append(f"tokenizer: {tokenizer_dir}, model_max_length={config.max_length}")
   report.lines.append(f"wrote {target}")
   return report
 

@@ -379,7 +379,7 @@ def write_tokenizer_config(directory: Path, config: ModelConfig) -> None:
     tokenizer_config = {}
   else:  # a bare vocab.txt: cased, as `kmlm_jax.text.tokenizers.load_tokenizer` reads it
     tokenizer_config = {"tokenizer_class": "BertTokenizer", "do_lower_case": False}
-  tokenizer_config["model_max_length"] = max_length(config)
+  tokenizer_config["model_max_length"] = config.max_length
   path.write_text(json.dumps(tokenizer_config, indent=1, ensure_ascii=False), encoding="utf-8")
 
 
@@ -392,11 +392,6 @@ def _is_xlmr_tokenizer(directory: Path) -> bool:
     except InputError as e:
       raise ConversionError(str(e)) from None
   return (directory / "sentencepiece.bpe.model").exists()
-
-
-def max_length(config: ModelConfig) -> int:
-  """The longest input the model takes: its positions less the offset (XLM-R: pad + 1)."""
-  return config.max_position_embeddings - config.position_offset
 
 
 # What transformers needs beside an XLM-R tokenizer.json to know its special tokens.

@@ -246,7 +246,7 @@ class KnowledgeMetrics:
     tasks, n = knowledge_tasks(config), config.train.eval_knowledge_examples
     corpus = CorpusDir(config.data.corpus_dir) if config.data.corpus_dir else CorpusDir.sample()
     self = cls(tasks, graphdef, load_vocab(config.data.vocab or default_vocab_path()), corpus)
-    room = config.model.max_position_embeddings - config.model.position_offset
+    room = config.model.max_length
     if "xlr" in tasks:
       path = corpus.eval_path("xlr", "dev.jsonl")
       self.xlr_items = round_robin([i.to_dict() for i in readers.read_xlr(path, num_choices=None)],
