@@ -1,4 +1,5 @@
-"""Filtered ranking metrics (numpy only): ranks, known-answer filtering, Hits@k, MRR.
+"""Filtered ranking metrics (numpy only): ranks, known-answer filtering, Hits@k, MRR; and
+accuracy per language (`accuracy_by_language`).
 
 Every ranking evaluation of the project (KG embeddings, Prix-LM beam search,
 the adapters' cosine retrieval) goes through this module, so they share one
@@ -25,7 +26,8 @@ rank definition and one unit.
 
 from __future__ import annotations
 
-from typing import Sequence
+import collections
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -170,3 +172,14 @@ def summarize(ranks, ks: Sequence[int] = (1, 3, 10)) -> dict:
   ranks = _check(ranks)
   return {**{f"hits@{k}": hits_at(ranks, k) for k in ks}, "mrr": mrr(ranks),
           "count": int(ranks.size)}
+
+
+def accuracy_by_language(outcomes: Iterable[tuple[str, bool]]) -> dict[str, float]:
+  """{lang: fraction correct} of (lang, correct) pairs, languages sorted, then "avg": the
+  macro mean over the languages (NaN for none)."""
+  hits = collections.defaultdict(list)
+  for lang, ok in outcomes:
+    hits[lang].append(bool(ok))
+  out = {lang: float(np.mean(hits[lang])) for lang in sorted(hits)}
+  out["avg"] = float(np.mean(list(out.values()))) if out else float("nan")
+  return out

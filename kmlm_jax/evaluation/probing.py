@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from kmlm_jax.evaluation import progress
+from kmlm_jax.evaluation import metrics, progress
 
 
 @dataclasses.dataclass
@@ -136,12 +136,11 @@ def accuracy(model: ClozeModel, probes: Sequence[dict], max_tokens: int = 5,
   compiling = None if model.compiled else "the cloze model"
   with progress.bar(total, "probing", "batch", compiling) as bar:
     predicted = predict(model, probes, max_tokens, method, bar)
-  hits, rel_hits = collections.defaultdict(list), collections.defaultdict(list)
-  for p, pred in zip(probes, predicted):
-    ok = pred == model.vocab.encode(p["object"])
-    hits[p["lang"]].append(ok)
+  correct = [pred == model.vocab.encode(p["object"]) for p, pred in zip(probes, predicted)]
+  by_lang = metrics.accuracy_by_language((p["lang"], ok) for p, ok in zip(probes, correct))
+  avg = by_lang.pop("avg")
+  rel_hits = collections.defaultdict(list)
+  for p, ok in zip(probes, correct):
     rel_hits[f"{p['lang']}/{p['relation']}"].append(ok)
-  by_lang = {l: float(np.mean(hits[l])) for l in sorted(hits)}
   return {"by_language": by_lang,
-          "by_relation": {k: float(np.mean(v)) for k, v in rel_hits.items()},
-          "avg": float(np.mean(list(by_lang.values()))) if by_lang else float("nan")}
+          "by_relation": {k: float(np.mean(v)) for k, v in rel_hits.items()}, "avg": avg}

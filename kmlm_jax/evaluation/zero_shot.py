@@ -19,7 +19,6 @@ candidate's tokens when all of them are replaced by `<mask>` at once
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 from typing import Sequence
 
@@ -28,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from kmlm_jax.evaluation import progress
+from kmlm_jax.evaluation import metrics, progress
 from kmlm_jax.kg.graph import KnowledgeGraph
 from kmlm_jax.kg.samples import ROLE_RELATION, triple_segments
 from kmlm_jax.text.segments import tokenize_segments
@@ -131,7 +130,7 @@ def probe_accuracy(scorer: Scorer, graph: KnowledgeGraph, probes: Sequence[dict]
       sequences.append(_span_sequence(scorer.vocab, text, b, e))
       owners.append((k, c))
   best = _best_candidates(owners, scorer.mean_logprob(sequences, "ranking probes"))
-  return _per_language([(p["lang"], best[k] == 0) for k, p in enumerate(probes)])
+  return metrics.accuracy_by_language((p["lang"], best[k] == 0) for k, p in enumerate(probes))
 
 
 def xlr_accuracy(scorer: Scorer, graph: KnowledgeGraph, items: Sequence[dict]) -> dict[str, float]:
@@ -139,28 +138,23 @@ def xlr_accuracy(scorer: Scorer, graph: KnowledgeGraph, items: Sequence[dict]) -
   pid = {p: i for i, p in enumerate(graph.relation_ids)}
   sequences, owners = [], []
   for k, item in enumerate(items):
-    lang, rows = item["lang"], item["triples"]
-    question = rows.index(item["question_triple"])
-    e_names = graph.entity_names[lang].labels
-    r_names = graph.relation_names[lang].labels
+    question = item["triples"].index(item["question_triple"])
+    e_names = graph.entity_names[item["lang"]].labels
+    r_names = graph.relation_names[item["lang"]].labels
+    triples = [[int(x) for x in graph.triples[row]] for row in item["triples"]]
     for c, choice in enumerate(item["choice_ids"]):
-      segs, roles, sents = [], [], []
-      spans: dict[int, int] = {}
-      for s, row in enumerate(rows):
-        h, r, t = (int(x) for x in graph.triples[row])
-        if s == question:
-          r = pid[choice]
-        sh, st = spans.setdefault(h, len(spans)), spans.setdefault(t, len(spans))
-        part = triple_segments(e_names[h], r_names[r], e_names[t], (h, r, t), (sh, 4 + s, st), s)
-        segs += part[0]
-        roles += part[1]
-        sents += part[3]
+      triples[question][1] = pid[choice]
+      # Span and item ids are not tokenized: only the segments, roles and sentences count.
+      parts = [triple_segments(e_names[h], r_names[r], e_names[t], (h, r, t), (-1, -1, -1), s)
+               for s, (h, r, t) in enumerate(triples)]
+      segs, roles, _, sents, _ = (sum(column, []) for column in zip(*parts))
       ids, tok_roles, mentions, _ = tokenize_segments(scorer.vocab, segs, roles, sents)
       relation_segment = 6 * question + 2
       sequences.append((ids, (mentions == relation_segment) & (tok_roles == ROLE_RELATION)))
       owners.append((k, c))
   best = _best_candidates(owners, scorer.mean_logprob(sequences, "scoring XLR choices"))
-  return _per_language([(it["lang"], best[k] == it["label"]) for k, it in enumerate(items)])
+  return metrics.accuracy_by_language((it["lang"], best[k] == it["label"])
+                                      for k, it in enumerate(items))
 
 
 def _best_candidates(owners, scores) -> dict[int, int]:
@@ -170,12 +164,3 @@ def _best_candidates(owners, scores) -> dict[int, int]:
     if k not in best or s > best[k][0]:
       best[k] = (s, c)
   return {k: c for k, (_, c) in best.items()}
-
-
-def _per_language(outcomes) -> dict[str, float]:
-  hits = collections.defaultdict(list)
-  for lang, ok in outcomes:
-    hits[lang].append(bool(ok))
-  out = {lang: float(np.mean(hits[lang])) for lang in sorted(hits)}
-  out["avg"] = float(np.mean(list(out.values()))) if out else float("nan")
-  return out

@@ -114,3 +114,12 @@ def test_bad_inputs():
     metrics.ranks(np.zeros((1, 2)), [0], np.zeros((1, 3), bool))
   with pytest.raises(ValueError, match="1-based"):
     metrics.summarize([0.5])
+
+
+def test_accuracy_by_language_is_a_macro_mean_over_sorted_languages():
+  got = metrics.accuracy_by_language([("fr", True), ("en", False), ("fr", False), ("en", 0),
+                                      ("de", np.True_)])
+  assert list(got) == ["de", "en", "fr", "avg"]
+  assert got == {"de": 1.0, "en": 0.0, "fr": 0.5, "avg": 0.5}
+  assert list(metrics.accuracy_by_language([])) == ["avg"]
+  assert np.isnan(metrics.accuracy_by_language(iter([]))["avg"])

@@ -107,8 +107,7 @@ def read_conll(path: Path | str, *, scheme: str = "iob2", to_iob2: bool = False,
   tokens as they are, None decides from the first token of the file.
   `entity_types` (e.g. {"PER", "LOC", "ORG", "MISC"}) rejects other types.
   """
-  if scheme not in SCHEMES:
-    raise ReaderError(f"unknown scheme {scheme!r} (expected one of {SCHEMES})")
+  check_tags((), scheme)  # an unknown scheme fails before the file is read
   path = Path(path)
   types = None if entity_types is None else tuple(entity_types)
   sentences, tokens, tags, lines, langs = [], [], [], [], set()
