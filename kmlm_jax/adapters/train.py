@@ -92,10 +92,9 @@ def resolve(config: AdapterExperimentConfig, workdir: Path | str, *,
   if vocab.vocab_size > model_config.vocab_size:
     raise ConfigError(f"the tokenizer {vocab_path} has {vocab.vocab_size} ids but {where} "
                       f"only {model_config.vocab_size} token embeddings")
-  room = model_config.max_length
-  if config.data.seq_length > room:
+  if config.data.seq_length > model_config.max_length:
     raise ConfigError(f"data.seq_length: {config.data.seq_length} tokens do not fit the "
-                      f"{room} positions of {where}")
+                      f"{model_config.max_length} positions of {where}")
   corpus_dir = Path(config.data.corpus_dir) if config.data.corpus_dir else workdir / "kg"
   if not config.data.corpus_dir and not CorpusDir(corpus_dir).graph_path.exists():
     build_sample_corpus(corpus_dir, streams=False)
