@@ -273,7 +273,7 @@ def _check_model(config: EvalConfig, ckpt: Path, tasks: Sequence[str], data: dic
     raise ConfigError(f"{model_file}: the model has {model_config.vocab_size} token embeddings "
                       f"but the tokenizer {vocab_path} has {vocab.vocab_size} ids; evaluate "
                       "with the tokenizer the model was trained with (the config's vocab)")
-  room = model_config.max_position_embeddings - model_config.position_offset
+  room = model_config.max_length
   if any(t in FINETUNE_TASKS for t in tasks) and config.finetune.max_length > room:
     raise ConfigError(f"finetune.max_length: {config.finetune.max_length} tokens do not fit "
                       f"the {room} positions of {model_file}")
@@ -316,7 +316,7 @@ def evaluate_checkpoint(config: EvalConfig, ckpt: Path, tasks: Sequence[str], da
   progress.phase(f"loading checkpoint {ckpt}")
   model_config, params, _ = mc.load_model_checkpoint(ckpt)
   corpus = CorpusDir(config.corpus_dir)
-  room = model_config.max_position_embeddings - model_config.position_offset
+  room = model_config.max_length
   # A fresh encoder with a `kind` head for each fine-tuning seed.
   heads = lambda kind, n=1: lambda seed: TaskModel(mc.build_model(model_config, params), kind, n,
                                                    rngs=nnx.Rngs(seed))
