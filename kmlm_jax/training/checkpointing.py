@@ -34,7 +34,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import traceback
@@ -47,6 +46,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as preservation
 
+from kmlm_jax import fileio
 from kmlm_jax.errors import InputError, NonFiniteLoss, WriteError
 from kmlm_jax.training.trainer import TrainState
 
@@ -350,11 +350,9 @@ def _read(restore: Callable):
 
 def _reason(error: Exception) -> str:
   """The system's reason of a failed write, e.g. 'No space left on device'."""
-  code = re.search(r"os_error_code='?(\d+)", str(error))
-  if code:
-    return os.strerror(int(code.group(1)))
-  if isinstance(error, OSError) and error.strerror:
-    return error.strerror
+  reported = error if isinstance(error, OSError) else fileio.os_error(error, "")
+  if reported is not None and reported.strerror:
+    return reported.strerror
   return (str(error).splitlines() or [type(error).__name__])[0][:300]
 
 
