@@ -172,7 +172,7 @@ def test_orbax_failure_reports_are_dropped_and_others_kept(tmp_path, caplog):
 def test_a_failed_write_without_orbax_frames_is_known_by_its_checkpoint_directory(
     tmp_path, caplog):
   """A bare future's exception (no Orbax frame, no Orbax path) that names a checkpoint
-  directory is dropped: CI once printed three of these after a full-disk save."""
+  directory is dropped, as Orbax's writes leave them after a full-disk save."""
   ck.Checkpointer(tmp_path / "c").close()
   error = ValueError(f'RESOURCE_EXHAUSTED: Error writing "step/0" in OCDBT database at '
                      f'local file "{tmp_path / "c"}/2.orbax-checkpoint-tmp/": No space left')
