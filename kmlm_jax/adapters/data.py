@@ -128,8 +128,7 @@ def read_alignment(directory: Path, lang: str, split: str, missing_ok: bool = Fa
       row = json.loads(line)
       row = {"id": row["id"], "en": row["en"], lang: row[lang], "where": f"{path}:{number}"}
     except (json.JSONDecodeError, KeyError, TypeError) as e:
-      error = f"{type(e).__name__}: {e}"
-      raise KGInputError(f"{path}:{number}: bad alignment row ({error})") from None
+      raise KGInputError(f"{path}:{number}: bad alignment row ({type(e).__name__}: {e})") from None
     bad = [k for k in ("id", "en", lang) if not isinstance(row[k], str) or not row[k]]
     if bad:
       raise KGInputError(f"{path}:{number}: field {bad[0]!r}: expected a non-empty string, got "
@@ -324,8 +323,6 @@ class TextEncoder:
   """
 
   def __init__(self, vocab, length: int, pooling: str = "masked"):
-    if length < 3:
-      raise InputError(f"sequence length {length} leaves no room for text")
     self.vocab, self.length, self.pooling = vocab, length, pooling
     self._cache: dict[Side, tuple] = {}
 

@@ -44,6 +44,7 @@ from kmlm_jax.models.adapters import (FUSION, AdaptedEncoder, AdapterConfig, Ada
                                       KnowledgeAdapters)
 from kmlm_jax.models.encoder import Encoder
 from kmlm_jax.sharding import Partitioner
+from kmlm_jax.training.metrics_writer import MetricsWriter, TensorBoardWriter
 from kmlm_jax.training.optimizer import COSINE_RESTARTS, RestartsConfig
 from kmlm_jax.training.trainer import Task, Trainer, make_trainer
 
@@ -184,7 +185,7 @@ def check_structure(params: dict, abstract: dict) -> None:
   got, want = shapes(params), shapes(abstract)
   if got != want:
     missing, extra = sorted(want.keys() - got.keys()), sorted(got.keys() - want.keys())
-    wrong = sorted(k for k in set(got) & set(want) if got[k] != want[k])
+    wrong = sorted(k for k in got.keys() & want.keys() if got[k] != want[k])
     raise ConfigError(f"parameters do not fit the model: missing {missing[:5]}, unexpected "
                       f"{extra[:5]}, wrong shapes {wrong[:5]}")
 
@@ -408,13 +409,10 @@ class _RunLog:
   def __init__(self, config: AdapterExperimentConfig, workdir: Path):
     self.config, self.history, self.steps = config, [], {}
     self.global_step, self._bad, self._last = 0, {}, {}
-    self.writer = None
-    if jax.process_index() == 0:
-      from tensorboardX import SummaryWriter
-      self.writer = SummaryWriter(str(workdir / "tb"))
+    self.writer = (TensorBoardWriter(workdir / "tb") if jax.process_index() == 0
+                   else MetricsWriter())
 
   def count(self, stage: str, metrics: dict) -> None:
-    """Counts a step of `stage`; logs it when a multiple of `log_every`."""
     n = self.steps[stage] = self.steps.get(stage, 0) + 1
     self.global_step += 1
     bad = self._bad.get(stage, jnp.zeros((), jnp.int32))  # the first step not applied
@@ -437,13 +435,10 @@ class _RunLog:
     keys = ("loss", "accuracy", "grad_norm")
     record = {"stage": stage, "step": n, **{k: float(m[k]) for k in keys}}
     self.history.append(record)
-    if self.writer is not None:
-      for k in keys:
-        self.writer.add_scalar(f"{stage}/{k}", record[k], global_step)
+    self.writer.write_scalars(global_step, {f"{stage}/{k}": record[k] for k in keys})
 
   def close(self) -> None:
-    if self.writer is not None:
-      self.writer.close()
+    self.writer.close()
 
 
 def _staged(run: AdapterTrainer, batches: dict, params: dict, run_log: _RunLog, save,

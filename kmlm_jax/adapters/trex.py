@@ -117,12 +117,11 @@ def _alignments(doc, loc: str, skipped: collections.Counter) -> list[TrexAlignme
       raise KGInputError(f"{loc}: field {field!r}: missing or not a {kind.__name__}")
   text, out = doc["text"], []
   for t, triple in enumerate(doc["triples"]):
-    parts = {}
-    for role in ("subject", "predicate", "object"):
-      part = triple.get(role) if isinstance(triple, dict) else None
+    parts = {role: triple.get(role) if isinstance(triple, dict) else None
+             for role in ("subject", "predicate", "object")}
+    for role, part in parts.items():
       if not isinstance(part, dict):
         raise KGInputError(f"{loc}: field 'triples[{t}].{role}': missing or not an object")
-      parts[role] = part
     subj = _span(parts["subject"], f"triples[{t}].subject", loc)
     obj = _span(parts["object"], f"triples[{t}].object", loc)
     if subj is None or obj is None:
