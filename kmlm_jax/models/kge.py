@@ -27,9 +27,9 @@ Shapes: E entities, R relations, k embedding dim, N triples (h, r, t) int.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -153,6 +153,17 @@ class KGETask(Task):
     return rows.sum() / batch_size, {}
 
 
+def data_parallel_devices(batch_size: int) -> list[jax.Device]:
+  """The first k devices of every process, for the largest k that splits `batch_size` rows
+  over them all (k = 1 when the process count does not divide it: `check_batch` says so)."""
+  by_host = collections.defaultdict(list)
+  for device in jax.devices():
+    by_host[device.process_index].append(device)
+  local = min(map(len, by_host.values()))
+  k = max((k for k in range(1, local + 1) if batch_size % (k * len(by_host)) == 0), default=1)
+  return [device for host in sorted(by_host) for device in by_host[host][:k]]
+
+
 _FETCH_EVERY = 100  # steps between fetches of the losses (one host sync each)
 # Steps dispatched ahead of the device at most: with ~64 tiny sharded steps queued,
 # XLA:CPU's simulated devices deadlock in an all-reduce rendezvous (aborting after 40 s).
@@ -163,16 +174,15 @@ def train(config: KGEConfig, triples, num_entities: int, num_relations: int, *,
           partitioner: Partitioner | None = None, progress: bool = True):
   """Trains on [N, 3] (h, r, t) triples; returns (params, losses [steps] numpy).
 
-  `partitioner`: the mesh (default: data parallel over all devices, or the
-  most that divide `config.batch_size`). Raises `NonFiniteLoss` at the first
+  `partitioner`: the mesh (default: data parallel, `data_parallel_devices`). Raises `NonFiniteLoss` at the first
   step whose loss, gradient or update is not finite (the trainer did not
   apply it). `progress`: a bar on stderr, moved when losses are fetched.
   """
   from kmlm_jax.evaluation import progress as progress_lib
   triples = _check_triples(triples, num_entities, num_relations)
   if partitioner is None:
-    devices = jax.devices()[:math.gcd(jax.device_count(), config.batch_size)]
-    partitioner = Partitioner.from_config(MeshConfig(), devices)
+    partitioner = Partitioner.from_config(MeshConfig(),
+                                          data_parallel_devices(config.batch_size))
   partitioner.check_batch(config.batch_size, "batch_size")
   optimizer = OptimizerConfig(learning_rate=config.learning_rate, steps=config.steps,
                               weight_decay=0.0, grad_clip_norm=0.0, schedule="constant")

@@ -1,5 +1,10 @@
 """TransE / RotatE baselines: they learn small synthetic KGs; filtered ranks vs brute force."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import jax
 import numpy as np
 import pytest
@@ -10,6 +15,7 @@ from kmlm_jax.errors import NonFiniteLoss
 from kmlm_jax.evaluation.link_prediction import metrics
 from kmlm_jax.models import kge
 from kmlm_jax.sharding import Partitioner
+from tests.training.test_multihost import _free_port
 
 
 def _typed_kg(seed: int = 0):
@@ -121,6 +127,48 @@ def test_sharded_training_equals_one_device(model):
     for name in params:
       np.testing.assert_allclose(runs[shape][0][name], params[name], rtol=1e-5, atol=2e-6,
                                  err_msg=f"{shape} {name}")
+
+
+WORKER = """
+import sys
+import jax
+address, process, out = sys.argv[1:]
+if address != "-":
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=address, num_processes=2,
+                             process_id=int(process))
+import numpy as np
+from kmlm_jax.models import kge
+from tests.models.test_kge import _typed_kg
+triples, num_entities, num_relations = _typed_kg(2)
+config = kge.KGEConfig(dim=8, steps=10, batch_size=4, margin=2.0)
+np.save(out, kge.train(config, triples, num_entities, num_relations, progress=False)[1])
+"""
+
+
+@pytest.mark.slow
+def test_default_mesh_on_two_hosts_equals_one_host(tmp_path):
+  """The default mesh takes devices from every host: 2 processes of 4 CPU devices with a
+  batch of 4 (2 devices each) train as 1 process of 4 devices."""
+  def run(count: int) -> list[np.ndarray]:
+    address = f"127.0.0.1:{_free_port()}" if count == 2 else "-"
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "JAX_PLATFORMS": "cpu"}
+    outs = [tmp_path / f"losses-{count}-{i}.npy" for i in range(count)]
+    logs = [out.with_suffix(".txt") for out in outs]  # files: a full pipe would stall both
+    workers = [subprocess.Popen([sys.executable, "-c", WORKER, address, str(i), str(out)],
+                                cwd=Path(__file__).resolve().parents[2], env=env,
+                                stderr=open(log, "w"))
+               for i, (out, log) in enumerate(zip(outs, logs))]
+    for w, log in zip(workers, logs):
+      w.wait(timeout=300)
+      assert w.returncode == 0, log.read_text()[-3000:]
+    return [np.load(out) for out in outs]
+
+  (one,), two = run(1), run(2)
+  assert np.isfinite(one).all() and len(one) == 10
+  for losses in two:
+    np.testing.assert_allclose(losses, one, rtol=1e-5)
 
 
 @pytest.mark.parametrize("learning_rate", [float("inf"), float("nan")])
