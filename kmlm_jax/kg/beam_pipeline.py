@@ -61,6 +61,7 @@ from kmlm_jax.kg import build, records, wikidata
 from kmlm_jax.kg.errors import KGInputError
 
 DEFAULT_SPLIT_BYTES = 64 << 20
+_DASK_RUNNER = "apache_beam.runners.dask.dask_runner"
 # The key of a unit's summary among the (shard, batch) pairs it yields (one output
 # collection: the Dask runner mixes the outputs of a multi-output ParDo).
 _SUMMARY = -1
@@ -82,7 +83,11 @@ def pipeline_options(beam_options: str = "") -> PipelineOptions:
   except ValueError as e:
     raise KGInputError(f"--beam-options {beam_options!r}: {e}") from None
   if any("DaskRunner" in a for a in args):
-    _import_dask_runner()  # registers the --dask_* options
+    try:
+      importlib.import_module(_DASK_RUNNER)  # registers the --dask_* options
+    except ImportError as e:
+      raise KGInputError(f"--beam-options: the DaskRunner needs dask and distributed ({e}); "
+                         "pip install 'dask[distributed]'") from None
   options = PipelineOptions(args)
   known = options.get_all_options()
   unknown = sorted(set(options.get_all_options(retain_unknown_options=True)) - set(known))
@@ -95,17 +100,6 @@ def pipeline_options(beam_options: str = "") -> PipelineOptions:
   elif standard.runner == "DaskRunner":  # Beam knows it by its full name only
     standard.runner = f"{_DASK_RUNNER}.DaskRunner"
   return options
-
-
-_DASK_RUNNER = "apache_beam.runners.dask.dask_runner"
-
-
-def _import_dask_runner() -> None:
-  try:
-    importlib.import_module(_DASK_RUNNER)
-  except ImportError as e:
-    raise KGInputError(f"--beam-options: the DaskRunner needs dask and distributed ({e}); "
-                       "pip install 'dask[distributed]'") from None
 
 
 # ----------------------------------------------------------------- staging
@@ -173,7 +167,7 @@ class _Staging:
   def __enter__(self) -> "_Staging":
     return self
 
-  def __exit__(self, *exc) -> None:
+  def __exit__(self, *_) -> None:
     for path in self.shared:
       _LOADED.pop(path, None)  # in-process runners loaded it here
     if "://" not in self.root:
@@ -215,7 +209,9 @@ def write_stream(plan: build.Plan, stream: str, out: Path, progress: bool = Fals
            | "Write" >> beam.Map(_write_group, root=shard_root, paths=paths,
                                  summary_path=summary_path, preview=plan.options.preview))
     if staging.remote:
-      _copy_shards(staging.path("out"), out, paths)
+      import tensorflow as tf
+      for p in paths:
+        tf.io.gfile.copy(f"{shard_root}/{p}", str(out / p), overwrite=True)
     missing = [p for p in paths if not (out / p).is_file()]
     if missing or not FileSystems.exists(summary_path):
       raise WriteError(f"the Beam runner {options.view_as(StandardOptions).runner} finished "
@@ -242,9 +238,7 @@ class _GenerateUnit(beam.DoFn):
     by_lang, by_cycle, counts, preview = Counter(), Counter(), Counter(), []
     for j, sample in enumerate(plan.generate(unit, counts)):
       shard = (u + j) % n
-      if shard not in batches:
-        batches[shard] = ((u, j), [])
-      batches[shard][1].append(records.to_example(sample))
+      batches.setdefault(shard, ((u, j), []))[1].append(records.to_example(sample))
       build.count_sample(sample, by_lang, by_cycle)
       if j < self.preview:
         preview.append(((u, j), build.preview_line(sample)))
@@ -280,12 +274,6 @@ def _write_group(item, root: str, paths: Sequence[str], summary_path: str,
     for _, batch in batches:
       for record in batch:
         writer.write(record)
-
-
-def _copy_shards(root: str, out: Path, paths: Iterable[str]) -> None:
-  import tensorflow as tf
-  for p in paths:
-    tf.io.gfile.copy(f"{root}/{p}", str(out / p), overwrite=True)
 
 
 # ----------------------------------------------------------------- dump reader

@@ -203,27 +203,34 @@ def shard_paths(stream: str, num_shards: int, split: str = TRAIN) -> list[str]:
 def write_stream(plan: Plan, stream: str, out: Path, progress: bool = False,
                  split: str = TRAIN) -> dict:
   """Writes one stream's shards of one split and its preview; returns its manifest entry."""
-  import tensorflow as tf
   from tqdm.auto import tqdm
   n = plan.options.num_shards
   paths = shard_paths(stream, n, split)
-  (out / paths[0]).parent.mkdir(parents=True)
   by_lang, by_cycle, counts = collections.Counter(), collections.Counter(), {}
   preview = []
-  try:
-    with contextlib.ExitStack() as stack:  # closes every writer, even when one fails
-      writers = [stack.enter_context(tf.io.TFRecordWriter(str(out / p))) for p in paths]
-      units = plan.units(stream, split)
-      desc = stream if split == TRAIN else f"{split} {stream}"
-      for u, unit in enumerate(tqdm(units, desc=desc, disable=not progress)):
-        for j, sample in enumerate(plan.generate(unit, counts)):
-          writers[(u + j) % n].write(records.to_example(sample))
-          count_sample(sample, by_lang, by_cycle)
-          if len(preview) < plan.options.preview:
-            preview.append(preview_line(sample))
-  except tf.errors.OpError as e:  # e.g. ResourceExhaustedError: "PATH; No space left on device"
-    raise OSError(e.message.rsplit("; ", 1)[-1]) from None
+  desc = stream if split == TRAIN else f"{split} {stream}"
+  with shard_writers(out, paths) as writers:
+    for u, unit in enumerate(tqdm(plan.units(stream, split), desc=desc, disable=not progress)):
+      for j, sample in enumerate(plan.generate(unit, counts)):
+        writers[(u + j) % n].write(records.to_example(sample))
+        count_sample(sample, by_lang, by_cycle)
+        if len(preview) < plan.options.preview:
+          preview.append(preview_line(sample))
   return finish_stream(out, stream, paths, preview, by_lang, by_cycle, counts, split)
+
+
+@contextlib.contextmanager
+def shard_writers(out: Path, paths: Sequence[str]) -> Iterator[list]:
+  """TFRecord writers of `paths` under `out` (their folder made), all closed on exit even
+  when one fails; TF's write errors (e.g. ResourceExhaustedError: "PATH; No space left on
+  device") become OSError."""
+  import tensorflow as tf
+  (out / paths[0]).parent.mkdir(parents=True)
+  try:
+    with contextlib.ExitStack() as stack:
+      yield [stack.enter_context(tf.io.TFRecordWriter(str(out / p))) for p in paths]
+  except tf.errors.OpError as e:
+    raise OSError(e.message.rsplit("; ", 1)[-1]) from None
 
 
 def count_sample(sample: Sample, by_lang: collections.Counter, by_cycle: collections.Counter):

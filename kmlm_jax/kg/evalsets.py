@@ -127,13 +127,10 @@ class HeldOut:
       return np.zeros(0, bool)
     keys = pair_keys(graph, cycle_triples.reshape(-1)).reshape(cycle_triples.shape)
     on = lambda pairs: np.isin(keys, pairs).any(axis=1)
-    xlr = self._xlr(cycle_triples)
-    return ~on(self.held_pairs) & (on(self.validation_pairs) == validation) & ~xlr
-
-  def _xlr(self, cycle_triples: np.ndarray) -> np.ndarray:
-    """[C] bool: the cycle is an XLR cycle."""
-    xlr = self.xlr_cycles[(self.xlr_cycles >= 0).sum(axis=1) == cycle_triples.shape[1]]
-    return _rows_in(cycle_triples, xlr[:, :cycle_triples.shape[1]])
+    k = cycle_triples.shape[1]
+    xlr = self.xlr_cycles[(self.xlr_cycles >= 0).sum(axis=1) == k][:, :k]  # XLR k-triple cycles
+    in_xlr = _rows_in(cycle_triples, xlr)
+    return ~on(self.held_pairs) & (on(self.validation_pairs) == validation) & ~in_xlr
 
 
 def _rows_in(rows: np.ndarray, table: np.ndarray) -> np.ndarray:

@@ -147,23 +147,22 @@ class TextFile:
 def text_files(source: Path | str, suffixes: Sequence[str] = (".txt",)) -> list[TextFile]:
   """The files ending in `suffixes` of a release: one such file, every one under a folder,
   or every member of a zip archive; sorted by path."""
-  source = Path(source)
+  source, suffixes = Path(source), tuple(suffixes)
   if not source.exists():
     raise ReleasedDataError(f"{source}: no such file or folder")
   if source.is_dir():
     found = [TextFile(p, inside=str(p.relative_to(source))) for p in sorted(source.rglob("*"))
-             if p.is_file()
-             and p.name.endswith(tuple(suffixes)) and not p.name.startswith(".")]
+             if p.is_file() and p.name.endswith(suffixes) and not p.name.startswith(".")]
   elif source.name.endswith(".zip"):
     try:
       with zipfile.ZipFile(source) as archive:
-        names = sorted(n for n in archive.namelist() if n.endswith(tuple(suffixes))
+        names = sorted(n for n in archive.namelist() if n.endswith(suffixes)
                        and not n.startswith("__MACOSX/") and not Path(n).name.startswith("."))
     except (OSError, zipfile.BadZipFile) as e:
       raise ReleasedDataError(f"{source}: not a readable zip archive ({e})") from None
     found = [TextFile(source, n) for n in names]
   else:
-    found = [TextFile(source)] if source.name.endswith(tuple(suffixes)) else []
+    found = [TextFile(source)] if source.name.endswith(suffixes) else []
   if not found:
     raise ReleasedDataError(f"{source}: no {' or '.join(suffixes)} file in it")
   return found
@@ -274,31 +273,22 @@ def _write_splits(out: Path, stream: str, lines: Iterable[tuple[str, Sample]], n
                   fraction: float, preview: int) -> dict[str, dict]:
   """Writes one stream's training and validation shards (sample j of a split to shard
   j mod N) and previews; returns the manifest entry of each split."""
-  import tensorflow as tf
-
   from kmlm_jax.data.cache import is_validation_line
   from kmlm_jax.kg import build, records
   splits = (build.TRAIN, build.VALIDATION)
   paths = {s: build.shard_paths(stream, num_shards, s) for s in splits}
   state = {s: {"n": 0, "by_lang": collections.Counter(), "by_cycle": collections.Counter(),
                "preview": []} for s in splits}
-  try:
-    with contextlib.ExitStack() as stack:  # closes every writer, even when one fails
-      writers = {}
-      for split in splits:
-        (out / paths[split][0]).parent.mkdir(parents=True)
-        writers[split] = [stack.enter_context(tf.io.TFRecordWriter(str(out / p)))
-                          for p in paths[split]]
-      for line, sample in lines:
-        split = build.VALIDATION if is_validation_line(line.encode(), fraction) else build.TRAIN
-        s = state[split]
-        writers[split][s["n"] % num_shards].write(records.to_example(sample))
-        s["n"] += 1
-        build.count_sample(sample, s["by_lang"], s["by_cycle"])
-        if len(s["preview"]) < preview:
-          s["preview"].append(build.preview_line(sample))
-  except tf.errors.OpError as e:  # e.g. "PATH; No space left on device"
-    raise OSError(e.message.rsplit("; ", 1)[-1]) from None
+  with contextlib.ExitStack() as stack:
+    writers = {s: stack.enter_context(build.shard_writers(out, paths[s])) for s in splits}
+    for line, sample in lines:
+      split = build.VALIDATION if is_validation_line(line.encode(), fraction) else build.TRAIN
+      s = state[split]
+      writers[split][s["n"] % num_shards].write(records.to_example(sample))
+      s["n"] += 1
+      build.count_sample(sample, s["by_lang"], s["by_cycle"])
+      if len(s["preview"]) < preview:
+        s["preview"].append(build.preview_line(sample))
   return {split: build.finish_stream(out, stream, paths[split], s["preview"], s["by_lang"],
                                      s["by_cycle"], {}, split) for split, s in state.items()}
 
