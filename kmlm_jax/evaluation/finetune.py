@@ -111,8 +111,6 @@ class FinetuneTask(Task):
 
 @dataclasses.dataclass
 class Finetuner:
-  """A fine-tuning run's trainer, its state and the compiled prediction."""
-
   trainer: Trainer
   state: TrainState
   predict_fn: Callable
@@ -193,13 +191,12 @@ def finetune_and_select(model_fn: Callable[[int], TaskModel], train: Sequence[di
   Raises `NonFiniteLoss` (checked at every dev evaluation) if a step diverged.
   `bar` (a progress bar) advances once per finished step.
   """
-  keys = tuple(train[0])
   tuner = make_finetuner(model_fn(seed), config, devices, seed)
   copy = lambda params: jax.tree.map(jnp.copy, params)  # the step donates the state
   best, best_params, history, pending = -1.0, copy(tuner.params), [], []
   step, epoch = 0, 0
   while step < config.steps:
-    for batch in batches(train, config.batch_size, seed * 1000 + epoch, keys):
+    for batch in batches(train, config.batch_size, seed * 1000 + epoch, tuple(train[0])):
       step += 1
       metrics = tuner.step(batch)
       pending.append((step, metrics["finite"]))

@@ -83,8 +83,8 @@ def read_split(corpus: Path | str, lang: str, max_queries: int | None = None) ->
   corpus = CorpusDir(corpus)
   entities_path = corpus.eval_path("lp", f"{lang}.entities.tsv")
   entities = [name for name, _ in read_tsv(entities_path, 2)]
-  if len(set(entities)) != len(entities):
-    dupes = [name for name, k in collections.Counter(entities).items() if k > 1]
+  dupes = [name for name, k in collections.Counter(entities).items() if k > 1]
+  if dupes:
     raise LinkPredictionInputError(f"{entities_path}: duplicate names {dupes[:5]}")
   test_path = corpus.eval_path("lp", f"{lang}.test.tsv")
   queries = [(h, r, t, n) for n, (h, r, t, _) in numbered_rows(test_path, 4)][:max_queries]

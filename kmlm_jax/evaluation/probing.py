@@ -103,21 +103,15 @@ def predict(model: ClozeModel, probes: Sequence[dict], max_tokens: int = 5,
     rows, wheres = zip(*[_template_rows(model.vocab, p["template"], p["subject"], k)
                          for p in probes])  # fresh arrays: confidence decoding fills them
     filled = [dict() for _ in probes]  # position -> (token, log-prob)
-    passes = 1 if method == "independent" else k
-    for _ in range(passes):
-      for i, ((best_t, best_s), where) in enumerate(zip(model.best_tokens(rows, wheres, bar),
-                                                         wheres)):
+    for _ in range(1 if method == "independent" else k):
+      predictions = model.best_tokens(rows, wheres, bar)
+      for i, ((tokens, scores), where) in enumerate(zip(predictions, wheres)):
         slots = [j for j, w in enumerate(where) if w not in filled[i]]
-        if not slots:
-          continue
-        open_pos, tokens, scores = where[slots], best_t[slots], best_s[slots]
-        if method == "independent":
-          for w, t, s in zip(open_pos, tokens, scores):
-            filled[i][w] = (int(t), float(s))
-        else:
-          j = int(np.argmax(scores))
-          filled[i][open_pos[j]] = (int(tokens[j]), float(scores[j]))
-          rows[i][open_pos[j]] = tokens[j]
+        if method == "confidence":  # only the most confident open mask, then predict again
+          slots = [slots[int(np.argmax(scores[slots]))]]
+        for j in slots:
+          filled[i][where[j]] = (int(tokens[j]), float(scores[j]))
+          rows[i][where[j]] = tokens[j]
     for i, where in enumerate(wheres):
       score = float(np.mean([filled[i][w][1] for w in where]))
       if score > best[i][0]:

@@ -47,9 +47,7 @@ def run(model_fn, vocab, items: Sequence[dict], config: FinetuneConfig, devices=
   split = collections.defaultdict(list)
   for item in items:
     split[(item["split"], item["lang"])].append(encode_item(vocab, item, config.max_length))
-  train, dev = split[("train", "en")], split[("dev", "en")]
-  if not train or not dev:
-    raise ValueError("XLR needs English train and dev items")
+  train, dev = split[("train", "en")], split[("dev", "en")]  # checked by `run._read_xlr`
   tests = {lang: split[("test", lang)] for s, lang in sorted(split) if s == "test"}
   out = run_seeds(model_fn, train, dev, tests, accuracy, config, devices, task="XLR")
   return {"accuracy": out.pop("score"), **out, "counts": {l: len(t) for l, t in tests.items()}}
