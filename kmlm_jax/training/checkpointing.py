@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as preservation
 
 from kmlm_jax import fileio
@@ -169,7 +170,7 @@ class Checkpointer:
     check_meta(step, meta)
     if has_sums:
       _check_layout(self.directory / str(step), info.checksums["arrays"],
-                    _layout(vars(abstract_state)))
+                    {p: (list(x.shape), str(x.dtype)) for p, x in _flat(vars(abstract_state))})
     restored = _read(lambda: self.manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(vars(abstract_state)))))
     if has_sums:
@@ -186,7 +187,8 @@ class Checkpointer:
     if jax.process_index() == 0:
       target.parent.mkdir(parents=True, exist_ok=True)
       shutil.move(str(self.directory / str(step)), str(target))
-    _sync(f"kmlm_jax quarantine {step}")
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"kmlm_jax quarantine {step}")
     self.manager.reload()
     return target
 
@@ -243,12 +245,6 @@ def _ranker(metric: str) -> Callable[[dict], tuple]:
   return lambda m: rank_key(metric, m.get(metric), int(m.get("step", 0)))
 
 
-def abstract_like(state_shapes: Any, shardings: Any) -> Any:
-  """ShapeDtypeStructs carrying the given shardings (restore targets)."""
-  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                      state_shapes, shardings)
-
-
 # ------------------------------------------------------------------------------ checksums
 
 
@@ -258,11 +254,9 @@ def _checksums(tree: dict, non_finite: str | None = None) -> dict:
   unsigned words, i their row-major position in the global array: any one changed value
   changes it, and it does not depend on the sharding or the number of processes. With
   `non_finite` (a description), a non-finite value raises `NonFiniteLoss`."""
-  paths, leaves = zip(*[(jax.tree_util.keystr(p, simple=True, separator="/"), x)
-                        for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]])
+  paths, leaves = zip(*_flat(tree))
   parts = np.array([_local_sum(x) for x in leaves], np.uint64)  # (sum, non-finite count)
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
     gathered = multihost_utils.process_allgather(parts.astype(np.uint32))
     parts = np.asarray(gathered, np.uint64).reshape(-1, *parts.shape).sum(0)
   bad = [p for p, (_, n) in zip(paths, parts) if n]
@@ -271,6 +265,12 @@ def _checksums(tree: dict, non_finite: str | None = None) -> dict:
                         "saved, the checkpoints saved before are intact")
   return {p: {"shape": list(x.shape), "dtype": str(x.dtype), "sum": int(s) % 2**32}
           for p, x, (s, _) in zip(paths, leaves, parts)}
+
+
+def _flat(tree) -> list[tuple[str, Any]]:
+  """(path "a/b/c", leaf) of every leaf of `tree`: the names the checksums file keys."""
+  return [(jax.tree_util.keystr(p, simple=True, separator="/"), x)
+          for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
 def _local_sum(x) -> tuple[int, int]:
@@ -290,10 +290,9 @@ def _shard_sum(data: np.ndarray, index: tuple, shape: tuple) -> tuple[int, int]:
   shape = tuple(shape) or (1,)
   starts = [(sl.start or 0) for sl in index] + [0] * (len(shape) - len(index))
   strides = [int(np.prod(shape[d + 1:], dtype=np.int64)) for d in range(len(shape))]
-  rest = np.zeros(data.shape[1:], np.uint64)  # positions within a row of the block
-  for d in range(1, data.ndim):
-    axis = np.arange(starts[d], starts[d] + data.shape[d], dtype=np.uint64) * strides[d]
-    rest = rest + axis.reshape([-1 if a == d - 1 else 1 for a in range(data.ndim - 1)])
+  axes = [np.arange(start, start + n, dtype=np.uint64) * stride
+          for start, n, stride in zip(starts[1:], data.shape[1:], strides[1:])]
+  rest = sum(np.ix_(*axes), np.zeros(data.shape[1:], np.uint64))  # positions within a row
   words = np.dtype(f"u{data.dtype.itemsize}")
   floating = jnp.issubdtype(data.dtype, jnp.floating)
   rows = max(1, _CHUNK // max(rest.size, 1))
@@ -314,11 +313,6 @@ def _verify(saved: dict, restored: dict) -> None:
   if bad:
     raise Corrupt(f"checksum mismatch in {', '.join(bad[:3])}"
                   + (f" and {len(bad) - 3} more arrays" if len(bad) > 3 else ""))
-
-
-def _layout(tree: dict) -> dict:
-  return {jax.tree_util.keystr(p, simple=True, separator="/"): (list(x.shape), str(x.dtype))
-          for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def _check_layout(where: Path, saved: dict, expected: dict) -> None:
@@ -358,12 +352,6 @@ def _reason(error: Exception) -> str:
 
 def _step_order(name: str) -> tuple:
   return tuple(int(p) if p.isdigit() else 0 for p in name.split("."))
-
-
-def _sync(name: str) -> None:
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices(name)
 
 
 def _quiet_orbax_failures(directory: Path) -> None:

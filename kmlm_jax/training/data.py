@@ -224,8 +224,8 @@ def _check_shares(config: DataConfig, shares: int) -> None:
 
 def make_validation_batches(config: DataConfig, vocab_size: int, share: int, shares: int,
                             num_batches: int, build: bool = True) -> list[dict]:
-  """`num_batches` batches of host share `share` of `shares` for validation: the same at every call, in
-  the training batches' keys and shapes.
+  """`num_batches` batches of host share `share` of `shares` for validation: the same at
+  every call, in the training batches' keys and shapes.
 
   They come from the token cache's validation split only (held-out text lines, the `kg
   build` validation corpora), mixed by the run's mixture and rates over the validation

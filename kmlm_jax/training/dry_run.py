@@ -96,12 +96,9 @@ def abstract_batch(config: ExperimentConfig, partitioner: sharding.Partitioner) 
 def compile_step(config: ExperimentConfig, devices=None):
   """(trainer, compiled step) of `config` from abstract inputs."""
   trainer = loop.pretraining_trainer(config, devices)
-  shapes = jax.eval_shape(trainer.init_state)
-  state = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                       shapes, trainer.state_shardings)
   p = trainer.partitioner
   with sharding.activation_sharding(p.mesh, p.rules):
-    lowered = trainer.step_fn.jitted.lower(state, abstract_batch(config, p))
+    lowered = trainer.step_fn.jitted.lower(trainer.abstract_state(), abstract_batch(config, p))
   return trainer, lowered.compile()
 
 

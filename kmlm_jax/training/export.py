@@ -164,8 +164,7 @@ def _verify(ckpt: TrainingCheckpoint, params: dict) -> None:
                 "reading it unverified", ckpt.path)
     return
   saved = {p: s for p, s in ckpt.sums.get("arrays", {}).items() if p.startswith("params/")}
-  ours = {jax.tree_util.keystr(p, simple=True, separator="/"): {"sum": ck._local_sum(x)[0]}
-          for p, x in jax.tree_util.tree_flatten_with_path({"params": params})[0]}
+  ours = {p: {"sum": ck._local_sum(x)[0]} for p, x in ck._flat({"params": params})}
   try:
     ck._verify(saved, ours)
   except ck.Corrupt as e:
@@ -180,9 +179,10 @@ def vocab_tokenizer_dir(vocab: str | None) -> Path | None:
   the folder of a tokenizer.json, a folder itself, else None. The final export
   WORKDIR/model copies the tokenizer files of this folder."""
   from kmlm_jax.text.vocab import default_vocab_path
-  vocab = vocab or default_vocab_path()
-  return Path(vocab).parent if Path(vocab).name == "tokenizer.json" else (
-      Path(vocab) if Path(vocab).is_dir() else None)
+  vocab = Path(vocab or default_vocab_path())
+  if vocab.name == "tokenizer.json":
+    return vocab.parent
+  return vocab if vocab.is_dir() else None
 
 
 def tokenizer_dir(ckpt: TrainingCheckpoint) -> Path | None:

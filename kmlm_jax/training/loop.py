@@ -179,7 +179,6 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
   best = validation.BestTracker.from_meta(t.keep_best, meta) if t.keep_best else None
   validations = _previous(workdir, first_step, "validation")
   writer = None
-  validator = None
   profile = _Profile(t.profile_steps, first_step, t.steps, workdir / "profile")
 
   stop = {"signal": None}
@@ -222,8 +221,7 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
                                         process_index=jax.process_index())
     if jax.process_index() == 0:
       (workdir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=1))
-    if t.eval_every:
-      validator = validation.Validator(config, trainer)
+    validator = validation.Validator(config, trainer) if t.eval_every else None
     if progress and jax.process_index() == 0:
       from tqdm.auto import tqdm
       bar = tqdm(total=t.steps, initial=first_step, desc=config.name, unit="step")
@@ -232,7 +230,9 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
       host = next(batches)
       tokens = int((host["segment_ids"] > 0).sum()) * trainer.partitioner.host_share[1]
       if step == first_step + 1:
-        _say_compiling(bar, config.name)
+        log.info("compiling the train step (the first step waits for it)")
+        if bar is not None:
+          bar.set_description(f"{config.name} (compiling)")
       profile.before(step)
       state, metrics = trainer.step(state, host)
       profile.after(step, state)
@@ -241,7 +241,11 @@ def train(config: ExperimentConfig, workdir: Path | str, *, resume: bool = False
         t0 = time.perf_counter()
         jax.block_until_ready(metrics)
         startup_s = time.time() - psutil.Process().create_time()
-        _say_compiled(bar, config.name, step, time.perf_counter() - t0)
+        log.info("compiled the train step and ran step %d in %.1f s", step,
+                 time.perf_counter() - t0)
+        if bar is not None:
+          bar.set_description(config.name)
+          bar.update(step - bar.n)
       elif bar is not None:  # steps run asynchronously: the bar counts the completed ones
         jax.block_until_ready(in_flight)
         bar.update(step - 1 - bar.n)
@@ -330,9 +334,7 @@ def _export_params(config: ExperimentConfig, trainer: Trainer, ckpt, state, best
     return state.params
   log.info("train.export=best: exporting step %d (%s=%.6g)", best.step, best.metric,
            best.value)
-  shapes = jax.eval_shape(trainer.init_state)
-  restored, _ = ckpt.restore_step(best.step, checkpointing.abstract_like(
-      shapes, trainer.state_shardings))
+  restored, _ = ckpt.restore_step(best.step, trainer.abstract_state())
   return restored.params
 
 
@@ -388,8 +390,7 @@ def _start(config: ExperimentConfig, ckpt: checkpointing.Checkpointer, resume: b
   trainer = pretraining_trainer(config)
   restored = None
   if resume:
-    shapes = jax.eval_shape(trainer.init_state)
-    restored = ckpt.restore_latest(checkpointing.abstract_like(shapes, trainer.state_shardings),
+    restored = ckpt.restore_latest(trainer.abstract_state(),
                                    _meta_checker(config, allow_schedule_change))
   if restored is None:
     if resume:
@@ -427,19 +428,6 @@ def _previous(workdir: Path, first_step: int, key: str) -> list:
     log.warning("%s cannot be read (%s); the new summary holds only this run's %s",
                 path, e, key)
     return []
-
-
-def _say_compiling(bar, name: str) -> None:
-  log.info("compiling the train step (the first step waits for it)")
-  if bar is not None:
-    bar.set_description(f"{name} (compiling)")
-
-
-def _say_compiled(bar, name: str, step: int, seconds: float) -> None:
-  log.info("compiled the train step and ran step %d in %.1f s", step, seconds)
-  if bar is not None:
-    bar.set_description(name)
-    bar.update(step - bar.n)
 
 
 class _External:

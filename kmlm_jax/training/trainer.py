@@ -134,6 +134,11 @@ class Trainer:
                             self.state_shardings.params)
     return jax.jit(init, out_shardings=self.state_shardings)(params)
 
+  def abstract_state(self) -> TrainState:
+    """The state as ShapeDtypeStructs carrying its shardings (compile and restore targets)."""
+    return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                        jax.eval_shape(self.init_state), self.state_shardings)
+
   def step(self, state: TrainState, host_batch: dict) -> tuple[TrainState, dict]:
     return self.step_fn(state, self.partitioner.put_batch(host_batch))
 
@@ -163,9 +168,8 @@ def make_trainer(task: Task, partitioner: Partitioner, optimizer: OptimizerConfi
   train_shardings, _ = split_params(param_shardings, task.trainable)
   train_abstract, _ = split_params(abstract_arrays(abstract), task.trainable)
   tx = make_optimizer(optimizer)
-  opt_shardings = optimizer_shardings(tx, train_abstract, train_shardings,
-                                      partitioner.replicated)
   replicated = partitioner.replicated
+  opt_shardings = optimizer_shardings(tx, train_abstract, train_shardings, replicated)
   state_shardings = TrainState(param_shardings, opt_shardings, replicated, replicated)
   accum = grad_accum_steps
 

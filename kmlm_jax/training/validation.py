@@ -31,6 +31,7 @@ minimised, the others maximised) for keep-best and early stopping.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import math
 from typing import Any, Sequence
@@ -117,16 +118,13 @@ def check_knowledge_inputs(config: ExperimentConfig) -> None:
                      "train.eval_knowledge_examples=0")
 
 
-def minimised(metric: str) -> bool:
-  return metric.endswith("loss")
-
-
 def rank_key(metric: str, value: float | None, step: int) -> tuple[float, int]:
-  """A sort key, larger = better: the metric's value (missing or NaN worst), then the
-  earlier step (ties keep the first checkpoint that reached the value)."""
+  """A sort key, larger = better: the metric's value (minimised for names ending in "loss";
+  missing or NaN worst), then the earlier step (ties keep the first checkpoint that reached
+  the value)."""
   if value is None or math.isnan(value):
     return (-math.inf, -step)
-  return (-value if minimised(metric) else value, -step)
+  return (-value if metric.endswith("loss") else value, -step)
 
 
 @dataclasses.dataclass
@@ -145,8 +143,7 @@ class BestTracker:
                        f"{self.metric!r} (the validation batches hold no loss position of "
                        f"that stream); it produced {', '.join(sorted(results))}")
     value = float(results[self.metric])
-    if rank_key(self.metric, value, step) > rank_key(self.metric, self.value, step) \
-        and not math.isnan(value):
+    if rank_key(self.metric, value, step) > rank_key(self.metric, self.value, step):
       self.value, self.step, self.since_best = value, step, 0
       return True
     self.since_best += 1
@@ -214,12 +211,9 @@ def round_robin(items: Sequence[Any], n: int, lang=lambda item: item["lang"]) ->
   queues: dict[str, list] = {}
   for item in items:
     queues.setdefault(lang(item), []).append(item)
-  out: list = []
-  depth = 0
-  while len(out) < n and any(depth < len(q) for q in queues.values()):
-    out += [q[depth] for q in queues.values() if depth < len(q)][:n - len(out)]
-    depth += 1
-  return out
+  gap = object()
+  turns = itertools.chain.from_iterable(itertools.zip_longest(*queues.values(), fillvalue=gap))
+  return list(itertools.islice((item for item in turns if item is not gap), n))
 
 
 @dataclasses.dataclass
