@@ -543,18 +543,16 @@ class KGSplit:
   test: list[tuple[str, str, str, str]]
 
 
-def _uri_label(line: str, entity: bool) -> str:
-  """The label the original gives a URI line: its last `/` segment (entities: `_` -> space,
-  parentheses dropped)."""
-  label = line.split("/")[-1]
-  return label.replace("_", " ").replace("(", "").replace(")", "") if entity else label
-
-
 def _table(path: Path, entity: bool) -> list[str] | None:
-  """The labels of an id table (line k = id k), None when the file is absent."""
+  """The labels of an id table (line k = id k), None when the file is absent. As in the
+  original, a URI line's label is its last `/` segment (entities: `_` -> space, parentheses
+  dropped)."""
   if not path.is_file():
     return None
-  return [_uri_label(line, entity) for _, line in TextFile(path).lines()]
+  labels = [line.split("/")[-1] for _, line in TextFile(path).lines()]
+  if entity:
+    labels = [l.replace("_", " ").replace("(", "").replace(")", "") for l in labels]
+  return labels
 
 
 def _kg_triples(file: TextFile, entities: list[str] | None, relations: list[str] | None):
