@@ -277,11 +277,8 @@ def _local_sum(x) -> tuple[int, int]:
   """(checksum part, non-finite count) of the shards of `x` this process holds."""
   shards = [(s.data, s.index) for s in x.addressable_shards if s.replica_id == 0] \
       if isinstance(x, jax.Array) else [(x, ())]
-  total, non_finite = 0, 0
-  for data, index in shards:
-    s, n = _shard_sum(np.asarray(data), index, x.shape)
-    total, non_finite = (total + s) % 2**32, non_finite + n
-  return total, non_finite
+  parts = [_shard_sum(np.asarray(data), index, x.shape) for data, index in shards]
+  return sum(s for s, _ in parts) % 2**32, sum(n for _, n in parts)
 
 
 def _shard_sum(data: np.ndarray, index: tuple, shape: tuple) -> tuple[int, int]:

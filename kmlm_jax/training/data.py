@@ -210,7 +210,7 @@ def make_batches(config: DataConfig, vocab_size: int, share: int = 0, shares: in
   continuing from `state` (None: the start)."""
   _check_shares(config, shares)
   if config.mixture == "synthetic":
-    start = 0 if state is None else int(state.get("position", 0))
+    start = int((state or {}).get("position", 0))
     return SyntheticBatches(config, vocab_size, share, shares, start)
   spec = spec or prepare_input(config, build=share == 0)
   return CacheBatches(spec, share, shares, state, config.workers)

@@ -45,10 +45,6 @@ class TrainingCheckpoint:
   sums: dict | None
 
   @property
-  def workdir(self) -> Path:
-    return self.path.parent.parent
-
-  @property
   def step(self) -> int:
     return int(self.meta.get("step", -1))
 
@@ -86,9 +82,8 @@ def saved_steps(root: Path) -> list[int]:
 def _read_step(path: Path) -> TrainingCheckpoint:
   """The step directory `path` with its meta read and checked against its checksum."""
   if not path.is_dir():
-    steps = saved_steps(path.parent)
     raise mc.CheckpointError(f"{path}: no such training checkpoint ({path.parent} holds "
-                             f"{_steps_text(steps)})")
+                             f"{_steps_text(saved_steps(path.parent))})")
   if not _is_step(path):
     raise mc.CheckpointError(f"{path}: not a complete training checkpoint (no state/ and "
                              "meta/: not saved by kmlm-jax train, or its save did not finish)")
@@ -189,7 +184,7 @@ def tokenizer_dir(ckpt: TrainingCheckpoint) -> Path | None:
   """The tokenizer folder of the run that saved `ckpt` (its WORKDIR/config.json's
   `data.vocab`), or None when the run's config or tokenizer files are not there."""
   from kmlm_jax.assets import AssetError
-  config_file = ckpt.workdir / "config.json"
+  config_file = ckpt.path.parent.parent / "config.json"  # WORKDIR/config.json
   if not config_file.is_file():
     return None
   data = fileio.read_json_object(config_file, mc.CheckpointError).get("data")
