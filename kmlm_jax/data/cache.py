@@ -42,6 +42,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import fcntl
 import functools
 import glob
 import hashlib
@@ -291,21 +292,29 @@ def _merge(parts_dir: Path, split: str, source: str, indices: list[int], target:
 
 def build(cache_dir: Path | str, spec: CacheSpec, sources: list[str], *, runner: str = "direct",
           beam_options: str = "", progress: bool = True) -> dict:
-  """Builds the missing `sources` into `cache_dir` (created if needed); returns cache.json."""
+  """Builds the missing `sources` into `cache_dir` (created if needed); returns cache.json.
+  Builds of one cache directory by several processes take turns (a lock file beside it,
+  `DIR.lock`): the later ones find the sources built."""
   cache_dir = Path(cache_dir)
   meta = _check_or_new(cache_dir, spec)
-  missing = [s for s in sources if s not in meta["sources"]]
-  if not missing:
+  if all(s in meta["sources"] for s in sources):
     return meta
-  units = plan_units(spec, missing)
-  created = not cache_dir.exists()
-  cache_dir.mkdir(parents=True, exist_ok=True)
-  try:
-    _build_units(cache_dir, spec, units, missing, meta, runner, beam_options, progress)
-  except BaseException:
-    if created:  # a failed first build leaves nothing behind
-      shutil.rmtree(cache_dir, ignore_errors=True)
-    raise
+  cache_dir.parent.mkdir(parents=True, exist_ok=True)
+  with open(cache_dir.with_name(cache_dir.name + ".lock"), "a") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    meta = _check_or_new(cache_dir, spec)  # as another process may have left it
+    missing = [s for s in sources if s not in meta["sources"]]
+    if not missing:
+      return meta
+    created = not cache_dir.exists()
+    cache_dir.mkdir(exist_ok=True)
+    try:
+      _build_units(cache_dir, spec, plan_units(spec, missing), missing, meta, runner,
+                   beam_options, progress)
+    except BaseException:
+      if created:  # a failed first build leaves nothing behind
+        shutil.rmtree(cache_dir, ignore_errors=True)
+      raise
   return meta
 
 

@@ -1,11 +1,13 @@
 """The token cache and the online input: exact resume (also across host counts),
 workers, packed = unpacked, the Beam build, bad input, the seqio view."""
 
+import fcntl
 import hashlib
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -50,6 +52,47 @@ def test_beam_build_is_byte_identical(small, tmp_path):
   # A link is one example per direction.
   corpus = json.loads((root / "kg" / "manifest.json").read_text())
   assert meta["sources"]["link"]["examples"] == 2 * corpus["streams"]["link"]["samples"]
+
+
+BUILDER = """
+import dataclasses, json, sys
+from kmlm_jax.data import cache
+fields = json.loads(sys.argv[1])
+spec = cache.CacheSpec(**{**fields, "languages": tuple(fields["languages"])})
+cache.build(sys.argv[2], spec, sys.argv[3].split(","), progress=False)
+"""
+
+
+def _waiting_pids() -> set[int]:
+  """Processes waiting for a file lock (Linux: '-> FLOCK ADVISORY WRITE PID ...')."""
+  lines = Path("/proc/locks").read_text().splitlines()
+  return {int(line.split()[5]) for line in lines if " -> FLOCK " in line}
+
+
+@pytest.mark.slow
+def test_concurrent_builds_of_one_cache_take_turns(small, tmp_path):
+  """Builds of one cache wait while another holds it (here: this test, holding the lock);
+  two processes building the same new cache at once (two runs of one data config) both
+  succeed and leave the files of a single build."""
+  root, spec = small
+  sources = ["text.en", "text.fr", "code_switched", "parallel"]
+  logs = [tmp_path / f"builder{i}.txt" for i in range(2)]
+  with open(tmp_path / "cache.lock", "a") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    builders = [subprocess.Popen([sys.executable, "-c", BUILDER, json.dumps(spec.__dict__),
+                                  str(tmp_path / "cache"), ",".join(sources)], cwd=ROOT,
+                                 stderr=open(log, "w")) for log in logs]
+    deadline = time.monotonic() + 300
+    while not {b.pid for b in builders} <= _waiting_pids():
+      assert all(b.poll() is None for b in builders), "a build did not wait for the lock"
+      assert time.monotonic() < deadline
+      time.sleep(0.5)
+    assert not (tmp_path / "cache").exists()
+  for builder, log in zip(builders, logs):
+    assert builder.wait(timeout=300) == 0, log.read_text()[-3000:]
+  single = {k: v for k, v in tree(root / "cache").items() if Path(k).parent.name in sources}
+  assert {k: v for k, v in tree(tmp_path / "cache").items() if k != "cache.json"} == single
+  assert set(cache.read_meta(tmp_path / "cache")["sources"]) == set(sources)
 
 
 def test_cache_refuses_another_vocabulary_or_length(small):
