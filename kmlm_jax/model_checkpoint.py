@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import sys
+import traceback
 import typing
 from pathlib import Path
 from typing import Mapping
@@ -123,9 +126,49 @@ def save_model_checkpoint(path: Path | str, config: ModelConfig, params: Mapping
       copy_tokenizer_files(tokenizer_dir, tmp / "tokenizer")
 
 
+def quiet_orbax_failures(directory: Path) -> None:
+  """Keeps Orbax's own reports of a failed save into `directory` off the console: the
+  caller raises the failure as one `WriteError`. Drops the ERROR log records of Orbax
+  (absl, with tracebacks, also from its background threads) and asyncio's "... exception
+  was never retrieved" of Orbax's writes (whose exception may carry no Orbax frame: they are known
+  by naming a checkpoint directory), and the "Event loop is closed" errors of writes
+  still completing after a failed save. The filters are installed once per process."""
+  global _quiet_installed
+  _checkpoint_dirs.add(str(directory))
+  if _quiet_installed:
+    return
+  _quiet_installed = True
+  for name in ("absl", "asyncio"):
+    logging.getLogger(name).addFilter(
+        lambda r: r.levelno < logging.ERROR or not _from_orbax(r))
+  previous = sys.unraisablehook
+
+  def hook(unraisable) -> None:
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == "Event loop is closed"):
+      previous(unraisable)
+
+  sys.unraisablehook = hook
+
+
+def _from_orbax(record: logging.LogRecord) -> bool:
+  """Whether a log record is Orbax's: logged from its code, naming it or a checkpoint
+  directory, or carrying an exception raised through Orbax or naming such a directory."""
+  orbax = f"{os.sep}orbax{os.sep}"
+  error = record.exc_info[1] if record.exc_info else None
+  files = [f.filename for f in traceback.extract_tb(error.__traceback__)] if error else []
+  texts = [record.pathname or "", record.getMessage(), str(error or ""), *files]
+  return any(orbax in text or any(d in text for d in _checkpoint_dirs) for text in texts)
+
+
+_checkpoint_dirs: set[str] = set()
+_quiet_installed = False
+
+
 def _save_params(path: Path, params: Mapping) -> None:
   """Orbax's save; its failure to write (full disk: a ValueError naming the OS error, and
   error logs from its threads) becomes that OSError, for `atomic_directory`'s WriteError."""
+  quiet_orbax_failures(path)
   absl = logging.getLogger("absl")
   level = absl.level
   absl.setLevel(logging.CRITICAL)

@@ -33,10 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-import sys
-import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,6 +46,7 @@ from orbax.checkpoint import checkpoint_managers as preservation
 
 from kmlm_jax import fileio
 from kmlm_jax.errors import InputError, NonFiniteLoss, WriteError
+from kmlm_jax.model_checkpoint import quiet_orbax_failures
 from kmlm_jax.training.trainer import TrainState
 
 log = logging.getLogger("kmlm_jax.training")
@@ -90,7 +88,7 @@ class Checkpointer:
       options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=async_save)
     self.manager = ocp.CheckpointManager(self.directory, options=options)
-    _quiet_orbax_failures(self.directory)
+    quiet_orbax_failures(self.directory)
 
   def steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
@@ -349,42 +347,3 @@ def _reason(error: Exception) -> str:
 
 def _step_order(name: str) -> tuple:
   return tuple(int(p) if p.isdigit() else 0 for p in name.split("."))
-
-
-def _quiet_orbax_failures(directory: Path) -> None:
-  """Keeps Orbax's own reports of a failed save off the console: `Checkpointer` raises
-  the failure as one `WriteError`. Drops the ERROR log records of Orbax (absl, with
-  tracebacks, also from its background threads) and asyncio's "... exception was never
-  retrieved" of Orbax's writes (whose exception may carry no Orbax frame: they are known
-  by naming a checkpoint directory), and the "Event loop is closed" errors of writes
-  still completing after a failed save. The filters are installed once per process."""
-  global _quiet_installed
-  _checkpoint_dirs.add(str(directory))
-  if _quiet_installed:
-    return
-  _quiet_installed = True
-  for name in ("absl", "asyncio"):
-    logging.getLogger(name).addFilter(
-        lambda r: r.levelno < logging.ERROR or not _from_orbax(r))
-  previous = sys.unraisablehook
-
-  def hook(unraisable) -> None:
-    if not (isinstance(unraisable.exc_value, RuntimeError)
-            and str(unraisable.exc_value) == "Event loop is closed"):
-      previous(unraisable)
-
-  sys.unraisablehook = hook
-
-
-def _from_orbax(record: logging.LogRecord) -> bool:
-  """Whether a log record is Orbax's: logged from its code, naming it or a checkpoint
-  directory, or carrying an exception raised through Orbax or naming such a directory."""
-  orbax = f"{os.sep}orbax{os.sep}"
-  error = record.exc_info[1] if record.exc_info else None
-  files = [f.filename for f in traceback.extract_tb(error.__traceback__)] if error else []
-  texts = [record.pathname or "", record.getMessage(), str(error or ""), *files]
-  return any(orbax in text or any(d in text for d in _checkpoint_dirs) for text in texts)
-
-
-_checkpoint_dirs: set[str] = set()
-_quiet_installed = False
