@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 from typing import Mapping
@@ -175,8 +176,20 @@ def atomic_directory(target: Path | str, overwrite: bool = False,
         shutil.rmtree(target)
       os.replace(tmp, target)
   except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
+    remove_tree(tmp)
     raise
+
+
+def remove_tree(path: Path | str, settle: float = 0.2, timeout: float = 10.0) -> None:
+  """Removes `path`, again when a late writer re-creates it (Orbax's abandoned writes after
+  a failed save: tensorstore makes the folders it writes into), until it stays gone for
+  `settle` seconds or `timeout` seconds have passed."""
+  deadline = time.monotonic() + timeout
+  while True:
+    shutil.rmtree(path, ignore_errors=True)
+    time.sleep(settle)
+    if not os.path.lexists(path) or time.monotonic() > deadline:
+      return
 
 
 def save_npz(path: Path | str, arrays: Mapping[str, np.ndarray]) -> None:

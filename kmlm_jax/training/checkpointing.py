@@ -208,7 +208,7 @@ class Checkpointer:
   def _failed(self, error: Exception) -> None:
     if jax.process_index() == 0:
       for tmp in self.directory.glob("*.orbax-checkpoint-tmp*"):
-        shutil.rmtree(tmp, ignore_errors=True)
+        fileio.remove_tree(tmp)
     self.manager.reload()
     raise WriteError(f"{self.directory}: saving a checkpoint failed ({_reason(error)}); the "
                      f"checkpoints before are intact (steps {self.steps()})") from error
