@@ -130,9 +130,9 @@ def quiet_orbax_failures(directory: Path) -> None:
   """Keeps Orbax's own reports of a failed save into `directory` off the console: the
   caller raises the failure as one `WriteError`. Drops the ERROR log records of Orbax
   (absl, with tracebacks, also from its background threads) and asyncio's "... exception
-  was never retrieved" of Orbax's writes (whose exception may carry no Orbax frame: they are known
-  by naming a checkpoint directory), and the "Event loop is closed" errors of writes
-  still completing after a failed save. The filters are installed once per process."""
+  was never retrieved" of Orbax's writes (whose exception may carry no Orbax frame: they
+  are known by naming a checkpoint directory), and the "Event loop is closed" errors of
+  writes still completing after a failed save. The filters are installed once per process."""
   global _quiet_installed
   _checkpoint_dirs.add(str(directory))
   if _quiet_installed:

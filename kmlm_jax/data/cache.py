@@ -296,9 +296,10 @@ def build(cache_dir: Path | str, spec: CacheSpec, sources: list[str], *, runner:
   Builds of one cache directory by several processes take turns (a lock file beside it,
   `DIR.lock`): the later ones find the sources built."""
   cache_dir = Path(cache_dir)
-  meta = _check_or_new(cache_dir, spec)
-  if all(s in meta["sources"] for s in sources):
-    return meta
+  if (cache_dir / "cache.json").exists():  # a built cache is read without the lock
+    meta = _check_or_new(cache_dir, spec)
+    if all(s in meta["sources"] for s in sources):
+      return meta
   cache_dir.parent.mkdir(parents=True, exist_ok=True)
   with open(cache_dir.with_name(cache_dir.name + ".lock"), "a") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes

@@ -174,9 +174,10 @@ def train(config: KGEConfig, triples, num_entities: int, num_relations: int, *,
           partitioner: Partitioner | None = None, progress: bool = True):
   """Trains on [N, 3] (h, r, t) triples; returns (params, losses [steps] numpy).
 
-  `partitioner`: the mesh (default: data parallel, `data_parallel_devices`). Raises `NonFiniteLoss` at the first
-  step whose loss, gradient or update is not finite (the trainer did not
-  apply it). `progress`: a bar on stderr, moved when losses are fetched.
+  `partitioner`: the mesh (default: data parallel, `data_parallel_devices`).
+  Raises `NonFiniteLoss` at the first step whose loss, gradient or update is
+  not finite (the trainer did not apply it). `progress`: a bar on stderr, moved
+  when losses are fetched.
   """
   from kmlm_jax.evaluation import progress as progress_lib
   triples = _check_triples(triples, num_entities, num_relations)
